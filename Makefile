@@ -1,0 +1,52 @@
+# docker-job-manager: developer and CI entry points.
+#   make test    - venv, apt packages, the test suite (it starts its own private engines), docs
+#   make docs    - Sphinx HTML into docs/_build/html, warnings are errors
+#   make demo    - python -m backend demo
+#   make bench   - benchmarks/run.py
+#   make engines / engines-stop - two private engines under /tmp/djm, for trying things by hand
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ENGINES_ROOT ?= /tmp/djm
+
+.PHONY: venv ensure test docs demo bench engines engines-stop clean
+
+venv: $(STAMP)
+
+# re-installs only when setup.py changes (or the venv is gone)
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test,docs]'
+	touch $@
+
+# apt-get install docker.io busybox-static when missing (needs root then)
+ensure: venv
+	$(PY) scripts/engines.py ensure
+
+# pytest and the docs both run; the target fails when either fails
+test: venv ensure
+	@status=0; \
+	$(PY) -m pytest -q tests || status=$$?; \
+	$(MAKE) --no-print-directory docs || status=$$?; \
+	exit $$status
+
+docs: venv
+	$(PY) -m sphinx -W -q -b html docs docs/_build/html
+
+demo: venv ensure
+	$(PY) -m backend demo
+
+bench: venv ensure
+	$(PY) benchmarks/run.py
+
+engines: venv ensure
+	$(PY) scripts/engines.py start --count 2 --root $(ENGINES_ROOT)
+
+engines-stop:
+	$(PYTHON) scripts/engines.py stop --root $(ENGINES_ROOT)
+
+clean:
+	rm -rf $(VENV) *.egg-info docs/_build .pytest_cache build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

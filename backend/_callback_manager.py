@@ -1,0 +1,56 @@
+"""Callback managers: threads of the JobManager's process that deliver results.
+
+Each thread reads the *done queue* (a :class:`queue.Queue` of ended jobs, fed by the dispatcher
+and, for jobs that need no container, by :meth:`JobManager.new_job`). For each job it merges the
+container's part with the local check (SPEC §6), schedules the *deleter* for the job's container
+(before the callback, so that a slow callback never delays the removal), and calls the callback
+in this process: a bound method, a closure or a lambda works, and nothing is pickled. A callback
+that raises, even ``SystemExit``, is logged with its traceback; the thread goes on.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Callable
+
+from backend._results import make_run, merge
+
+logger = logging.getLogger("backend")
+
+
+class _CallbackManager(threading.Thread):
+    """One callback manager thread. ``None`` on the done queue stops it."""
+
+    def __init__(self, index: int, done_queue: "queue.Queue", schedule_deletion: Callable,
+                 delivered: Callable):
+        super().__init__(name=f"backend-callback-{index}", daemon=True)
+        self.done_queue = done_queue
+        self.schedule_deletion = schedule_deletion
+        self.delivered = delivered
+
+    def run(self) -> None:
+        while True:
+            job = self.done_queue.get()
+            if job is None:
+                return
+            try:
+                self.deliver(job)
+            finally:
+                self.delivered(job)
+
+    def deliver(self, job) -> None:
+        try:
+            result = merge(job.local, job.result)
+            if job.spec is not None and "run" not in result:
+                result["run"] = make_run()
+        except BaseException:  # noqa: BLE001 - a bad result must not lose the callback
+            logger.exception("job %s: merging its result failed", job.job_id)
+            result = {"result": "crash", "text": "internal error while merging the result",
+                      "problems": {}, "run": make_run(reason="bad_output")}
+        if job.container_id and job.instance:
+            self.schedule_deletion(job.instance, job.container_id)
+        try:
+            job.callback(job.job_id, job.task, result)
+        except BaseException:  # noqa: BLE001 - SystemExit included: logged, never silent
+            logger.exception("the callback of job %s raised", job.job_id)

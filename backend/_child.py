@@ -1,0 +1,56 @@
+"""What every child process of a JobManager shares: exiting when the manager dies, and logging
+to the manager's ``backend`` logger level."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import types
+from multiprocessing.connection import wait
+
+_START_LOCK = threading.Lock()
+
+
+def exit_with_parent() -> None:
+    """Starts a daemon thread that ends this process as soon as its parent process is gone,
+    even when the parent was SIGKILLed."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="backend-parent-watch", daemon=True).start()
+
+
+def configure_logging(level: int) -> None:
+    """Children log at the manager's level to stderr (spawned children have no handlers)."""
+    logger = logging.getLogger("backend")
+    logger.setLevel(level)
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def start_process(process) -> None:
+    """Starts ``process`` without making it re-import the user's ``__main__`` module.
+
+    Under ``spawn`` and ``forkserver``, multiprocessing runs the parent's main script again in
+    each child, so a script without an ``if __name__ == "__main__":`` guard would start a
+    JobManager in every child. Our children run only code of this package on plain data, so
+    they need nothing from ``__main__``: it is hidden while the child's start-up data is made.
+    """
+    with _START_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            process.start()
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main

@@ -1,0 +1,452 @@
+"""The dispatcher: the one thread of the JobManager's process that talks to its children.
+
+Data flow (one arrow per pipe; every pipe has exactly one reader and one writer, so a process
+that dies never leaves a lock held)::
+
+  JobManager.new_job ──commands──▶ dispatcher thread ──("submit", …)──▶ submitter processes
+                                     ▲      │    ◀──("created"|"started"|"failed", …)──┘
+                                     │      ├──("watch"|"kill", …)──▶ waiter processes
+                                     │      │    ◀──("done"|"engine", …)──┘  (per instance)
+                                     │      ▼
+          ("delete", …) ── callback managers ◀── done queue (queue.Queue of ended _Jobs)
+
+The dispatcher owns all placement state: the FIFO of jobs waiting for a slot, the running count
+of every instance, which submitter holds which job and which waiter watches which container.
+It does one :func:`multiprocessing.connection.wait` over a wake-up pipe, every child's pipe and
+every child's sentinel. A child that dies is replaced at once; the jobs it held end exactly once
+(a submitter's job: ``crash``/``start_failed`` and its container is removed by label), or are
+handed to the replacement (a waiter's containers, recovered from the engine).
+
+A job ends in exactly one place, :meth:`_Dispatcher._end`, which frees its slot before the
+result goes to the done queue: a slow callback never holds an engine slot.
+"""
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any, Callable, Deque, Dict, List, Optional
+
+from backend import _submitter, _waiter
+from backend._child import start_process
+from backend._config import InstanceConfig
+from backend._results import failure_result
+from backend._submitter import _JobSpec
+from backend._task import LocalCheck
+
+logger = logging.getLogger("backend")
+
+#: Engines a job is tried on when its engine does not answer, at most.
+PLACEMENT_TRIES = 3
+#: Attempts to remove a container before leaving it to the next start's sweep.
+DELETE_TRIES = 6
+#: Seconds the children get to exit at shutdown before TERM, then as long before KILL.
+STOP_GRACE = 5.0
+
+
+@dataclass(eq=False)
+class _Job:
+    """The JobManager's record of one job. Only the dispatcher thread changes it, until it is
+    put on the done queue; the callback manager reads it afterwards."""
+
+    job_id: str
+    task: Any
+    callback: Callable
+    local: LocalCheck
+    spec: Optional[_JobSpec]
+    instance: Optional[str] = None
+    container_id: Optional[str] = None
+    tries: int = 0
+    kill_requested: bool = False
+    started_at: Optional[float] = None
+    result: Optional[Dict[str, Any]] = None
+    state: str = "queued"  # queued, submitting, running, done
+
+
+class _Child:
+    """A child process with its end of the pipe, and what it holds."""
+
+    def __init__(self, kind: str, process, connection, instance: Optional[str] = None):
+        self.kind = kind
+        self.process = process
+        self.connection = connection
+        self.instance = instance
+        self.holding: Any = None          # submitter: the _Job or deletion in progress
+        self.jobs: Dict[str, _Job] = {}   # waiter: the jobs it watches
+
+
+@dataclass
+class _Instance:
+    config: InstanceConfig
+    running: int = 0
+    reachable: bool = True
+    waiters: List[_Child] = field(default_factory=list)
+    deletions: List[str] = field(default_factory=list)
+
+
+class _Dispatcher(threading.Thread):
+    """See the module docstring. Thread-safe entry point: :meth:`post`."""
+
+    def __init__(self, context, instances: List[InstanceConfig], manager_id: str, owner: str,
+                 pool_size: int, done_queue, max_queued_jobs: Optional[int]):
+        super().__init__(name="backend-dispatcher", daemon=True)
+        self.context = context
+        self.configs = instances
+        self.instances = {config.name: _Instance(config) for config in instances}
+        self.manager_id = manager_id
+        self.owner = owner
+        self.pool_size = pool_size
+        self.done_queue = done_queue
+        self.max_queued_jobs = max_queued_jobs
+        self.log_level = logging.getLogger("backend").getEffectiveLevel()
+        self.commands: Deque = collections.deque()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.jobs: Dict[str, _Job] = {}
+        self.queue: Deque[_Job] = collections.deque()
+        self.workers: List[_Child] = []
+        self.retries: List = []           # (due, instance, ids, tries) deletions to retry
+        self.deletion_tries: Dict[str, int] = {}
+        self.tie_breaker = itertools.count()
+        self.closing = False              # stop once every job ended and deletions are done
+        self.close_deadline = 0.0         # ... or give up retrying deletions after this
+        self.stopping = False
+        self.failure: Optional[BaseException] = None
+
+    # -- thread-safe API -----------------------------------------------------------------
+    def post(self, command) -> None:
+        """Queues a command for the dispatcher thread and wakes it."""
+        self.commands.append(command)
+        try:
+            os.write(self.wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass
+
+    # -- children ------------------------------------------------------------------------
+    def start_children(self) -> None:
+        """Starts the submitter pool and the waiters (called before the thread starts)."""
+        for _ in range(self.pool_size):
+            self.workers.append(self._start_worker())
+        for instance in self.instances.values():
+            for _ in range(instance.config.waiters):
+                instance.waiters.append(self._start_waiter(instance.config))
+        for name in self.instances:
+            self.post(("sweep", name))
+
+    def _start_worker(self) -> _Child:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(
+            target=_submitter.worker_main, name="backend-submitter", daemon=True,
+            args=(theirs, self.configs, self.manager_id, self.owner, self.log_level))
+        start_process(process)
+        theirs.close()
+        return _Child("submitter", process, ours)
+
+    def _start_waiter(self, config: InstanceConfig) -> _Child:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(
+            target=_waiter.waiter_main, name=f"backend-waiter-{config.name}", daemon=True,
+            args=(theirs, config, self.manager_id, self.log_level))
+        start_process(process)
+        theirs.close()
+        return _Child("waiter", process, ours, config.name)
+
+    def children(self) -> List[_Child]:
+        return self.workers + [w for i in self.instances.values() for w in i.waiters]
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as error:  # noqa: BLE001 - must reach someone: logged, then
+            self.failure = error        # every pending job ends with a crash result
+            logger.exception("the JobManager's dispatcher failed")
+            for job in list(self.jobs.values()):
+                self._end(job, failure_result("start_failed", f"internal error: {error!r}",
+                                              job.instance, job.container_id))
+        finally:
+            self._stop_children()
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            children = self.children()
+            waitables = [self.wake_r]
+            for child in children:
+                waitables += [child.connection, child.process.sentinel]
+            ready = set(wait(waitables, timeout=self._next_timeout()))
+            if self.wake_r in ready:
+                os.read(self.wake_r, 65536)
+            while self.commands:
+                self._command(self.commands.popleft())
+            for child in children:
+                if child.connection in ready:
+                    self._read(child)
+            for child in children:
+                if child.process.sentinel in ready:
+                    self._read(child)  # what it said before dying counts
+                    self._replace(child)
+            self._retry_deletions()
+            self._schedule()
+
+    def _next_timeout(self) -> Optional[float]:
+        dues = [due for due, *_ in self.retries]
+        if self.closing:
+            dues.append(self.close_deadline)
+        if not dues:
+            return None
+        return max(0.0, min(dues) - time.monotonic())
+
+    def _read(self, child: _Child) -> None:
+        try:
+            while child.connection.poll():
+                message = child.connection.recv()
+                if child.kind == "submitter":
+                    self._from_submitter(child, message)
+                else:
+                    self._from_waiter(child, message)
+        except (EOFError, OSError):
+            pass
+
+    # -- commands from other threads -----------------------------------------------------
+    def _command(self, command) -> None:
+        kind = command[0]
+        if kind == "job":
+            job = command[1]
+            self.jobs[job.job_id] = job
+            self.queue.append(job)
+            self._schedule()
+            if (self.max_queued_jobs is not None and job.state == "queued"
+                    and len(self.queue) > self.max_queued_jobs):
+                self.queue.remove(job)
+                self._end(job, failure_result(
+                    "over_capacity", f"the system is over capacity: {self.max_queued_jobs} "
+                    f"job(s) already wait for a free slot"))
+        elif kind == "kill":
+            self._kill(self.jobs.get(command[1]))
+        elif kind == "kill_all":
+            for job in list(self.jobs.values()):
+                self._kill(job)
+        elif kind == "delete":
+            self.instances[command[1]].deletions.append(command[2])
+        elif kind == "sweep":
+            self.instances[command[1]].deletions.append(("sweep",))
+        elif kind == "stop":
+            self.closing = True
+            self.close_deadline = time.monotonic() + 2 * STOP_GRACE
+
+    def _kill(self, job: Optional[_Job]) -> None:
+        if job is None or job.state == "done":
+            return
+        job.kill_requested = True
+        if job.state == "queued":
+            self.queue.remove(job)
+            self._end(job, failure_result("killed", "The job was killed before it started."))
+        elif job.state == "running":
+            waiter = self._waiter_of(job)
+            if waiter is not None:
+                waiter.connection.send(("kill", job.job_id))
+        # submitting: the kill is forwarded with the "watch" once the container started
+
+    # -- placement -----------------------------------------------------------------------
+    def _choose(self) -> Optional[_Instance]:
+        free = [i for i in self.instances.values() if i.reachable and (
+            i.config.max_concurrent_jobs == 0 or i.running < i.config.max_concurrent_jobs)]
+        if not free:
+            return None
+        least = min(i.running for i in free)
+        ties = [i for i in free if i.running == least]
+        return ties[next(self.tie_breaker) % len(ties)]
+
+    def _schedule(self) -> None:
+        """Starts queued jobs while slots and idle submitters allow, then deletions."""
+        idle = [w for w in self.workers if w.holding is None]
+        if self.queue and not any(i.reachable for i in self.instances.values()):
+            while self.queue:
+                job = self.queue.popleft()
+                self._end(job, failure_result("engine_unreachable", "no docker instance "
+                                              "answers: " + ", ".join(self.instances)))
+        while self.queue and idle:
+            instance = self._choose()
+            if instance is None:
+                break
+            job = self.queue.popleft()
+            self._submit(job, instance, idle.pop())
+        for instance in self.instances.values():
+            while idle and instance.deletions:
+                worker = idle.pop()
+                item = instance.deletions[0]
+                if isinstance(item, tuple):  # ("sweep",) or ("job", job_id): by label
+                    instance.deletions.pop(0)
+                    worker.holding = ("sweep", instance.config.name) if item[0] == "sweep" \
+                        else ("delete_job", instance.config.name, item[1])
+                else:
+                    ids = [i for i in instance.deletions if not isinstance(i, tuple)]
+                    instance.deletions = [i for i in instance.deletions if isinstance(i, tuple)]
+                    worker.holding = ("delete", instance.config.name, ids)
+                worker.connection.send(worker.holding)
+        if self.closing and not self.jobs and not self.queue and not any(
+                w.holding for w in self.workers) and not any(
+                i.deletions for i in self.instances.values()) and (
+                not self.retries or time.monotonic() > self.close_deadline):
+            self.stopping = True
+
+    def _submit(self, job: _Job, instance: _Instance, worker: _Child) -> None:
+        job.state = "submitting"
+        job.instance = instance.config.name
+        job.tries += 1
+        instance.running += 1
+        worker.holding = job
+        worker.connection.send(("submit", job.instance, job.spec))
+
+    # -- replies -------------------------------------------------------------------------
+    def _from_submitter(self, worker: _Child, message) -> None:
+        kind = message[0]
+        if kind == "created":
+            job = self.jobs.get(message[1])
+            if job is not None:
+                job.container_id = message[2]
+            return
+        held, worker.holding = worker.holding, None
+        if kind == "deleted":
+            _, name, failed = message
+            if held and held[0] == "delete":
+                self._deletion_failed(name, failed)
+            return
+        job = self.jobs.get(message[1])
+        if job is None or job.state == "done":
+            return
+        if kind == "started":
+            job.container_id = message[2]
+            job.started_at = time.time()
+            job.state = "running"
+            waiter = min(self.instances[job.instance].waiters, key=lambda w: len(w.jobs))
+            self._watch(waiter, job)
+        elif kind == "failed":
+            _, _, reason, text, container_id, retryable = message
+            instance = self.instances[job.instance]
+            instance.running -= 1
+            if container_id:
+                instance.deletions.append(container_id)
+            if retryable:
+                self._mark_reachable(instance, False)
+            if retryable and job.tries < PLACEMENT_TRIES and not job.kill_requested \
+                    and any(i.reachable for i in self.instances.values()):
+                logger.info("job %s: %s; placing it again", job.job_id, text)
+                job.state, job.container_id = "queued", None
+                self.queue.appendleft(job)
+            else:
+                instance.running += 1  # _end frees the slot
+                self._end(job, failure_result(reason, text, job.instance, container_id))
+
+    def _watch(self, waiter: _Child, job: _Job) -> None:
+        waiter.jobs[job.job_id] = job
+        waiter.connection.send(("watch", job.job_id, job.container_id, job.spec.limits,
+                                job.started_at, job.kill_requested))
+
+    def _from_waiter(self, waiter: _Child, message) -> None:
+        if message[0] == "engine":
+            self._mark_reachable(self.instances[message[1]], message[2])
+            return
+        _, job_id, result = message
+        waiter.jobs.pop(job_id, None)
+        job = self.jobs.get(job_id)
+        if job is not None and job.state != "done":
+            self._end(job, result)
+
+    def _mark_reachable(self, instance: _Instance, reachable: bool) -> None:
+        if instance.reachable != reachable:
+            logger.info("docker instance %s is %s", instance.config.name,
+                        "reachable again" if reachable else "unreachable")
+        instance.reachable = reachable
+
+    def _waiter_of(self, job: _Job) -> Optional[_Child]:
+        for waiter in self.instances[job.instance].waiters:
+            if job.job_id in waiter.jobs:
+                return waiter
+        return None
+
+    # -- ending jobs ---------------------------------------------------------------------
+    def _end(self, job: _Job, result: Dict[str, Any]) -> None:
+        """The one place a job ends: frees its slot and hands it to the callback managers."""
+        if job.state == "done":
+            return
+        if job.state in ("submitting", "running") and job.instance:
+            self.instances[job.instance].running -= 1
+        job.state = "done"
+        job.result = result
+        self.jobs.pop(job.job_id, None)
+        self.done_queue.put(job)
+
+    # -- deaths --------------------------------------------------------------------------
+    def _replace(self, child: _Child) -> None:
+        if self.stopping:
+            return
+        child.connection.close()
+        logger.warning("%s process %s died (exit code %s); replacing it", child.kind,
+                       child.process.pid, child.process.exitcode)
+        if child.kind == "submitter":
+            index = self.workers.index(child)
+            self.workers[index] = self._start_worker()
+            held = child.holding
+            if isinstance(held, _Job) and held.state == "submitting":
+                self.instances[held.instance].deletions.append(("job", held.job_id))
+                self._end(held, failure_result(
+                    "start_failed", "the submitter process died while starting the job's "
+                    "container", held.instance, held.container_id))
+            elif isinstance(held, tuple) and held[0] == "delete":
+                self.instances[held[1]].deletions.extend(held[2])
+        else:
+            instance = self.instances[child.instance]
+            index = instance.waiters.index(child)
+            replacement = instance.waiters[index] = self._start_waiter(instance.config)
+            for job in child.jobs.values():
+                if job.state == "running":
+                    self._watch(replacement, job)
+
+    # -- deletions -----------------------------------------------------------------------
+    def _deletion_failed(self, name: str, failed: List[str]) -> None:
+        for container_id in failed:
+            tries = self.deletion_tries.get(container_id, 0) + 1
+            if tries >= DELETE_TRIES:
+                self.deletion_tries.pop(container_id, None)
+                logger.warning("could not remove container %s on %s; the next JobManager "
+                               "start removes it", container_id, name)
+                continue
+            self.deletion_tries[container_id] = tries
+            self.retries.append((time.monotonic() + 0.25 * 2 ** tries, name, container_id))
+
+    def _retry_deletions(self) -> None:
+        now = time.monotonic()
+        due = [r for r in self.retries if r[0] <= now]
+        if due:
+            self.retries = [r for r in self.retries if r[0] > now]
+            for _, name, container_id in due:
+                self.instances[name].deletions.append(container_id)
+
+    # -- shutdown ------------------------------------------------------------------------
+    def _stop_children(self) -> None:
+        children = self.children()
+        for child in children:
+            try:
+                child.connection.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + STOP_GRACE
+        for child in children:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+        for child in children:
+            if child.process.is_alive():
+                child.process.terminate()
+                child.process.join(STOP_GRACE)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+            child.connection.close()
+            child.process.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)

@@ -1,0 +1,137 @@
+"""Result dicts (SPEC §6): reading a container's output, default texts, and merging with the
+local check. Pure functions of plain data, shared by the waiter and the callback managers."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+from backend._task import LocalCheck
+
+CONTAINER_STATUSES = ("success", "failed", "error", "timeout", "overflow")
+
+#: The status each reason gives (SPEC §6).
+REASON_STATUS = {
+    "cpu_time": "timeout", "wall_time": "timeout", "memory": "overflow", "output": "overflow",
+    "killed": "killed", "no_image": "crash", "engine_lost": "crash",
+    "engine_unreachable": "crash", "bad_output": "crash", "over_capacity": "crash",
+    "start_failed": "crash", "removed": "crash",
+}
+
+DEFAULT_TEXTS = {
+    "cpu_time": "The job used all of its CPU time ({time} s).",
+    "wall_time": "The job ran longer than its wall-clock limit ({hard_time} s).",
+    "memory": "The job used more memory than allowed ({memory} MiB).",
+    "output": "The job printed more than allowed ({output} bytes).",
+    "killed": "The job was killed.",
+    "removed": "The job's container was removed or killed from outside the JobManager.",
+}
+
+
+def make_result(status: str, text: str = "", problems: Optional[Dict[str, str]] = None,
+                run: Optional[Dict[str, Any]] = None, **extra: Any) -> Dict[str, Any]:
+    """Builds a result dict with every key SPEC §6 promises."""
+    result = dict(extra)
+    result.update(result=status, text=text, problems=dict(problems or {}))
+    if run is not None:
+        result["run"] = run
+    return result
+
+
+def make_run(host: Optional[str] = None, container_id: Optional[str] = None,
+             exit_code: Optional[int] = None, duration: float = 0.0, stderr: str = "",
+             reason: Optional[str] = None) -> Dict[str, Any]:
+    """Builds the ``run`` part of a result."""
+    return {"host": host, "container_id": container_id, "exit_code": exit_code,
+            "duration": round(float(duration), 4), "stderr": stderr, "reason": reason}
+
+
+def failure_result(reason: str, text: str, host: Optional[str] = None,
+                   container_id: Optional[str] = None, duration: float = 0.0) -> Dict[str, Any]:
+    """A result for a job that did not end by itself: status from ``reason``."""
+    return make_result(REASON_STATUS[reason], text,
+                       run=make_run(host, container_id, None, duration, "", reason))
+
+
+def cap_text(data: bytes, limit: int) -> str:
+    """Decodes ``data``; beyond ``limit`` bytes keeps its head and tail around a marker."""
+    if len(data) <= limit:
+        return data.decode("utf-8", "replace")
+    half = max(limit // 2, 1)
+    cut = len(data) - 2 * half
+    return (data[:half].decode("utf-8", "replace") + f"\n[... {cut} bytes cut ...]\n"
+            + data[-half:].decode("utf-8", "replace"))
+
+
+def parse_stdout(stdout: bytes) -> Optional[Dict[str, Any]]:
+    """The JSON object a container printed: the whole stdout, else its last non-empty line."""
+    text = stdout.decode("utf-8", "replace").strip()
+    candidates = [text]
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        candidates.append(lines[-1])
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def container_result(stdout: bytes, stderr: bytes, exit_code: Optional[int],
+                     reason: Optional[str], limits: Dict[str, Any], host: str,
+                     container_id: str, duration: float) -> Dict[str, Any]:
+    """The container's part of a job's result, from what the waiter collected."""
+    limit = int(limits["output"])
+    stderr_text = cap_text(stderr, max(limit - min(len(stdout), limit), limit // 2))
+    run = make_run(host, container_id, exit_code, duration, stderr_text, reason)
+    parsed = parse_stdout(stdout[:limit]) if reason is None else None
+    if reason is not None:
+        partial = parse_stdout(stdout[:limit]) or {}
+        text = DEFAULT_TEXTS.get(reason, "").format(**limits)
+        return make_result(REASON_STATUS[reason], text, _problems(partial.get("problems")), run)
+    if parsed is None:
+        tail = stderr_text[-500:].strip()
+        text = (f"The container printed no JSON object on stdout (exit code {exit_code})."
+                + (f" End of stderr:\n{tail}" if tail else " Its stderr was empty."))
+        run["reason"] = "bad_output"
+        return make_result("crash", text, run=run)
+    extra = {k: v for k, v in parsed.items() if k not in ("result", "text", "problems", "run")}
+    status = parsed.get("result")
+    text = parsed.get("text", "")
+    if not isinstance(text, str):
+        text = json.dumps(text)
+    if status not in CONTAINER_STATUSES:
+        text = "\n".join(t for t in (f"The container returned an unknown result {status!r}.",
+                                     text) if t)
+        status = "error"
+    return make_result(status, text, _problems(parsed.get("problems")), run, **extra)
+
+
+def _problems(problems: Any) -> Dict[str, str]:
+    if not isinstance(problems, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in problems.items()}
+
+
+def merge(local: LocalCheck, container: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Merges the local check with the container's result (SPEC §6).
+
+    Without a container, the local check is the result. When the container says success or
+    failed, the job succeeds only if both did; texts are joined and problems merged per id.
+    Any other container status wins, with its own text.
+    """
+    if container is None:
+        return make_result(local.result, local.text, local.problems)
+    if container["result"] not in ("success", "failed"):
+        return container
+    merged = dict(container)
+    both = local.result == "success" and container["result"] == "success"
+    merged["result"] = "success" if both else "failed"
+    merged["text"] = "\n".join(t for t in (local.text, container["text"]) if t)
+    problems = dict(local.problems)
+    for key, value in container["problems"].items():
+        problems[key] = "\n".join(t for t in (problems.get(key, ""), value) if t)
+    merged["problems"] = problems
+    return merged

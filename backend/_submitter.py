@@ -1,0 +1,147 @@
+"""The submitter pool's worker: creates and starts containers, and deletes them.
+
+Each worker process serves one request at a time from its own pipe to the JobManager's
+dispatcher (see :mod:`backend._dispatcher`), which records which worker holds which job: when a
+worker dies, exactly the job it held fails, and a fresh worker takes its place. A worker keeps
+one Docker client per engine for its whole life.
+
+Requests (dispatcher → worker) and their replies (worker → dispatcher) are plain tuples:
+
+``("submit", instance_name, spec)``
+    replies ``("created", job_id, container_id)`` as soon as the container exists, then
+    ``("started", job_id, container_id)`` or
+    ``("failed", job_id, reason, text, container_id, retryable)``.
+``("delete", instance_name, container_ids)``
+    removes those containers; replies ``("deleted", instance_name, failed_ids)``.
+``("delete_job", instance_name, job_id)``
+    removes the containers labelled with that job (its submitter died); same reply.
+``("sweep", instance_name)``
+    removes the containers of managers whose process is gone; same reply.
+``None``
+    the worker exits.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from backend import _docker
+from backend._child import configure_logging, exit_with_parent
+from backend._config import InstanceConfig
+
+logger = logging.getLogger("backend")
+
+
+@dataclass(frozen=True)
+class _JobSpec:
+    """Everything the submitter needs to run one job; plain data only."""
+
+    job_id: str
+    environment: str
+    command: Optional[List[str]]
+    directory: Optional[str]
+    limits: Dict[str, float]
+    env: Dict[str, str]
+    network: bool
+    read_only: bool
+    user: Optional[str]
+    stdin: bytes
+
+
+class _Worker:
+    """One submitter process's state: its clients, one per engine."""
+
+    def __init__(self, connection, instances: List[InstanceConfig], manager_id: str, owner: str):
+        self.connection = connection
+        self.instances = {instance.name: instance for instance in instances}
+        self.manager_id = manager_id
+        self.owner = owner
+        self.clients: Dict[str, Any] = {}
+
+    def client(self, name: str):
+        client = self.clients.get(name)
+        if client is None:
+            client = self.clients[name] = _docker.connect(self.instances[name])
+        return client
+
+    def forget(self, name: str) -> None:
+        client = self.clients.pop(name, None)
+        if client is not None:
+            client.close()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                request = self.connection.recv()
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            kind = request[0]
+            if kind == "submit":
+                self.connection.send(self.submit(request[1], request[2]))
+            else:
+                self.connection.send(("deleted", request[1], self.delete(*request)))
+
+    def submit(self, name: str, spec: _JobSpec):
+        instance = self.instances[name]
+        try:
+            client = self.client(name)
+            container_id = _docker.create_and_start(
+                client, instance, spec, self.manager_id, self.owner,
+                on_created=lambda cid: self.connection.send(("created", spec.job_id, cid)))
+            return ("started", spec.job_id, container_id)
+        except _docker.DockerFailure as failure:
+            if failure.retryable:
+                self.forget(name)
+            return ("failed", spec.job_id, failure.reason, failure.text,
+                    getattr(failure, "container_id", None), failure.retryable)
+
+    def delete(self, kind: str, name: str, argument=None) -> List[str]:
+        instance = self.instances[name]
+        try:
+            client = self.client(name)
+            if kind == "delete":
+                ids = argument
+            elif kind == "delete_job":
+                ids = [c["Id"] for c in _docker.find_containers(
+                    client, f"{_docker.LABEL_JOB}={argument}")]
+            else:
+                ids = [c["Id"] for c in _docker.find_containers(client, _docker.LABEL_OWNER)
+                       if _owner_is_gone(c["Labels"].get(_docker.LABEL_OWNER, ""))]
+                if ids:
+                    logger.info("removing %d container(s) left by dead managers on %s",
+                                len(ids), name)
+            return _docker.remove_containers(client, instance, ids)
+        except _docker.DockerFailure as failure:
+            self.forget(name)
+            logger.debug("deleter on %s: %s", name, failure.text)
+            return list(argument) if kind == "delete" else []
+        except Exception:  # noqa: BLE001 - the engine answered something unexpected
+            logger.exception("deleter on %s failed", name)
+            return list(argument) if kind == "delete" else []
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether ``hostname:pid`` names a process of this host that no longer runs."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def worker_main(connection, instances: List[InstanceConfig], manager_id: str, owner: str,
+                log_level: int) -> None:
+    """Entry point of a submitter process."""
+    exit_with_parent()
+    configure_logging(log_level)
+    _Worker(connection, instances, manager_id, owner).serve()

@@ -1,0 +1,200 @@
+"""The task model: what a job runs, and what is decided without a container.
+
+A :class:`Task` is the user's description of a job's environment; the JobManager reads it once,
+when the job is submitted, into a plain, validated :class:`_TaskSnapshot` that can cross a
+process boundary. The task object itself never leaves the JobManager's process: it is handed
+back, unchanged, to the callback.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional
+
+__all__ = ["Task", "LocalCheck", "DEFAULT_LIMITS", "merge_limits"]
+
+#: Limits applied to every job, merged under ``task.limits`` (SPEC §4).
+DEFAULT_LIMITS: Dict[str, float] = {
+    "time": 30,            # CPU seconds
+    "hard_time": None,     # wall seconds; None means 3 x time
+    "memory": 100,         # MiB, swap off
+    "output": 1024 * 1024,  # bytes of stdout + stderr
+    "processes": 64,       # pids limit
+    "cpus": 1.0,           # CPU share
+}
+
+_INTEGER_LIMITS = {"memory", "output", "processes"}
+
+STATUSES = ("success", "failed", "error", "timeout", "overflow", "crash", "killed")
+
+
+def merge_limits(limits: Optional[Mapping[str, Any]]) -> Dict[str, float]:
+    """Merges ``limits`` over :data:`DEFAULT_LIMITS` and validates the result.
+
+    Raises:
+        TypeError: ``limits`` is not a mapping.
+        ValueError: an unknown key, or a value that is not a positive number.
+    """
+    if limits is None:
+        limits = {}
+    if not isinstance(limits, Mapping):
+        raise TypeError(f"task.limits must be a dict, not {type(limits).__name__}")
+    merged = dict(DEFAULT_LIMITS)
+    for key, value in limits.items():
+        if key not in DEFAULT_LIMITS:
+            raise ValueError(f"unknown limit {key!r}; known limits: {', '.join(DEFAULT_LIMITS)}")
+        if value is None and key == "hard_time":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"limit {key!r} must be a positive number, not {value!r}")
+        if value <= 0:
+            raise ValueError(f"limit {key!r} must be positive, not {value!r}")
+        if key in _INTEGER_LIMITS and value != int(value):
+            raise ValueError(f"limit {key!r} must be a whole number, not {value!r}")
+        merged[key] = int(value) if key in _INTEGER_LIMITS else value
+    if merged["hard_time"] is None:
+        merged["hard_time"] = 3 * merged["time"]
+    if merged["memory"] < 6:
+        raise ValueError("limit 'memory' must be at least 6 MiB (the engine refuses less)")
+    return merged
+
+
+@dataclass(frozen=True)
+class LocalCheck:
+    """What a task decides about a job without running a container.
+
+    Attributes:
+        result: ``"success"`` or ``"failed"``.
+        need_container: whether the job still has to run in a container.
+        text: feedback, merged with the container's text.
+        problems: feedback per problem id, merged with the container's.
+    """
+
+    result: str = "success"
+    need_container: bool = True
+    text: str = ""
+    problems: Dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.result not in ("success", "failed"):
+            raise ValueError(f"LocalCheck.result must be 'success' or 'failed', not {self.result!r}")
+        if not isinstance(self.text, str):
+            raise TypeError("LocalCheck.text must be a str")
+        if not isinstance(self.problems, Mapping):
+            raise TypeError("LocalCheck.problems must be a dict")
+
+
+class Task:
+    """A job's environment: image, command, task directory, limits, and options.
+
+    Args:
+        environment: image name without the instance's ``container_prefix``; ``None`` when the
+            job needs no container.
+        command: list of strings overriding the image's command.
+        directory: host folder mounted read-only at ``/task``; a relative path resolves against
+            the JobManager's ``tasks_directory``.
+        limits: overrides of :data:`DEFAULT_LIMITS`.
+        env: environment variables for the container (nothing of the host's is passed).
+        network: give the container a network (off by default).
+        read_only: read-only root file system, with a size-capped ``tmpfs`` at ``/tmp``.
+        user: ``"uid:gid"`` to run as, instead of the image's user.
+
+    Any object with the same attributes and a ``check_answer`` method works as a task.
+    """
+
+    def __init__(self, environment: Optional[str] = None, *, command: Optional[List[str]] = None,
+                 directory: Optional[str] = None, limits: Optional[Mapping[str, Any]] = None,
+                 env: Optional[Mapping[str, str]] = None, network: bool = False,
+                 read_only: bool = False, user: Optional[str] = None):
+        self.environment = environment
+        self.command = command
+        self.directory = directory
+        self.limits = dict(limits or {})
+        self.env = dict(env or {})
+        self.network = network
+        self.read_only = read_only
+        self.user = user
+        merge_limits(self.limits)  # fail early on bad limits
+
+    def check_answer(self, inputdata: Any) -> LocalCheck:
+        """Decides what needs no container. Override to grade parts locally.
+
+        The default returns success, and needs a container when ``environment`` is set.
+        """
+        return LocalCheck("success", need_container=self.environment is not None)
+
+    def __repr__(self):
+        return f"Task({self.environment!r})"
+
+
+@dataclass(frozen=True)
+class _TaskSnapshot:
+    """The validated, picklable part of a task that the submitter needs."""
+
+    environment: Optional[str]
+    command: Optional[List[str]]
+    directory: Optional[str]
+    limits: Dict[str, float]
+    env: Dict[str, str]
+    network: bool
+    read_only: bool
+    user: Optional[str]
+
+
+_FORBIDDEN_MOUNTS = ("/var/run/docker.sock", "/run/docker.sock")
+
+
+def snapshot_task(task: Any, tasks_directory: Optional[str]) -> _TaskSnapshot:
+    """Reads and validates a task-like object.
+
+    Raises:
+        TypeError: ``task`` is not a task, or an attribute has the wrong type.
+        ValueError: an attribute has a wrong value (limits, directory, user).
+    """
+    if not hasattr(task, "environment") or not callable(getattr(task, "check_answer", None)):
+        raise TypeError(f"task must be a Task (an object with 'environment' and 'check_answer'), "
+                        f"not {type(task).__name__}")
+    environment = task.environment
+    if environment is not None and (not isinstance(environment, str) or not environment):
+        raise TypeError(f"task.environment must be a non-empty str or None, not {environment!r}")
+    command = getattr(task, "command", None)
+    if command is not None:
+        if isinstance(command, str) or not all(isinstance(part, str) for part in command):
+            raise TypeError("task.command must be a list of strings")
+        command = list(command)
+    env = getattr(task, "env", None) or {}
+    if not isinstance(env, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                               for k, v in env.items()):
+        raise TypeError("task.env must be a dict of str to str")
+    user = getattr(task, "user", None)
+    if user is not None and (not isinstance(user, str) or not user):
+        raise TypeError("task.user must be a 'uid:gid' string")
+    for flag in ("network", "read_only"):
+        if not isinstance(getattr(task, flag, False), bool):
+            raise TypeError(f"task.{flag} must be a bool")
+    directory = getattr(task, "directory", None)
+    if directory is not None:
+        directory = _resolve_directory(directory, tasks_directory)
+    return _TaskSnapshot(environment=environment, command=command, directory=directory,
+                         limits=merge_limits(getattr(task, "limits", None)), env=dict(env),
+                         network=getattr(task, "network", False),
+                         read_only=getattr(task, "read_only", False), user=user)
+
+
+def _resolve_directory(directory: Any, tasks_directory: Optional[str]) -> str:
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError("task.directory must be a path")
+    path = os.fspath(directory)
+    if not os.path.isabs(path):
+        if tasks_directory is None:
+            raise ValueError(f"task directory {path!r} is relative, and the JobManager has no "
+                             f"tasks_directory")
+        path = os.path.join(tasks_directory, path)
+    path = os.path.realpath(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"task directory {path!r} does not exist or is not a folder")
+    if path == "/" or any(sock == path or sock.startswith(path.rstrip("/") + "/")
+                          for sock in _FORBIDDEN_MOUNTS):
+        raise ValueError(f"task directory {path!r} would expose the host or the Docker socket")
+    return path

@@ -1,0 +1,391 @@
+"""The waiter: watches one engine's containers and reports each job's end to the dispatcher.
+
+A waiter process serves one docker instance (an instance may have several). It reads its *wait
+queue* (its pipe from the dispatcher) and pushes results towards the *done queue* (the same
+pipe, back). Inside, one thread follows Docker's event stream, and the main thread does one wait
+over the pipe, a wake-up pipe fed by the helper threads, and the poll deadline::
+
+    dispatcher --("watch" | "kill" | None)--> main loop --("done" | "engine")--> dispatcher
+                                                 ^   ^
+                       event thread (die, oom, kill, destroy; resumed with ``since``)
+                       output followers (one per long-running container: counts bytes)
+
+Completion comes from the ``die`` event, within milliseconds. Every ``time_between_polls``
+the main loop also polls: it lists our containers by label (catching lost events and
+containers removed from outside), enforces ``hard_time``, measures the CPU time of
+containers old enough to have used their budget (``RLIMIT_CPU`` counts per process only), and
+starts an output follower for containers still running. An engine that stops answering
+for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs (reason ``engine_lost``).
+
+Messages (dispatcher → waiter): ``("watch", job_id, container_id, limits, started_at,
+kill_requested)``, ``("kill", job_id)``, ``None`` to exit. Replies: ``("done", job_id,
+container_result)`` and ``("engine", instance_name, reachable)``.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Any, Dict, Optional
+
+import docker.errors
+
+from backend import _docker
+from backend._child import configure_logging, exit_with_parent
+from backend._config import InstanceConfig
+from backend._results import container_result, failure_result
+
+logger = logging.getLogger("backend")
+
+#: Seconds an engine may not answer before its running jobs end with ``engine_lost``.
+ENGINE_LOST_AFTER = 5.0
+#: A container still running after this many seconds gets an output follower.
+FOLLOW_AFTER = 1.0
+_EVENTS = ["die", "oom", "kill", "destroy"]
+_SIGXCPU_EXIT = 128 + 24
+
+
+@dataclass
+class _Watched:
+    """One container this waiter watches."""
+
+    job_id: str
+    container_id: str
+    limits: Dict[str, Any]
+    started_at: float
+    reason: Optional[str] = None
+    oom: bool = False
+    killed_from_outside: bool = False
+    engine_was_lost: bool = False
+    exit_code: Optional[int] = None
+    ended_at: Optional[float] = None
+    follower: Optional[threading.Thread] = field(default=None, repr=False)
+    follower_response: Any = field(default=None, repr=False)
+
+
+class _Waiter:
+    def __init__(self, connection, instance: InstanceConfig, manager_id: str):
+        self.connection = connection
+        self.instance = instance
+        self.manager_id = manager_id
+        self.label = f"{_docker.LABEL_MANAGER}={manager_id}"
+        self.watched: Dict[str, _Watched] = {}  # by container id
+        self.by_job: Dict[str, str] = {}
+        self.notes: collections.deque = collections.deque()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        self.client = None
+        self.reachable: Optional[bool] = None
+        self.unreachable_since: Optional[float] = None
+        self.stopping = False
+        limit = instance.max_concurrent_jobs or 100
+        self.pool_size = limit + 8
+
+    # -- plumbing ------------------------------------------------------------------------
+    def notify(self, note) -> None:
+        """Called from helper threads: queue a note and wake the main loop."""
+        self.notes.append(note)
+        try:
+            os.write(self.wake_w, b"!")
+        except BlockingIOError:
+            pass
+
+    def send(self, message) -> None:
+        self.connection.send(message)
+
+    def docker_client(self):
+        if self.client is None:
+            self.client = _docker.connect(self.instance, pool_size=self.pool_size)
+        return self.client
+
+    def set_reachable(self, reachable: bool) -> None:
+        if reachable:
+            self.unreachable_since = None
+        elif self.unreachable_since is None:
+            self.unreachable_since = time.monotonic()
+            for watched in self.watched.values():
+                watched.engine_was_lost = True
+        if reachable != self.reachable:
+            self.reachable = reachable
+            if not reachable:
+                logger.warning("engine %s does not answer", self.instance.name)
+            self.send(("engine", self.instance.name, reachable))
+
+    # -- main loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        threading.Thread(target=self.follow_events, name="backend-events", daemon=True).start()
+        next_poll = time.monotonic() + self.instance.time_between_polls
+        while not self.stopping:
+            timeout = max(0.0, next_poll - time.monotonic())
+            ready = wait([self.connection, self.wake_r], timeout)
+            if self.wake_r in ready:
+                os.read(self.wake_r, 65536)
+            while self.notes:
+                self.handle_note(self.notes.popleft())
+            if self.connection in ready:
+                try:
+                    while self.connection.poll():
+                        self.handle_message(self.connection.recv())
+                except (EOFError, OSError):
+                    return
+            if time.monotonic() >= next_poll:
+                self.poll()
+                next_poll = time.monotonic() + self.instance.time_between_polls
+
+    def handle_message(self, message) -> None:
+        if message is None:
+            self.stopping = True
+            return
+        if message[0] == "watch":
+            _, job_id, container_id, limits, started_at, kill_requested = message
+            if container_id in self.watched:
+                return
+            watched = _Watched(job_id, container_id, limits, started_at)
+            self.watched[container_id] = watched
+            self.by_job[job_id] = container_id
+            if kill_requested:
+                self.kill(watched, "killed")
+            if self.unreachable_since is not None:
+                watched.engine_was_lost = True
+            # the container may have ended before we watched it (or while a previous waiter
+            # died): the next poll's reconcile finds it, and so does this quick look
+            self.reconcile([watched])
+        elif message[0] == "kill":
+            container_id = self.by_job.get(message[1])
+            if container_id:
+                self.kill(self.watched[container_id], "killed")
+
+    def handle_note(self, note) -> None:
+        kind = note[0]
+        if kind == "engine":
+            self.set_reachable(note[1])
+            return
+        watched = self.watched.get(note[1])
+        if watched is None:
+            return
+        if kind == "oom":
+            watched.oom = True
+        elif kind == "kill":
+            if watched.reason is None:
+                watched.killed_from_outside = True
+        elif kind == "die":
+            exit_code = note[2]
+            self.finish(watched, exit_code, note[3])
+        elif kind == "destroy":
+            if watched.reason is None:
+                watched.reason = "removed"
+            self.finish(watched, watched.exit_code, time.time(), gone=True)
+        elif kind == "overflow":
+            self.kill(watched, "output")
+
+    # -- actions -------------------------------------------------------------------------
+    def kill(self, watched: _Watched, reason: str) -> None:
+        if watched.reason is None:
+            watched.reason = reason
+        logger.debug("killing %s (%s)", watched.job_id, reason)
+        try:
+            self.docker_client().kill(watched.container_id)
+        except docker.errors.APIError as error:
+            # not running any more (it ended, or was removed): its die/destroy event follows
+            logger.debug("kill %s: %s", watched.container_id, error)
+        except _docker.DockerFailure:
+            self.set_reachable(False)
+        except Exception as error:  # noqa: BLE001 - engine unreachable mid-call
+            logger.debug("kill %s: %s", watched.container_id, error)
+            self.set_reachable(False)
+
+    def finish(self, watched: _Watched, exit_code: Optional[int], ended_at: float,
+               gone: bool = False) -> None:
+        """Collects a container that ended, and reports the job's result."""
+        if watched.container_id not in self.watched:
+            return
+        stdout = stderr = b""
+        if not gone:
+            try:
+                client = self.docker_client()
+                if exit_code is None or exit_code != 0 and not watched.oom:
+                    state = client.inspect_container(watched.container_id)["State"]
+                    if state.get("Running"):
+                        return  # a stale event: the container runs again?
+                    exit_code = state.get("ExitCode", exit_code)
+                    watched.oom = watched.oom or bool(state.get("OOMKilled"))
+                stdout, stderr = _docker.read_output(client, watched.container_id)
+            except docker.errors.NotFound:
+                if watched.reason is None:
+                    watched.reason = "removed"
+            except Exception as error:  # noqa: BLE001 - engine unreachable: retried by poll
+                logger.debug("collecting %s failed: %s", watched.container_id, error)
+                watched.exit_code, watched.ended_at = exit_code, ended_at
+                self.set_reachable(False)
+                return
+        reason = watched.reason
+        limits = watched.limits
+        if reason is None:
+            if watched.oom:
+                reason = "memory"
+            elif exit_code == _SIGXCPU_EXIT:
+                reason = "cpu_time"
+            elif len(stdout) + len(stderr) > limits["output"]:
+                reason = "output"
+            elif watched.killed_from_outside:
+                reason = "removed"
+            elif watched.engine_was_lost:
+                reason = "engine_lost"
+        duration = max(0.0, (ended_at or time.time()) - watched.started_at)
+        if reason == "engine_lost":
+            result = failure_result("engine_lost", f"host {self.instance.name} was lost while "
+                                    f"the job ran", self.instance.name, watched.container_id,
+                                    duration)
+        else:
+            result = container_result(stdout, stderr, exit_code, reason, limits,
+                                      self.instance.name, watched.container_id, duration)
+        self.forget(watched)
+        self.send(("done", watched.job_id, result))
+
+    def forget(self, watched: _Watched) -> None:
+        self.watched.pop(watched.container_id, None)
+        self.by_job.pop(watched.job_id, None)
+        response = watched.follower_response
+        if response is not None:
+            try:
+                response.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    # -- the poll ------------------------------------------------------------------------
+    def poll(self) -> None:
+        if not self.watched:
+            return
+        now = time.time()
+        for watched in list(self.watched.values()):
+            age = now - watched.started_at
+            if watched.reason is None and age >= watched.limits["hard_time"]:
+                self.kill(watched, "wall_time")
+            elif watched.follower is None and age >= FOLLOW_AFTER:
+                self.start_follower(watched)
+        self.check_cpu(now)
+        self.reconcile(list(self.watched.values()))
+        if (self.unreachable_since is not None
+                and time.monotonic() - self.unreachable_since >= ENGINE_LOST_AFTER):
+            for watched in list(self.watched.values()):
+                watched.reason = watched.reason or "engine_lost"
+                self.forget(watched)
+                self.send(("done", watched.job_id, failure_result(
+                    "engine_lost", f"host {self.instance.name} stopped answering while the "
+                    f"job ran", self.instance.name, watched.container_id,
+                    now - watched.started_at)))
+
+    def reconcile(self, candidates) -> None:
+        """Finishes the candidates whose container ended or vanished (lost events)."""
+        if not candidates:
+            return
+        try:
+            listed = {c["Id"]: c for c in _docker.find_containers(self.docker_client(),
+                                                                   self.label)}
+        except Exception as error:  # noqa: BLE001 - the engine does not answer
+            logger.debug("reconcile on %s failed: %s", self.instance.name, error)
+            self.client = None
+            self.set_reachable(False)
+            return
+        self.set_reachable(True)
+        for watched in candidates:
+            if watched.container_id not in self.watched:
+                continue
+            container = listed.get(watched.container_id)
+            if container is None:
+                if watched.reason is None:
+                    watched.reason = "removed"
+                self.finish(watched, watched.exit_code, time.time(), gone=True)
+            elif container.get("State") in ("exited", "dead"):
+                self.finish(watched, None, watched.ended_at or time.time())
+
+    def check_cpu(self, now: float) -> None:
+        """Kills containers whose processes together used their CPU time (cgroup stats)."""
+        for watched in list(self.watched.values()):
+            limits = watched.limits
+            if watched.reason is not None or now - watched.started_at < \
+                    limits["time"] / max(limits["cpus"], 0.01) * 0.9:
+                continue
+            try:
+                stats = self.docker_client().stats(watched.container_id, stream=False,
+                                                   one_shot=True)
+                used = stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+            except Exception as error:  # noqa: BLE001 - ended meanwhile, or engine trouble
+                logger.debug("stats %s: %s", watched.container_id, error)
+                continue
+            if used >= limits["time"]:
+                self.kill(watched, "cpu_time")
+
+    def start_follower(self, watched: _Watched) -> None:
+        thread = threading.Thread(target=self.follow_output, args=(watched,),
+                                  name="backend-output", daemon=True)
+        watched.follower = thread
+        thread.start()
+
+    # -- helper threads ------------------------------------------------------------------
+    def follow_output(self, watched: _Watched) -> None:
+        """Counts a running container's output; notes ``overflow`` past the limit."""
+        limit = watched.limits["output"]
+        try:
+            client = self.docker_client()
+            response = client._get(client._url("/containers/{0}/logs", watched.container_id),
+                                   params={"stdout": 1, "stderr": 1, "follow": 1},
+                                   stream=True, timeout=None)
+            watched.follower_response = response
+            if watched.container_id not in self.watched:
+                response.close()
+                return
+            seen, rest = 0, b""
+            for chunk in response.iter_content(65536):
+                out, err, rest = _docker.demultiplex(rest + chunk)
+                seen += len(out) + len(err)
+                if seen > limit:
+                    self.notify(("overflow", watched.container_id))
+                    break
+            response.close()
+        except Exception as error:  # noqa: BLE001 - closed by forget(), or engine gone
+            logger.debug("output follower of %s ended: %s", watched.container_id, error)
+
+    def follow_events(self) -> None:
+        """Follows the engine's events for our containers, resuming with ``since``."""
+        since = time.time() - 1.0
+        client = None
+        delay = 0.1
+        while True:
+            try:
+                if client is None:
+                    client = _docker.connect(self.instance)
+                stream = client.events(since=f"{since:.9f}", decode=True, filters={
+                    "type": "container", "label": self.label, "event": _EVENTS})
+                self.notify(("engine", True))
+                delay = 0.1
+                for event in stream:
+                    since = max(since, event.get("timeNano", 0) / 1e9 or event.get("time", 0))
+                    attributes = event.get("Actor", {}).get("Attributes", {})
+                    action = event.get("Action") or event.get("status")
+                    container_id = event.get("id") or event.get("Actor", {}).get("ID")
+                    if action == "die":
+                        exit_code = attributes.get("exitCode")
+                        self.notify(("die", container_id,
+                                     int(exit_code) if exit_code is not None else None,
+                                     event.get("timeNano", 0) / 1e9 or time.time()))
+                    else:
+                        self.notify((action, container_id))
+                logger.debug("event stream of %s ended", self.instance.name)
+            except Exception as error:  # noqa: BLE001 - engine gone: resubscribe
+                logger.debug("event stream of %s failed: %s", self.instance.name, error)
+                client = None
+            self.notify(("engine", False))
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def waiter_main(connection, instance: InstanceConfig, manager_id: str, log_level: int) -> None:
+    """Entry point of a waiter process."""
+    exit_with_parent()
+    configure_logging(log_level)
+    _Waiter(connection, instance, manager_id).run()

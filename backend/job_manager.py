@@ -1,0 +1,286 @@
+"""The JobManager: the facade users call (SPEC §3).
+
+``new_job`` validates the task and input, runs the task's local check in the caller's thread,
+and hands the job either to the dispatcher (see :mod:`backend._dispatcher`), which places it on
+the least-loaded engine and drives the submitter pool and the waiters, or straight to the done
+queue when no container is needed. Callback manager threads (:mod:`backend._callback_manager`)
+then deliver every result in this process.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import socket
+import threading
+import uuid
+import weakref
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, List, Optional
+
+from backend import _docker
+from backend._callback_manager import _CallbackManager
+from backend._config import load_config, parse_instances
+from backend._dispatcher import _Dispatcher, _Job
+from backend._submitter import _JobSpec
+from backend._task import LocalCheck, snapshot_task
+
+logger = logging.getLogger("backend")
+
+Callback = Callable[[str, Any, Dict[str, Any]], Any]
+
+
+class JobManager:
+    """Runs jobs in containers spread over Docker engines, and calls back with their results.
+
+    Args:
+        docker_instances: the engines, a list of dicts (SPEC §2).
+        containers_directory: folder with one sub-folder (holding a ``Dockerfile``) per
+            environment.
+        tasks_directory: folder that relative ``task.directory`` paths resolve against.
+        callback_manager_count: threads that call the callbacks.
+        process_pool_size: submitter processes (default: 2 per core, at least 2, at most 8).
+        max_queued_jobs: jobs that may wait for a free slot; a job beyond ends at once with
+            ``"crash"`` (reason ``over_capacity``). ``None``: no limit.
+        start_method: ``"forkserver"`` (default) or ``"spawn"``.
+
+    Raises:
+        ValueError: a bad configuration value, named in the message.
+        TypeError: an argument of the wrong type.
+    """
+
+    def __init__(self, docker_instances: List[Dict[str, Any]],
+                 containers_directory: Optional[str] = None,
+                 tasks_directory: Optional[str] = None, callback_manager_count: int = 1,
+                 process_pool_size: Optional[int] = None, *,
+                 max_queued_jobs: Optional[int] = None, start_method: str = "forkserver"):
+        self._instances = parse_instances(docker_instances)
+        for name, value, least in (("callback_manager_count", callback_manager_count, 1),
+                                   ("process_pool_size", process_pool_size, 1),
+                                   ("max_queued_jobs", max_queued_jobs, 0)):
+            if value is None and name != "callback_manager_count":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be a whole number of at least {least}, "
+                                 f"not {value!r}")
+        for name, folder in (("containers_directory", containers_directory),
+                             ("tasks_directory", tasks_directory)):
+            if folder is not None and not os.path.isdir(folder):
+                raise ValueError(f"{name} {folder!r} is not a folder")
+        if start_method not in ("forkserver", "spawn"):
+            raise ValueError(f"start_method must be 'forkserver' or 'spawn', not "
+                             f"{start_method!r}")
+        self.containers_directory = containers_directory
+        self.tasks_directory = tasks_directory
+        self.manager_id = uuid.uuid4().hex[:16]
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._lock = threading.Condition()
+        self._pending: Dict[str, _Job] = {}
+        self._closed = False
+        self._close_started = False
+        self._done_queue: "queue.Queue" = queue.Queue()
+        context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":
+            context.set_forkserver_preload(["backend._submitter", "backend._waiter"])
+        if process_pool_size is None:
+            process_pool_size = min(8, max(2, 2 * (os.cpu_count() or 1)))
+        self._dispatcher = _Dispatcher(context, self._instances, self.manager_id, self._owner,
+                                       process_pool_size, self._done_queue, max_queued_jobs)
+        self._callback_managers = [
+            _CallbackManager(i, self._done_queue, self._schedule_deletion, self._delivered)
+            for i in range(callback_manager_count)]
+        if any(i.build_containers_on_start for i in self._instances):
+            self.build_images([i.name for i in self._instances if i.build_containers_on_start])
+        self._dispatcher.start_children()
+        self._dispatcher.start()
+        for thread in self._callback_managers:
+            thread.start()
+        atexit.register(_close_at_exit, weakref.ref(self))
+        logger.info("JobManager %s started on %s", self.manager_id,
+                    ", ".join(i.name for i in self._instances))
+
+    @classmethod
+    def from_config(cls, path_or_dict: Any) -> "JobManager":
+        """Builds a JobManager from a JSON file or a dict with the keys ``docker_instances``,
+        ``containers_directory``, ``tasks_directory``, ``callback_managers_threads``,
+        ``submitters_processes`` (and ``max_queued_jobs``)."""
+        return cls(**load_config(path_or_dict))
+
+    # -- jobs ----------------------------------------------------------------------------
+    def new_job(self, task: Any, inputdata: Any, callback: Callback) -> str:
+        """Submits a job; ``callback(job_id, task, result)`` is called once when it ends.
+
+        Never blocks on Docker.
+
+        Returns:
+            The job id.
+
+        Raises:
+            RuntimeError: the manager is closed.
+            TypeError: ``task`` is not a task, ``inputdata`` is not JSON-serialisable, or
+                ``callback`` is not callable.
+            ValueError: the task has a wrong value (limits, directory…).
+        """
+        if not callable(callback):
+            raise TypeError("callback must be callable: callback(job_id, task, result)")
+        return self._new_job(task, inputdata, callback)
+
+    def submit(self, task: Any, inputdata: Any) -> Future:
+        """Like :meth:`new_job`, but returns a :class:`concurrent.futures.Future` of the
+        result, with the attribute ``job_id``. Use :meth:`kill_job` to stop it."""
+        future: Future = Future()
+        future.set_running_or_notify_cancel()
+        future.job_id = self._new_job(task, inputdata,
+                                      lambda job_id, task, result: future.set_result(result))
+        return future
+
+    def _new_job(self, task: Any, inputdata: Any, callback: Callback) -> str:
+        if self._closed:
+            raise RuntimeError("this JobManager is closed")
+        snapshot = snapshot_task(task, self.tasks_directory)
+        job_id = uuid.uuid4().hex
+        try:
+            stdin = json.dumps({"input": inputdata, "limits": snapshot.limits,
+                                "job_id": job_id}, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"inputdata must be JSON-serialisable: {error}") from None
+        local = task.check_answer(inputdata)
+        if not isinstance(local, LocalCheck):
+            raise TypeError(f"task.check_answer() must return a LocalCheck, not "
+                            f"{type(local).__name__}")
+        spec = None
+        if local.need_container:
+            if snapshot.environment is None:
+                raise ValueError("the local check needs a container, but task.environment "
+                                 "is None")
+            spec = _JobSpec(job_id=job_id, environment=snapshot.environment,
+                            command=snapshot.command, directory=snapshot.directory,
+                            limits=snapshot.limits, env=snapshot.env, network=snapshot.network,
+                            read_only=snapshot.read_only, user=snapshot.user,
+                            stdin=stdin.encode("utf-8") + b"\n")
+        job = _Job(job_id, task, callback, local, spec)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this JobManager is closed")
+            self._pending[job_id] = job
+        if spec is None:
+            job.state = "done"
+            self._done_queue.put(job)
+        else:
+            self._dispatcher.post(("job", job))
+        return job_id
+
+    def kill_job(self, job_id: str) -> bool:
+        """Kills a job; it ends with the result ``"killed"``.
+
+        Returns:
+            ``True`` if the job was still waiting or running, ``False`` otherwise.
+        """
+        with self._lock:
+            job = self._pending.get(job_id)
+        if job is None or job.state == "done":
+            return False
+        self._dispatcher.post(("kill", job_id))
+        return True
+
+    def get_waiting_jobs_count(self) -> int:
+        """Jobs submitted whose callback has not run yet (queued and running)."""
+        with self._lock:
+            return len(self._pending)
+
+    def _schedule_deletion(self, instance: str, container_id: str) -> None:
+        self._dispatcher.post(("delete", instance, container_id))
+
+    def _delivered(self, job: _Job) -> None:
+        with self._lock:
+            self._pending.pop(job.job_id, None)
+            self._lock.notify_all()
+
+    # -- images --------------------------------------------------------------------------
+    def get_container_names(self) -> List[str]:
+        """Folders of ``containers_directory`` that hold a ``Dockerfile``, sorted."""
+        folder = self.containers_directory
+        if folder is None:
+            return []
+        return sorted(name for name in os.listdir(folder)
+                      if os.path.isfile(os.path.join(folder, name, "Dockerfile")))
+
+    def build_images(self, instances: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+        """Builds every image of ``containers_directory`` on each instance (all by default).
+
+        A build error is logged with the engine's message; it does not raise.
+
+        Returns:
+            ``{instance_name: {image_tag: None or error text}}``.
+        """
+        report: Dict[str, Dict[str, Any]] = {}
+        for instance in self._instances:
+            if instances is not None and instance.name not in instances:
+                continue
+            report[instance.name] = {}
+            try:
+                client = _docker.connect(instance, timeout=600)
+            except _docker.DockerFailure as failure:
+                logger.error("cannot build images on %s: %s", instance.name, failure.text)
+                for name in self.get_container_names():
+                    report[instance.name][instance.container_prefix + name] = failure.text
+                continue
+            with client:
+                for name in self.get_container_names():
+                    tag = instance.container_prefix + name
+                    error = _docker.build_image(client, instance,
+                                                os.path.join(self.containers_directory, name),
+                                                tag)
+                    if error:
+                        logger.error("building %s on %s failed: %s", tag, instance.name, error)
+                    else:
+                        logger.info("built %s on %s", tag, instance.name)
+                    report[instance.name][tag] = error
+        return report
+
+    # -- shutdown ------------------------------------------------------------------------
+    def close(self, wait: bool = True) -> None:
+        """Stops the manager: no new jobs; running jobs finish (``wait=True``) or are killed
+        (``wait=False``); every callback is delivered, every container removed, every process
+        and thread ended. A second call does nothing. Called from inside a callback, it starts
+        the shutdown and returns; the shutdown completes when the callback returns."""
+        with self._lock:
+            self._closed = True
+            if self._close_started:
+                return
+            self._close_started = True
+        if not wait:
+            self._dispatcher.post(("kill_all",))
+        if threading.current_thread() in self._callback_managers:
+            threading.Thread(target=self._finish_close, name="backend-close").start()
+        else:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        with self._lock:
+            while self._pending and self._dispatcher.is_alive():
+                self._lock.wait(0.5)
+        self._dispatcher.post(("stop",))
+        self._dispatcher.join()
+        for _ in self._callback_managers:
+            self._done_queue.put(None)
+        for thread in self._callback_managers:
+            if thread is not threading.current_thread():
+                thread.join()
+        logger.info("JobManager %s closed", self.manager_id)
+
+    def __enter__(self) -> "JobManager":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close(wait=exc_info[0] is None)
+
+
+def _close_at_exit(reference: "weakref.ref[JobManager]") -> None:
+    """At interpreter exit, a manager that was not closed kills its jobs and cleans up."""
+    manager = reference()
+    if manager is not None and not manager._close_started:
+        manager.close(wait=False)

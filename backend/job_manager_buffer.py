@@ -1,0 +1,119 @@
+"""A batch front-end: submit many jobs, then collect their results (SPEC §7)."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from backend.job_manager import JobManager
+
+
+class JobManagerBuffer:
+    """Keeps the results of the jobs it submitted until they are fetched. Thread-safe.
+
+    Args:
+        job_manager: the manager to submit to; it stays owned by the caller.
+    """
+
+    def __init__(self, job_manager: JobManager):
+        self.job_manager = job_manager
+        self._condition = threading.Condition()
+        self._waiting: set = set()
+        self._results: Dict[str, Dict[str, Any]] = {}
+        self._fetched: set = set()
+
+    def _callback(self, job_id: str, task: Any, result: Dict[str, Any]) -> None:
+        with self._condition:
+            self._waiting.discard(job_id)
+            self._results[job_id] = result
+            self._condition.notify_all()
+
+    def new_job(self, task: Any, inputdata: Any) -> str:
+        """Submits a job. Returns its id."""
+        with self._condition:
+            # under the lock: a result that arrives at once finds the id registered
+            job_id = self.job_manager.new_job(task, inputdata, self._callback)
+            if job_id not in self._results:
+                self._waiting.add(job_id)
+        return job_id
+
+    def new_jobs(self, jobs: Iterable[Tuple[Any, Any]]) -> List[str]:
+        """Submits ``(task, inputdata)`` pairs. Returns their ids, in order."""
+        return [self.new_job(task, inputdata) for task, inputdata in jobs]
+
+    def is_waiting(self, job_id: str) -> bool:
+        """Whether the job is queued or running."""
+        with self._condition:
+            return job_id in self._waiting
+
+    def is_done(self, job_id: str) -> bool:
+        """Whether the job's result is ready (and not fetched yet)."""
+        with self._condition:
+            return job_id in self._results
+
+    def get_result(self, job_id: str) -> Dict[str, Any]:
+        """Returns a finished job's result, once.
+
+        Raises:
+            KeyError: the job is unknown, still running, or its result was already fetched.
+        """
+        with self._condition:
+            if job_id in self._results:
+                self._fetched.add(job_id)
+                return self._results.pop(job_id)
+            if job_id in self._waiting:
+                raise KeyError(f"job {job_id} has not ended yet")
+            if job_id in self._fetched:
+                raise KeyError(f"the result of job {job_id} was already fetched")
+            raise KeyError(f"job {job_id} was not submitted through this buffer")
+
+    def wait(self, ids: Optional[Iterable[str]] = None, timeout: Optional[float] = None
+             ) -> bool:
+        """Waits until the given jobs (all of this buffer's by default) have ended.
+
+        Returns:
+            ``True`` if they all ended, ``False`` on timeout.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            wanted = set(self._waiting) if ids is None else set(ids)
+            while wanted & self._waiting:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            return True
+
+    def as_completed(self, ids: Optional[Iterable[str]] = None,
+                     timeout: Optional[float] = None) -> Iterator[Tuple[str, Dict[str, Any]]]:
+        """Yields ``(job_id, result)`` as jobs end, fetching each result.
+
+        Args:
+            ids: the jobs to wait for; by default every job of this buffer not fetched yet.
+            timeout: seconds for the whole iteration.
+
+        Raises:
+            TimeoutError: some jobs had not ended when the timeout expired.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            remaining_ids = (set(self._waiting) | set(self._results)) if ids is None \
+                else set(ids)
+            unknown = remaining_ids - self._waiting - set(self._results)
+            if unknown:
+                raise KeyError(f"unknown or already fetched job(s): {', '.join(sorted(unknown))}")
+        while remaining_ids:
+            with self._condition:
+                ready = [i for i in remaining_ids if i in self._results]
+                while not ready:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"{len(remaining_ids)} job(s) still running")
+                    self._condition.wait(left)
+                    ready = [i for i in remaining_ids if i in self._results]
+                results = []
+                for job_id in ready:
+                    remaining_ids.discard(job_id)
+                    self._fetched.add(job_id)
+                    results.append((job_id, self._results.pop(job_id)))
+            yield from results

@@ -1,0 +1,52 @@
+"""A blocking front-end: run one job and get its result (SPEC §7)."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Optional
+
+from backend.job_manager import JobManager
+
+#: Seconds to wait for a killed job's result before giving up on it.
+_KILL_GRACE = 30.0
+
+
+class JobManagerSync:
+    """Runs jobs on a :class:`~backend.job_manager.JobManager` one call at a time.
+
+    Args:
+        job_manager: the manager to submit to; it stays owned by the caller.
+    """
+
+    def __init__(self, job_manager: JobManager):
+        self.job_manager = job_manager
+
+    def new_job(self, task: Any, inputdata: Any, timeout: Optional[float] = None
+                ) -> Dict[str, Any]:
+        """Runs a job and returns its result.
+
+        Args:
+            timeout: seconds to wait; ``None`` waits until the job ends (its own limits
+                bound it).
+
+        Raises:
+            TimeoutError: the job did not end in time; it is killed.
+            KeyboardInterrupt: the job is killed, then the interrupt propagates.
+        """
+        done = threading.Event()
+        box: Dict[str, Any] = {}
+
+        def callback(job_id, task, result):
+            box["result"] = result
+            done.set()
+
+        job_id = self.job_manager.new_job(task, inputdata, callback)
+        try:
+            if not done.wait(timeout):
+                self.job_manager.kill_job(job_id)
+                done.wait(_KILL_GRACE)
+                raise TimeoutError(f"job {job_id} did not end within {timeout} s; it was "
+                                   f"killed")
+        except KeyboardInterrupt:
+            self.job_manager.kill_job(job_id)
+            raise
+        return box["result"]

@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="docker-job-manager",
+    version="0.1.0",
+    description="Run jobs in Docker containers over one or more engines, with callbacks "
+                "in the caller's process",
+    license="MIT",
+    packages=find_packages(include=["backend", "backend.*"]),
+    python_requires=">=3.9",
+    install_requires=["docker>=6.1"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout"],
+        "docs": ["sphinx>=7"],
+    },
+    entry_points={"console_scripts": ["jobmanager=backend.cli:main"]},
+    classifiers=[
+        "License :: OSI Approved :: MIT License",
+        "Programming Language :: Python :: 3",
+        "Operating System :: POSIX :: Linux",
+    ],
+)
