@@ -31,7 +31,8 @@ def configure_logging(level: int) -> None:
     """Children log at the manager's level to stderr (spawned children have no handlers)."""
     logger = logging.getLogger("backend")
     logger.setLevel(level)
-    if not logging.getLogger().handlers and not logger.handlers:
+    if not logging.getLogger().handlers and not any(
+            not isinstance(h, logging.NullHandler) for h in logger.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter(
             "%(asctime)s %(processName)s %(levelname)s %(name)s: %(message)s"))

@@ -31,6 +31,9 @@ LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backe
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "fsize": (128 << 20, 128 << 20), "core": (0, 0)}
 _TMPFS_SIZE = "64m"
+#: Least size of each of the two files of a container's log on the engine: a job that prints
+#: past its limit faster than the waiter attaches still has its head of output kept, up to this.
+_LOG_FILE_SIZE = 1 << 20
 
 
 class DockerFailure(Exception):
@@ -127,8 +130,11 @@ def container_options(spec, instance: InstanceConfig, manager_id: str, owner: st
         mem_limit=memory, memswap_limit=memory, pids_limit=int(limits["processes"]),
         nano_cpus=int(limits["cpus"] * 1e9), cap_drop=["ALL"],
         security_opt=["no-new-privileges"], ulimits=ulimits, init=True,
-        log_config=LogConfig(type="json-file", config={
-            "max-size": str(max(int(limits["output"]), 4096)), "max-file": "2"}),
+        # "local", not "json-file": json-file splits long lines at 16 KiB and re-encodes each
+        # piece as UTF-8, mangling a character cut in two; "local" keeps the bytes as they are
+        log_config=LogConfig(type="local", config={
+            "max-size": str(max(int(limits["output"]), _LOG_FILE_SIZE)), "max-file": "2",
+            "compress": "false"}),
     )
     if spec.directory:
         host_config["binds"] = {spec.directory: {"bind": "/task", "mode": "ro"}}
@@ -207,6 +213,46 @@ def read_output(client: docker.APIClient, container_id: str) -> Tuple[bytes, byt
     client._raise_for_status(response)
     out, err, _ = demultiplex(response.content)
     return bytes(out), bytes(err)
+
+
+def attach_output(client: docker.APIClient, container_id: str):
+    """Attaches to a running container's stdout and stderr.
+
+    Returns:
+        ``(response, frames)``: close ``response`` to detach; ``frames`` yields
+        ``(stream, bytes)`` with stream 1 (stdout) or 2 (stderr) until the container ends.
+
+    The frames are read through the response's buffered reader, not the raw socket as
+    docker-py does: bytes that arrived with the HTTP headers would be skipped otherwise, and
+    the stream would lose its framing (an unread attach then blocks the container).
+    """
+    response = client._post(client._url("/containers/{0}/attach", container_id),
+                            headers={"Connection": "Upgrade", "Upgrade": "tcp"}, stream=True,
+                            params={"stdout": 1, "stderr": 1, "stream": 1}, timeout=None)
+    client._raise_for_status(response)
+    reader = response.raw._fp.fp  # the buffered reader over the socket
+
+    def frames():
+        while True:
+            header = reader.read(8)
+            if len(header) < 8:
+                return
+            size = int.from_bytes(header[4:8], "big")
+            payload = reader.read(size)
+            if len(payload) < size:
+                return
+            yield header[0], payload
+
+    return response, frames()
+
+
+def detach(response) -> None:
+    """Ends an :func:`attach_output` stream from another thread: shuts the socket down, so
+    that the reader sees end of file (closing the response would wait for the reader)."""
+    try:
+        response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+    except Exception:  # noqa: BLE001 - already closed
+        pass
 
 
 def demultiplex(data: bytes, out: Optional[bytearray] = None, err: Optional[bytearray] = None

@@ -62,6 +62,14 @@ def cap_text(data: bytes, limit: int) -> str:
             + data[-half:].decode("utf-8", "replace"))
 
 
+def join_head_and_tail(head: bytes, tail: bytes, limit: int) -> bytes:
+    """Joins the start of a stream (seen live) and its end (from the engine's capped log)."""
+    half = max(limit // 2, 1)
+    if len(tail) <= half or tail.startswith(head[:half]):
+        return tail
+    return head[:half] + b"\n[... output cut ...]\n" + tail[-half:]
+
+
 def parse_stdout(stdout: bytes) -> Optional[Dict[str, Any]]:
     """The JSON object a container printed: the whole stdout, else its last non-empty line."""
     text = stdout.decode("utf-8", "replace").strip()

@@ -8,13 +8,14 @@ over the pipe, a wake-up pipe fed by the helper threads, and the poll deadline::
     dispatcher --("watch" | "kill" | None)--> main loop --("done" | "engine")--> dispatcher
                                                  ^   ^
                        event thread (die, oom, kill, destroy; resumed with ``since``)
-                       output followers (one per long-running container: counts bytes)
+                       output followers (one per container: head of stderr, byte count)
 
 Completion comes from the ``die`` event, within milliseconds. Every ``time_between_polls``
 the main loop also polls: it lists our containers by label (catching lost events and
 containers removed from outside), enforces ``hard_time``, measures the CPU time of
 containers old enough to have used their budget (``RLIMIT_CPU`` counts per process only), and
-starts an output follower for containers still running. An engine that stops answering
+and an output follower attached to each container keeps the head of its stderr and ends it
+as soon as it prints more than its ``output`` limit. An engine that stops answering
 for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs (reason ``engine_lost``).
 
 Messages (dispatcher → waiter): ``("watch", job_id, container_id, limits, started_at,
@@ -37,14 +38,12 @@ import docker.errors
 from backend import _docker
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
-from backend._results import container_result, failure_result
+from backend._results import container_result, failure_result, join_head_and_tail
 
 logger = logging.getLogger("backend")
 
 #: Seconds an engine may not answer before its running jobs end with ``engine_lost``.
 ENGINE_LOST_AFTER = 5.0
-#: A container still running after this many seconds gets an output follower.
-FOLLOW_AFTER = 1.0
 _EVENTS = ["die", "oom", "kill", "destroy"]
 _SIGXCPU_EXIT = 128 + 24
 
@@ -63,6 +62,7 @@ class _Watched:
     engine_was_lost: bool = False
     exit_code: Optional[int] = None
     ended_at: Optional[float] = None
+    stderr_head: bytearray = field(default_factory=bytearray, repr=False)
     follower: Optional[threading.Thread] = field(default=None, repr=False)
     follower_response: Any = field(default=None, repr=False)
 
@@ -149,6 +149,8 @@ class _Waiter:
             self.by_job[job_id] = container_id
             if kill_requested:
                 self.kill(watched, "killed")
+            else:
+                self.start_follower(watched)
             if self.unreachable_since is not None:
                 watched.engine_was_lost = True
             # the container may have ended before we watched it (or while a previous waiter
@@ -184,19 +186,22 @@ class _Waiter:
 
     # -- actions -------------------------------------------------------------------------
     def kill(self, watched: _Watched, reason: str) -> None:
+        """Kills a container, from a helper thread: the engine may take a while to answer."""
         if watched.reason is None:
             watched.reason = reason
         logger.debug("killing %s (%s)", watched.job_id, reason)
+        threading.Thread(target=self._kill, args=(watched.container_id,), daemon=True,
+                         name="backend-kill").start()
+
+    def _kill(self, container_id: str) -> None:
         try:
-            self.docker_client().kill(watched.container_id)
+            self.docker_client().kill(container_id)
         except docker.errors.APIError as error:
             # not running any more (it ended, or was removed): its die/destroy event follows
-            logger.debug("kill %s: %s", watched.container_id, error)
-        except _docker.DockerFailure:
-            self.set_reachable(False)
+            logger.debug("kill %s: %s", container_id, error)
         except Exception as error:  # noqa: BLE001 - engine unreachable mid-call
-            logger.debug("kill %s: %s", watched.container_id, error)
-            self.set_reachable(False)
+            logger.debug("kill %s: %s", container_id, error)
+            self.notify(("engine", False))
 
     def finish(self, watched: _Watched, exit_code: Optional[int], ended_at: float,
                gone: bool = False) -> None:
@@ -235,6 +240,8 @@ class _Waiter:
                 reason = "removed"
             elif watched.engine_was_lost:
                 reason = "engine_lost"
+        if reason == "output" and watched.stderr_head:
+            stderr = join_head_and_tail(bytes(watched.stderr_head), stderr, limits["output"])
         duration = max(0.0, (ended_at or time.time()) - watched.started_at)
         if reason == "engine_lost":
             result = failure_result("engine_lost", f"host {self.instance.name} was lost while "
@@ -249,12 +256,8 @@ class _Waiter:
     def forget(self, watched: _Watched) -> None:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
-        response = watched.follower_response
-        if response is not None:
-            try:
-                response.close()
-            except Exception:  # noqa: BLE001
-                pass
+        if watched.follower_response is not None:
+            _docker.detach(watched.follower_response)
 
     # -- the poll ------------------------------------------------------------------------
     def poll(self) -> None:
@@ -265,8 +268,6 @@ class _Waiter:
             age = now - watched.started_at
             if watched.reason is None and age >= watched.limits["hard_time"]:
                 self.kill(watched, "wall_time")
-            elif watched.follower is None and age >= FOLLOW_AFTER:
-                self.start_follower(watched)
         self.check_cpu(now)
         self.reconcile(list(self.watched.values()))
         if (self.unreachable_since is not None
@@ -328,27 +329,29 @@ class _Waiter:
 
     # -- helper threads ------------------------------------------------------------------
     def follow_output(self, watched: _Watched) -> None:
-        """Counts a running container's output; notes ``overflow`` past the limit."""
+        """Attaches to a container's output: keeps the head of its stderr (the engine's
+        capped log keeps the tail) and notes ``overflow`` as soon as it prints too much."""
         limit = watched.limits["output"]
+        response = None
         try:
-            client = self.docker_client()
-            response = client._get(client._url("/containers/{0}/logs", watched.container_id),
-                                   params={"stdout": 1, "stderr": 1, "follow": 1},
-                                   stream=True, timeout=None)
+            response, frames = _docker.attach_output(self.docker_client(), watched.container_id)
             watched.follower_response = response
             if watched.container_id not in self.watched:
-                response.close()
                 return
-            seen, rest = 0, b""
-            for chunk in response.iter_content(65536):
-                out, err, rest = _docker.demultiplex(rest + chunk)
-                seen += len(out) + len(err)
+            seen = 0
+            for stream, data in frames:
+                if seen > limit:
+                    continue  # keep reading until the kill: an unread attach blocks the engine
+                seen += len(data)
+                if stream == 2 and len(watched.stderr_head) < limit:
+                    watched.stderr_head += data[:limit - len(watched.stderr_head)]
                 if seen > limit:
                     self.notify(("overflow", watched.container_id))
-                    break
-            response.close()
         except Exception as error:  # noqa: BLE001 - closed by forget(), or engine gone
             logger.debug("output follower of %s ended: %s", watched.container_id, error)
+        finally:
+            if response is not None:
+                response.close()
 
     def follow_events(self) -> None:
         """Follows the engine's events for our containers, resuming with ``since``."""

@@ -31,6 +31,9 @@ def engines():
         if not engine.answers():
             engine.start()
         build_busybox_image(engine.url, PREFIX + IMAGE)
+        with docker.APIClient(base_url=engine.url, version="1.41") as client:
+            for container in client.containers(all=True, filters={"label": "backend.manager"}):
+                client.remove_container(container["Id"], force=True)  # an earlier run's
     yield started
     for engine in started:
         engine.stop()
