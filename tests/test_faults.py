@@ -1,0 +1,165 @@
+"""Faults: dead children, dead managers, unreachable engines, misbehaving callbacks."""
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import docker
+import pytest
+
+from backend import JobManager, JobManagerSync, Task
+from conftest import ROOT, _descendants, ok_script, our_containers, shell
+
+NOWHERE = {"server_url": "unix:///nonexistent/docker.sock", "name": "nowhere"}
+
+
+def run(manager, task, inputdata=None, timeout=60):
+    return JobManagerSync(manager).new_job(task, inputdata, timeout=timeout)
+
+
+def test_callback_that_raises_is_logged_and_harms_nothing(manager, caplog):
+    results = []
+    done = threading.Event()
+
+    def bad(job_id, task, result):
+        raise ValueError("boom in callback")
+
+    def exits(job_id, task, result):
+        sys.exit(3)
+
+    def good(job_id, task, result):
+        results.append(result["result"])
+        done.set()
+
+    manager.new_job(Task(), 1, bad)
+    manager.new_job(shell(ok_script()), 1, exits)
+    manager.new_job(shell(ok_script()), 1, good)
+    assert done.wait(30)
+    manager.close()
+    assert results == ["success"]
+    assert "boom in callback" in caplog.text and "Traceback" in caplog.text
+    assert "SystemExit" in caplog.text
+
+
+def test_callback_may_submit_and_close(instances):
+    manager = JobManager(instances)
+    second = threading.Event()
+
+    def first(job_id, task, result):
+        manager.new_job(Task(), 2, lambda *a: (second.set(), manager.close()))
+
+    manager.new_job(shell(ok_script()), 1, first)
+    assert second.wait(30)
+    deadline = time.monotonic() + 20
+    while manager._dispatcher.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(RuntimeError):
+        manager.new_job(Task(), 3, lambda *a: None)
+
+
+def test_unreachable_engine_is_skipped(instances):
+    with JobManager([NOWHERE] + instances) as manager:
+        results = [run(manager, shell(ok_script()), i) for i in range(4)]
+    assert [r["result"] for r in results] == ["success"] * 4
+    assert all(r["run"]["host"] != "nowhere" for r in results)
+
+
+def test_no_reachable_engine_is_a_crash(engines):
+    with JobManager([NOWHERE]) as manager:
+        result = run(manager, shell(ok_script()))
+    assert result["result"] == "crash" and result["run"]["reason"] == "engine_unreachable"
+    assert "nowhere" in result["text"]
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_killed_children_are_replaced(instances, start_method):
+    with JobManager(instances, start_method=start_method) as manager:
+        sync = JobManagerSync(manager)
+        assert sync.new_job(shell(ok_script()), 1, timeout=60)["result"] == "success"
+        worker = manager._dispatcher.workers[0].process
+        os.kill(worker.pid, signal.SIGKILL)
+        # a waiter dies while it watches a running job: the job is recovered
+        future = manager.submit(shell(ok_script("sleep 1.5; ")), 2)
+        deadline = time.monotonic() + 20
+        while not any(w.jobs for i in manager._dispatcher.instances.values()
+                      for w in i.waiters):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        waiter = next(w for i in manager._dispatcher.instances.values() for w in i.waiters
+                      if w.jobs)
+        os.kill(waiter.process.pid, signal.SIGKILL)
+        assert future.result(timeout=30)["result"] == "success"
+        results = [sync.new_job(shell(ok_script()), i, timeout=60)["result"] for i in range(4)]
+        assert results == ["success"] * 4
+        assert worker.pid not in [w.process.pid for w in manager._dispatcher.workers]
+
+
+def test_library_never_prints(manager, capfd):
+    run(manager, shell(ok_script("echo noise >&2; ")))
+    run(manager, Task("no-such-image"))
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    from backend import JobManager, Task
+    instances = json.loads(sys.argv[1])
+    manager = JobManager(instances)
+    for i in range(2):
+        manager.new_job(Task("busybox", command=["sh", "-c", "sleep 60"]), i, print)
+    while len(manager._dispatcher.jobs) < 2 or any(
+            j.state != "running" for j in manager._dispatcher.jobs.values()):
+        time.sleep(0.05)
+    pids = [c.process.pid for c in manager._dispatcher.children()]
+    print(json.dumps({"pids": pids, "manager": manager.manager_id}), flush=True)
+    time.sleep(120)
+""")
+
+
+def test_manager_sigkill_children_exit_and_next_manager_sweeps(engines, instances):
+    process = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(instances)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        info = json.loads(line)
+    finally:
+        process.kill()
+        process.wait()
+    process.stdout.close()
+    deadline = time.monotonic() + 10
+    alive = set(info["pids"])
+    while alive and time.monotonic() < deadline:
+        alive = {pid for pid in alive if os.path.exists(f"/proc/{pid}")
+                 and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"}
+        time.sleep(0.1)
+    assert not alive, "children outlived their SIGKILLed manager"
+    left = [c for c in our_containers(engines)
+            if c["Labels"]["backend.manager"] == info["manager"]]
+    assert len(left) == 2
+    with JobManager(instances) as manager:
+        deadline = time.monotonic() + 20
+        while [c for c in our_containers(engines)
+               if c["Labels"]["backend.manager"] == info["manager"]]:
+            assert time.monotonic() < deadline, "the dead manager's containers were not swept"
+            time.sleep(0.1)
+
+
+def test_container_removed_from_outside(engines, instances):
+    with JobManager(instances[:1]) as manager:
+        future = manager.submit(shell("sleep 30"), 1)
+        with docker.APIClient(base_url=engines[0].url, version="1.41") as client:
+            deadline = time.monotonic() + 20
+            while not client.containers(filters={"label": f"backend.job={future.job_id}"}):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            [container] = client.containers(filters={"label": f"backend.job={future.job_id}"})
+            client.remove_container(container["Id"], force=True)
+        result = future.result(timeout=20)
+    assert result["result"] == "crash" and result["run"]["reason"] == "removed"
+    assert "outside" in result["text"]
