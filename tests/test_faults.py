@@ -163,3 +163,34 @@ def test_container_removed_from_outside(engines, instances):
         result = future.result(timeout=20)
     assert result["result"] == "crash" and result["run"]["reason"] == "removed"
     assert "outside" in result["text"]
+
+
+def test_script_that_never_closes_exits_cleanly(engines, instances):
+    script = textwrap.dedent("""
+        import json, sys
+        from backend import JobManager, JobManagerSync, Task
+        manager = JobManager(json.loads(sys.argv[1]))
+        sync = JobManagerSync(manager)
+        print(sync.new_job(Task("busybox", command=["sh", "-c", "echo '{\\"result\\": \\"success\\"}'"]), 1)["result"])
+        manager.new_job(Task("busybox", command=["sh", "-c", "sleep 60"]), 2, print)
+    """)
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(instances)],
+                          capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.splitlines()[0] == "success"
+    assert not our_containers(engines)
+
+
+def test_keyboard_interrupt_in_sync_kills_the_job(manager):
+    sync = JobManagerSync(manager)
+    timer = threading.Timer(1.0, lambda: signal.raise_signal(signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        sync.new_job(shell("sleep 30"), 1, timeout=30)
+    timer.join()
+    deadline = time.monotonic() + 20
+    while manager.get_waiting_jobs_count():
+        assert time.monotonic() < deadline, "the interrupted job was not killed"
+        time.sleep(0.05)

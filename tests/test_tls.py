@@ -1,0 +1,76 @@
+"""A remote engine over verified TLS on loopback (SPEC §2): certificates made by the test."""
+import os
+import socket
+import subprocess
+
+import pytest
+
+from backend import JobManager, JobManagerSync
+from conftest import PREFIX, ROOT, IMAGE, ok_script, shell
+from engines import PrivateEngine, build_busybox_image
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _authority(folder, name):
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", f"/CN={name}", "-keyout", f"{name}-key.pem", "-out", f"{name}.pem",
+             cwd=folder)
+
+
+def _certificate(folder, ca, name, extension):
+    (folder / f"{name}.ext").write_text(extension)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+             "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", cwd=folder)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
+             f"{ca}-key.pem", "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+             "-extfile", f"{name}.ext", cwd=folder)
+
+
+@pytest.fixture(scope="module")
+def tls_engine(tmp_path_factory, engines):
+    folder = tmp_path_factory.mktemp("tls")
+    _authority(folder, "ca")
+    _authority(folder, "other-ca")
+    _certificate(folder, "ca", "server", "subjectAltName=IP:127.0.0.1\n"
+                 "extendedKeyUsage=serverAuth\n")
+    _certificate(folder, "ca", "client", "extendedKeyUsage=clientAuth\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    engine = PrivateEngine("tls", ROOT / "tls", tcp_port=port, tls={
+        "ca_cert": str(folder / "ca.pem"), "server_cert": str(folder / "server.pem"),
+        "server_key": str(folder / "server-key.pem")})
+    engine.start()
+    build_busybox_image(engine.url, PREFIX + IMAGE)
+    yield engine, folder
+    engine.stop()
+
+
+def _instance(engine, folder, ca="ca.pem", client=True):
+    tls = {"ca_cert": str(folder / ca), "verify": True}
+    if client:
+        tls.update(client_cert=str(folder / "client.pem"), client_key=str(folder / "client-key.pem"))
+    return {"server_url": engine.tcp_url, "name": "remote", "container_prefix": PREFIX,
+            "tls": tls}
+
+
+def test_job_over_verified_tls(tls_engine, monkeypatch):
+    engine, folder = tls_engine
+    # requests would let these win over the given CA: they must not
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.setenv("CURL_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    with JobManager([_instance(engine, folder)]) as manager:
+        result = JobManagerSync(manager).new_job(shell(ok_script()), 1, timeout=60)
+    assert result["result"] == "success" and result["run"]["host"] == "remote"
+
+
+@pytest.mark.parametrize("ca, client", [("other-ca.pem", True), ("ca.pem", False)])
+def test_wrong_ca_or_no_client_certificate_is_unreachable(tls_engine, ca, client):
+    engine, folder = tls_engine
+    with JobManager([_instance(engine, folder, ca, client)]) as manager:
+        result = JobManagerSync(manager).new_job(shell(ok_script()), 1, timeout=60)
+    assert result["result"] == "crash" and result["run"]["reason"] == "engine_unreachable"
+    assert "TLS" in result["text"] or "SSL" in result["text"]
