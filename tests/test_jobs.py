@@ -287,3 +287,21 @@ def test_kill_job_from_sync_timeout(manager):
         sync.new_job(shell("sleep 30"), 1, timeout=1)
     assert time.monotonic() - started < 15
     assert manager.get_waiting_jobs_count() == 0
+
+
+def test_containers_carry_the_labels(engines, manager):
+    import socket
+    future = manager.submit(shell("sleep 30"), 1)
+    deadline = time.monotonic() + 20
+    found = []
+    while not found:
+        assert time.monotonic() < deadline
+        for engine in engines:
+            with docker.APIClient(base_url=engine.url, version="1.41") as client:
+                found += client.containers(filters={"label": f"backend.job={future.job_id}"})
+        time.sleep(0.05)
+    labels = found[0]["Labels"]
+    assert labels["backend.manager"] == manager.manager_id
+    assert labels["backend.owner"] == f"{socket.gethostname()}:{os.getpid()}"
+    manager.kill_job(future.job_id)
+    assert future.result(timeout=20)["result"] == "killed"
