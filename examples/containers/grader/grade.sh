@@ -16,6 +16,13 @@ fi
 expected=$((a + b))
 # the submission's stderr goes to the container's stderr (it counts in the output limit)
 got=$(sh -c "$code" sh "$a" "$b" < /dev/null)
+status=$?
+if [ "$status" -gt 128 ]; then
+    # the submission was killed by a signal (SIGXCPU: its CPU time limit): the grader dies of
+    # the same signal, so that the job's result says why (timeout, reason cpu_time)
+    kill -"$((status - 128))" $$
+    exit "$status"
+fi
 # keep the text JSON-safe: no quote, backslash or control character, 200 bytes at most
 shown=$(printf '%s' "$got" | tr -d '"\\' | tr '\n\t\r' '   ' | head -c 200)
 if [ "$got" = "$expected" ]; then
