@@ -14,7 +14,7 @@ REASON_STATUS = {
     "cpu_time": "timeout", "wall_time": "timeout", "memory": "overflow", "output": "overflow",
     "killed": "killed", "no_image": "crash", "engine_lost": "crash",
     "engine_unreachable": "crash", "bad_output": "crash", "over_capacity": "crash",
-    "start_failed": "crash", "removed": "crash",
+    "start_failed": "crash", "removed": "crash", "disk": "overflow",
 }
 
 DEFAULT_TEXTS = {
@@ -24,6 +24,7 @@ DEFAULT_TEXTS = {
     "output": "The job printed more than allowed ({output} bytes).",
     "killed": "The job was killed.",
     "removed": "The job's container was removed or killed from outside the JobManager.",
+    "disk": "The job wrote a file larger than allowed.",
 }
 
 

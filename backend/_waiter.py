@@ -46,6 +46,7 @@ logger = logging.getLogger("backend")
 ENGINE_LOST_AFTER = 5.0
 _EVENTS = ["die", "oom", "kill", "destroy"]
 _SIGXCPU_EXIT = 128 + 24
+_SIGXFSZ_EXIT = 128 + 25
 
 
 @dataclass
@@ -234,6 +235,8 @@ class _Waiter:
                 reason = "memory"
             elif exit_code == _SIGXCPU_EXIT:
                 reason = "cpu_time"
+            elif exit_code == _SIGXFSZ_EXIT:
+                reason = "disk"
             elif len(stdout) + len(stderr) > limits["output"]:
                 reason = "output"
             elif watched.killed_from_outside:

@@ -194,3 +194,26 @@ def test_keyboard_interrupt_in_sync_kills_the_job(manager):
     while manager.get_waiting_jobs_count():
         assert time.monotonic() < deadline, "the interrupted job was not killed"
         time.sleep(0.05)
+
+
+def test_submitter_killed_while_starting_a_job(instances):
+    with JobManager(instances) as manager:
+        dispatcher = manager._dispatcher
+        for attempt in range(5):  # the kill must land while the worker holds the job
+            future = manager.submit(shell("sleep 30"), attempt)
+            holder = None
+            deadline = time.monotonic() + 10
+            while holder is None and time.monotonic() < deadline:
+                holder = next((w for w in dispatcher.workers
+                               if getattr(w.holding, "job_id", None) == future.job_id), None)
+            if holder is not None:
+                os.kill(holder.process.pid, signal.SIGKILL)
+            result = future.result(timeout=20) if holder else None
+            if result and result["result"] == "crash":
+                break
+            manager.kill_job(future.job_id)
+            future.result(timeout=20)
+        assert result["result"] == "crash" and result["run"]["reason"] == "start_failed"
+        assert "submitter" in result["text"]
+        assert JobManagerSync(manager).new_job(shell(ok_script()), 1, timeout=30)["result"] \
+            == "success"

@@ -1,0 +1,66 @@
+"""An engine that dies with jobs running, and comes back (a third private engine, e3)."""
+import time
+
+import docker
+import pytest
+
+from backend import JobManager
+from conftest import PREFIX, IMAGE, ROOT, ok_script, shell
+from engines import PrivateEngine, build_busybox_image
+
+
+@pytest.fixture
+def third_engine(engines):
+    engine = PrivateEngine("e3", ROOT / "e3")
+    engine.start()
+    build_busybox_image(engine.url, PREFIX + IMAGE)
+    yield engine
+    engine.stop()
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(180)
+def test_engine_lost_then_back(engines, third_engine):
+    instances = [{"server_url": third_engine.url, "name": "e3", "container_prefix": PREFIX,
+                  "time_between_polls": 0.2},
+                 {"server_url": engines[0].url, "name": "e1", "container_prefix": PREFIX,
+                  "time_between_polls": 0.2}]
+    with JobManager(instances) as manager:
+        dispatcher = manager._dispatcher
+        lost = manager.submit(shell("sleep 60"), 1)
+        other = manager.submit(shell("sleep 60"), 2)
+        _wait(lambda: all(j.state == "running" for j in dispatcher.jobs.values())
+              and len(dispatcher.jobs) == 2, 30, "jobs did not start")
+        on_e3 = lost if dispatcher.jobs[lost.job_id].instance == "e3" else other
+        survivor = other if on_e3 is lost else lost
+        killed_at = time.monotonic()
+        third_engine.kill()
+        result = on_e3.result(timeout=30)
+        assert time.monotonic() - killed_at < 15
+        assert result["result"] == "crash" and result["run"]["reason"] == "engine_lost"
+        assert "e3" in result["text"]
+        assert not survivor.done()
+        # e3 is skipped while it is down
+        _wait(lambda: not dispatcher.instances["e3"].reachable, 10, "e3 not marked down")
+        placed = manager.submit(shell(ok_script()), 3).result(timeout=30)
+        assert placed["result"] == "success" and placed["run"]["host"] == "e1"
+        # ... and used again once it answers
+        third_engine.start()
+        _wait(lambda: dispatcher.instances["e3"].reachable, 30, "e3 not marked up again")
+        hosts = {manager.submit(shell(ok_script("sleep 0.5; ")), i).result(timeout=30)
+                 ["run"]["host"] for i in range(2)}
+        assert "e3" in hosts
+        manager.kill_job(survivor.job_id)
+        assert survivor.result(timeout=30)["result"] == "killed"
+        # the lost job's container could not be removed while e3 was down: the deleter
+        # retries with back-off and removes it once e3 answers
+        with docker.APIClient(base_url=third_engine.url, version="1.41") as client:
+            label = f"backend.manager={manager.manager_id}"
+            _wait(lambda: not client.containers(all=True, filters={"label": label}), 40,
+                  "the lost job's container was never removed")
