@@ -64,3 +64,41 @@ def test_engine_lost_then_back(engines, third_engine):
             label = f"backend.manager={manager.manager_id}"
             _wait(lambda: not client.containers(all=True, filters={"label": label}), 40,
                   "the lost job's container was never removed")
+
+
+@pytest.mark.timeout(300)
+def test_soak_with_a_killed_process_and_a_restarted_engine(engines, third_engine):
+    import collections
+    import os
+    import signal
+    import threading
+
+    instances = [{"server_url": url, "name": name, "container_prefix": PREFIX,
+                  "time_between_polls": 0.2, "max_concurrent_jobs": 4}
+                 for name, url in (("e1", engines[0].url), ("e3", third_engine.url))]
+    calls = collections.Counter()
+    statuses = collections.Counter()
+    lock = threading.Lock()
+    all_done = threading.Event()
+    total = 300
+
+    def callback(job_id, task, result):
+        with lock:
+            calls[job_id] += 1
+            statuses[result["result"], result["run"]["reason"]] += 1
+            if sum(calls.values()) == total:
+                all_done.set()
+
+    with JobManager(instances) as manager:
+        ids = [manager.new_job(shell(ok_script()), i, callback) for i in range(total)]
+        _wait(lambda: sum(calls.values()) >= 50, 120, "jobs do not progress")
+        os.kill(manager._dispatcher.workers[0].process.pid, signal.SIGKILL)
+        _wait(lambda: sum(calls.values()) >= 100, 120, "jobs do not progress after a kill")
+        third_engine.restart()
+        assert all_done.wait(240), f"{total - sum(calls.values())} job(s) never ended"
+    assert sorted(calls) == sorted(ids) and set(calls.values()) == {1}
+    assert statuses["success", None] >= total - 20, statuses
+    assert set(status for status, _ in statuses) <= {"success", "crash"}
+    with docker.APIClient(base_url=third_engine.url, version="1.41") as client:
+        _wait(lambda: not client.containers(all=True, filters={"label": "backend.manager"}),
+              30, "containers left on the restarted engine")
