@@ -361,7 +361,7 @@ class _Waiter:
         since = time.time() - 1.0
         client = None
         delay = 0.1
-        while True:
+        while not self.stopping:
             try:
                 if client is None:
                     client = _docker.connect(self.instance)

@@ -110,7 +110,7 @@ SCRIPT = textwrap.dedent("""
     import json, os, sys, time
     from backend import JobManager, Task
     instances = json.loads(sys.argv[1])
-    manager = JobManager(instances)
+    manager = JobManager(instances, start_method=sys.argv[2])
     for i in range(2):
         manager.new_job(Task("busybox", command=["sh", "-c", "sleep 60"]), i, print)
     while len(manager._dispatcher.jobs) < 2 or any(
@@ -122,8 +122,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_manager_sigkill_children_exit_and_next_manager_sweeps(engines, instances):
-    process = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(instances)],
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_manager_sigkill_children_exit_and_next_manager_sweeps(engines, instances,
+                                                               start_method):
+    process = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(instances),
+                                start_method],
                                stdout=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
@@ -196,8 +199,9 @@ def test_keyboard_interrupt_in_sync_kills_the_job(manager):
         time.sleep(0.05)
 
 
-def test_submitter_killed_while_starting_a_job(instances):
-    with JobManager(instances) as manager:
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_submitter_killed_while_starting_a_job(instances, start_method):
+    with JobManager(instances, start_method=start_method) as manager:
         dispatcher = manager._dispatcher
         for attempt in range(5):  # the kill must land while the worker holds the job
             future = manager.submit(shell("sleep 30"), attempt)
@@ -217,3 +221,16 @@ def test_submitter_killed_while_starting_a_job(instances):
         assert "submitter" in result["text"]
         assert JobManagerSync(manager).new_job(shell(ok_script()), 1, timeout=30)["result"] \
             == "success"
+
+
+def test_forkserver_killed_mid_run(instances):
+    from multiprocessing import forkserver
+    with JobManager(instances) as manager:
+        running = manager.submit(shell(ok_script("sleep 1; ")), 1)
+        os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
+        assert running.result(timeout=30)["result"] == "success"
+        # a child that dies now is replaced through a new forkserver
+        os.kill(manager._dispatcher.workers[0].process.pid, signal.SIGKILL)
+        results = [JobManagerSync(manager).new_job(shell(ok_script()), i, timeout=30)["result"]
+                   for i in range(4)]
+        assert results == ["success"] * 4
