@@ -234,3 +234,26 @@ def test_forkserver_killed_mid_run(instances):
         results = [JobManagerSync(manager).new_job(shell(ok_script()), i, timeout=30)["result"]
                    for i in range(4)]
         assert results == ["success"] * 4
+
+
+def test_a_blocking_callback_does_not_hold_other_jobs(instances):
+    release = threading.Event()
+    others = []
+    all_others = threading.Event()
+
+    def blocking(job_id, task, result):
+        release.wait(30)
+
+    def other(job_id, task, result):
+        others.append(result["result"])
+        if len(others) == 3:
+            all_others.set()
+
+    with JobManager(instances, callback_manager_count=2) as manager:
+        manager.new_job(shell(ok_script()), 0, blocking)
+        for i in range(3):
+            manager.new_job(shell(ok_script()), i, other)
+        assert all_others.wait(30), "a blocking callback held the other jobs"
+        assert manager.get_waiting_jobs_count() == 1
+        release.set()
+    assert others == ["success"] * 3
