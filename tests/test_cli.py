@@ -73,3 +73,221 @@ def test_example_runs(engines, example, expected):
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert expected in completed.stdout
     assert "Traceback" not in completed.stderr
+
+
+# -- batch, hosts, build, cleanup (in-process, through backend.cli.main) -------------------
+
+import json  # noqa: E402
+import socket  # noqa: E402
+
+import docker  # noqa: E402
+
+from backend import cli  # noqa: E402
+
+PREFIX = "backend-test-"
+
+
+def cli_main(args, capsys):
+    """Runs ``backend.cli.main(args)``; returns ``(exit code, stdout, stderr)``."""
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return code, captured.out, captured.err
+
+
+def engine_flags(engines):
+    flags = []
+    for engine in engines:
+        flags += ["--engine", engine.url]
+    return flags + ["--prefix", PREFIX]
+
+
+def test_batch_writes_results_and_a_summary(engines, tmp_path, capsys):
+    ok = ('read line; case "$line" in *\'"n": 1\'*) t=one;; *) t=other;; esac; '
+          'echo "{\\"result\\": \\"success\\", \\"text\\": \\"$t\\"}"')
+    jobs = [
+        {"image": "busybox", "command": ok, "input": {"n": 1}, "id": "first"},
+        {"image": "busybox", "command": ["sh", "-c", ok], "input": [2]},
+        {"image": "busybox", "command": "while :; do :; done", "limits": {"time": 1},
+         "id": "loop"},
+        {"image": "busybox", "command": "echo not json", "id": "bad"},
+    ]
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(json.dumps(job) for job in jobs[:2]) + "\n\n"
+                      + "\n".join(json.dumps(job) for job in jobs[2:]) + "\n")
+    target = tmp_path / "out.jsonl"
+    code, out, err = cli_main(["batch", str(source), str(target), *engine_flags(engines)],
+                              capsys)
+    assert code == 0, err
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    by_id = {line["id"]: line for line in lines}
+    assert set(by_id) == {"first", 2, "loop", "bad"}
+    assert by_id["first"]["line"] == 1 and by_id[2]["line"] == 2
+    assert by_id["loop"]["line"] == 4 and by_id["bad"]["line"] == 5  # the blank line counts
+    assert by_id["first"]["result"]["result"] == "success"
+    assert by_id["first"]["result"]["text"] == "one"  # its input reached the job
+    assert by_id[2]["result"]["result"] == "success"
+    assert by_id["loop"]["result"]["result"] == "timeout"
+    assert by_id["loop"]["result"]["run"]["reason"] == "cpu_time"
+    assert by_id["bad"]["result"]["result"] == "crash"
+    assert "4/4" in err  # the progress bar
+    table = out.split("status", 1)[1]
+    assert "\nsuccess " in table and "\ntimeout " in table and "\ncrash " in table
+    assert "cpu_time" in table and "bad_output" in table
+    assert any(engine.url in table for engine in engines)
+    assert "By status: success 2, timeout 1, crash 1" in out
+    assert "4 jobs in " in out and "jobs/s" in out
+
+
+def test_batch_with_a_config_file(engines, tmp_path, capsys):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"docker_instances": [
+        {"server_url": engines[1].url, "name": "second", "container_prefix": PREFIX,
+         "time_between_polls": 0.2}]}))
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"image": "busybox", "command":
+                                  'read line; echo \'{"result": "failed", "text": "no"}\''})
+                      + "\n")
+    target = tmp_path / "out.jsonl"
+    code, out, err = cli_main(["batch", str(source), str(target), "--config", str(config)],
+                              capsys)
+    assert code == 0, err
+    (line,) = [json.loads(text) for text in target.read_text().splitlines()]
+    assert line["id"] == 1 and line["result"]["result"] == "failed"
+    assert line["result"]["run"]["host"] == "second"
+    assert "\nfailed " in out and "second" in out
+
+
+@pytest.mark.parametrize("content, expected", [
+    ('{"image": "busybox"}\n{"image": "busybox", oops}\n', "line 2: not JSON"),
+    ('[1, 2]\n', "line 1: a job must be a JSON object"),
+    ('{"command": "true"}\n', "line 1: 'image'"),
+    ('{"image": "busybox", "limits": {"time": -1}}\n', "line 1: limit 'time'"),
+    ('{"image": "busybox", "colour": 1}\n', "line 1: unknown key(s) colour"),
+])
+def test_batch_bad_input_is_one_line(tmp_path, capsys, content, expected):
+    source = tmp_path / "in.jsonl"
+    source.write_text(content)
+    code, out, err = cli_main(["batch", str(source), str(tmp_path / "out.jsonl"),
+                               "--engine", f"unix://{tmp_path}/none.sock"], capsys)
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1, err
+    assert expected in err
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    missing = str(tmp_path / "missing.jsonl")
+    code, _, err = cli_main(["batch", missing, str(tmp_path / "out.jsonl")], capsys)
+    assert code != 0 and err.strip() == f"error: input file {missing} not found"
+    code, _, err = cli_main(["hosts", "--config", str(tmp_path / "none.json")], capsys)
+    assert code != 0 and "none.json not found" in err and len(err.splitlines()) == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = cli_main(["hosts", "--config", str(bad)], capsys)
+    assert code != 0 and "not JSON" in err and len(err.splitlines()) == 1
+    bad.write_text(json.dumps({"docker_instances": [{"server_url": "unix:///x.sock",
+                                                     "colour": "red"}]}))
+    code, _, err = cli_main(["cleanup", "--config", str(bad)], capsys)
+    assert code != 0 and "unknown key 'colour'" in err and len(err.splitlines()) == 1
+    bad.write_text(json.dumps({"engines": []}))
+    code, _, err = cli_main(["hosts", "--config", str(bad)], capsys)
+    assert code != 0 and "unknown configuration key(s) 'engines'" in err
+    code, _, err = cli_main(["hosts", "--engine", "ftp://somewhere"], capsys)
+    assert code != 0 and "server_url" in err and len(err.splitlines()) == 1
+    code, _, err = cli_main(["build", "--engine", "unix:///x.sock"], capsys)
+    assert code != 0 and "--containers-directory" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["hosts", "--max-jobs", "many"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--max-jobs" in err
+
+
+def test_hosts_shows_reachable_and_unreachable_engines(engines, tmp_path, capsys):
+    bogus = f"unix://{tmp_path}/bogus.sock"
+    code, out, err = cli_main(["hosts", *engine_flags(engines), "--engine", bogus,
+                               "--max-jobs", "7"], capsys)
+    assert code == 1, out + err  # an engine is unreachable
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip()
+            and not line.startswith("unreachable")}
+    for engine in engines:
+        assert rows[engine.url][1] == "yes", out
+        assert rows[engine.url][2][0].isdigit(), out  # the Docker version
+        assert rows[engine.url][3:] == ["0", "7"], out
+    assert rows[bogus][1] == "no", out
+    assert f"unreachable: {bogus}: " in out
+    code, out, err = cli_main(["hosts", "--engine", engines[0].url], capsys)
+    assert code == 0, err
+    assert "100" in out.splitlines()[2]  # the default capacity
+
+
+def test_build_reports_each_image_and_engine(engines, tmp_path, capsys):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    (good / "Dockerfile").write_text("FROM backend-test-busybox\nRUN echo built > /built\n")
+    (bad / "Dockerfile").write_text("FROM backend-test-busybox\nRUN exit 3\n")
+    prefix = "djm-cli-build-"
+    code, out, err = cli_main(["build", "--containers-directory", str(tmp_path),
+                               "--engine", engines[0].url, "--engine", engines[1].url,
+                               "--prefix", prefix], capsys)
+    assert code == 1, out + err
+    lines = out.splitlines()
+    for engine in engines:
+        assert any(line.startswith(f"{prefix}good") and engine.url in line
+                   and line.rstrip().endswith("ok") for line in lines), out
+        assert any(line.startswith(f"{prefix}bad") and engine.url in line
+                   and "error: " in line for line in lines), out
+    assert "2 built, 2 failed" in out
+    for engine in engines:
+        with docker.APIClient(base_url=engine.url, version="1.41") as client:
+            client.inspect_image(f"{prefix}good")
+            client.remove_image(f"{prefix}good", force=True)
+
+
+def test_cleanup_removes_containers_of_dead_managers(engines, capsys):
+    labels = {"backend.manager": "cli-test"}
+    with docker.APIClient(base_url=engines[0].url, version="1.41") as client:
+        dead = client.create_container(
+            PREFIX + "busybox", command=["sleep", "60"],
+            labels={**labels, "backend.owner": f"{socket.gethostname()}:999999"})["Id"]
+        alive = client.create_container(
+            PREFIX + "busybox", command=["sleep", "60"],
+            labels={**labels, "backend.owner": f"{socket.gethostname()}:{os.getpid()}"})["Id"]
+        for container in (dead, alive):
+            client.start(container)
+        try:
+            code, out, err = cli_main(["cleanup", "--engine", engines[0].url,
+                                       "--engine", engines[1].url], capsys)
+            assert code == 0, err
+            assert f"{engines[0].url}: removed 1 container(s)" in out
+            assert f"{engines[1].url}: removed 0 container(s)" in out
+            left = [c["Id"] for c in client.containers(all=True,
+                                                       filters={"label": "backend.manager"})]
+            assert dead not in left and alive in left
+            code, out, err = cli_main(["cleanup", "--all", "--engine", engines[0].url],
+                                      capsys)
+            assert code == 0, err
+            assert f"{engines[0].url}: removed 1 container(s)" in out
+            assert not client.containers(all=True, filters={"label": "backend.manager"})
+        finally:
+            for container in (dead, alive):
+                try:
+                    client.remove_container(container, force=True)
+                except docker.errors.NotFound:
+                    pass
+
+
+def test_console_script_and_module(engines):
+    script = Path(sys.executable).with_name("jobmanager")
+    assert script.exists(), "pip install -e . declares the jobmanager console script"
+    env = dict(os.environ, DOCKER_HOST=engines[0].url)
+    completed = subprocess.run([str(script), "hosts"], env=env, capture_output=True,
+                               text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    assert engines[0].url in completed.stdout and "yes" in completed.stdout
+    completed = run(["-m", "backend", "--help"], timeout=60)
+    assert completed.returncode == 0
+    for command in ("demo", "run", "batch", "hosts", "build", "cleanup"):
+        assert command in completed.stdout
