@@ -345,7 +345,7 @@ class _Dispatcher(threading.Thread):
 
     def _watch(self, waiter: _Child, job: _Job) -> None:
         waiter.jobs[job.job_id] = job
-        waiter.connection.send(("watch", job.job_id, job.container_id, job.spec.limits,
+        waiter.connection.send(("watch", job.job_id, job.container_id, job.spec.task.limits,
                                 job.started_at, job.kill_requested))
 
     def _from_waiter(self, waiter: _Child, message) -> None:

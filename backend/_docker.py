@@ -120,7 +120,8 @@ def _short(error: BaseException) -> str:
 def container_options(spec, instance: InstanceConfig, manager_id: str, owner: str
                       ) -> Dict[str, Any]:
     """Keyword arguments of ``create_container`` for a job: limits, hardening, labels."""
-    limits = spec.limits
+    task = spec.task
+    limits = task.limits
     cpu_seconds = max(1, math.ceil(limits["time"]))
     ulimits = [Ulimit(name="cpu", soft=cpu_seconds, hard=cpu_seconds + 1)]
     ulimits += [Ulimit(name=name, soft=soft, hard=hard)
@@ -136,17 +137,17 @@ def container_options(spec, instance: InstanceConfig, manager_id: str, owner: st
             "max-size": str(max(int(limits["output"]), _LOG_FILE_SIZE)), "max-file": "2",
             "compress": "false"}),
     )
-    if spec.directory:
-        host_config["binds"] = {spec.directory: {"bind": "/task", "mode": "ro"}}
-    if spec.read_only:
+    if task.directory:
+        host_config["binds"] = {task.directory: {"bind": "/task", "mode": "ro"}}
+    if task.read_only:
         host_config["read_only"] = True
         host_config["tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={_TMPFS_SIZE}"}
     if instance.runtime:
         host_config["runtime"] = instance.runtime
     return dict(
-        image=instance.container_prefix + spec.environment, command=spec.command,
-        stdin_open=True, network_disabled=not spec.network, environment=spec.env,
-        user=spec.user or "", labels={LABEL_MANAGER: manager_id, LABEL_JOB: spec.job_id,
+        image=instance.container_prefix + task.environment, command=task.command,
+        stdin_open=True, network_disabled=not task.network, environment=task.env,
+        user=task.user or "", labels={LABEL_MANAGER: manager_id, LABEL_JOB: spec.job_id,
                                       LABEL_OWNER: owner},
         host_config=host_config,
     )

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional
 from backend import _docker
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
+from backend._task import _TaskSnapshot
 
 logger = logging.getLogger("backend")
 
@@ -40,14 +41,7 @@ class _JobSpec:
     """Everything the submitter needs to run one job; plain data only."""
 
     job_id: str
-    environment: str
-    command: Optional[List[str]]
-    directory: Optional[str]
-    limits: Dict[str, float]
-    env: Dict[str, str]
-    network: bool
-    read_only: bool
-    user: Optional[str]
+    task: _TaskSnapshot
     stdin: bytes
 
 

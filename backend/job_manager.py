@@ -156,10 +156,7 @@ class JobManager:
             if snapshot.environment is None:
                 raise ValueError("the local check needs a container, but task.environment "
                                  "is None")
-            spec = _JobSpec(job_id=job_id, environment=snapshot.environment,
-                            command=snapshot.command, directory=snapshot.directory,
-                            limits=snapshot.limits, env=snapshot.env, network=snapshot.network,
-                            read_only=snapshot.read_only, user=snapshot.user,
+            spec = _JobSpec(job_id=job_id, task=snapshot,
                             stdin=stdin.encode("utf-8") + b"\n")
         job = _Job(job_id, task, callback, local, spec)
         with self._lock:
