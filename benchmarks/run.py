@@ -166,6 +166,18 @@ def _raw_job(client, script, i):
     assert json.loads(out)["result"] == "success"
 
 
+def _in_threads(job, n, k, exclude):
+    """Runs ``job(i)`` (which returns its end time) for N jobs in K threads. Latency counts
+    from submission, as for the JobManager, whose jobs are all submitted at once."""
+    with Meter(exclude) as meter:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(k) as pool:
+            ends = list(pool.map(job, range(n)))
+        elapsed = time.perf_counter() - started
+        cpu = meter.finish()
+    return elapsed, [end - started for end in ends], cpu, meter.peak_rss
+
+
 def run_raw(engines, script, n, k, exclude):
     local = threading.local()
 
@@ -173,15 +185,9 @@ def run_raw(engines, script, n, k, exclude):
         if not hasattr(local, "clients"):
             local.clients = [docker.APIClient(base_url=e.url, version="1.41") for e in engines]
         _raw_job(local.clients[i % 2], script, i)
-        return time.perf_counter() - started  # from submission, as for the JobManager
+        return time.perf_counter()
 
-    with Meter(exclude) as meter:
-        started = time.perf_counter()  # read by job() through its closure
-        with ThreadPoolExecutor(k) as pool:
-            latencies = list(pool.map(job, range(n)))
-        elapsed = time.perf_counter() - started
-        cpu = meter.finish()
-    return elapsed, latencies, cpu, meter.peak_rss
+    return _in_threads(job, n, k, exclude)
 
 
 def run_cli(engines, script, n, k, exclude):
@@ -193,15 +199,9 @@ def run_cli(engines, script, n, k, exclude):
                                "-c", script], input=json.dumps({"input": i}) + "\n",
                               capture_output=True, text=True, timeout=120)
         assert json.loads(done.stdout)["result"] == "success", done.stderr
-        return time.perf_counter() - started  # from submission, as for the JobManager
+        return time.perf_counter()
 
-    with Meter(exclude) as meter:
-        started = time.perf_counter()  # read by job() through its closure
-        with ThreadPoolExecutor(k) as pool:
-            latencies = list(pool.map(job, range(n)))
-        elapsed = time.perf_counter() - started
-        cpu = meter.finish()
-    return elapsed, latencies, cpu, meter.peak_rss
+    return _in_threads(job, n, k, exclude)
 
 
 CONTENDERS = {"ours": run_ours, "ours-sync": None, "raw": run_raw, "cli": run_cli}
