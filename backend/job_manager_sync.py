@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Dict, Optional
 
 from backend.job_manager import JobManager
 
 #: Seconds to wait for a killed job's result before giving up on it.
 _KILL_GRACE = 30.0
+#: Seconds between two looks at a pending interrupt while waiting.
+_SLICE = 0.25
 
 
 class JobManagerSync:
@@ -40,12 +43,16 @@ class JobManagerSync:
             done.set()
 
         job_id = self.job_manager.new_job(task, inputdata, callback)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            if not done.wait(timeout):
-                self.job_manager.kill_job(job_id)
-                done.wait(_KILL_GRACE)
-                raise TimeoutError(f"job {job_id} did not end within {timeout} s; it was "
-                                   f"killed")
+            # short waits: a KeyboardInterrupt delivered to another thread is seen promptly
+            while not done.wait(_SLICE if deadline is None
+                                else max(0.0, min(_SLICE, deadline - time.monotonic()))):
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.job_manager.kill_job(job_id)
+                    done.wait(_KILL_GRACE)
+                    raise TimeoutError(f"job {job_id} did not end within {timeout} s; it was "
+                                       f"killed")
         except KeyboardInterrupt:
             self.job_manager.kill_job(job_id)
             raise

@@ -190,6 +190,22 @@ def run_raw(engines, script, n, k, exclude):
     return _in_threads(job, n, k, exclude)
 
 
+def run_raw_sequential(engines, script, n, k, exclude):
+    """One raw docker-py job at a time; latency of each job alone (to compare with
+    JobManagerSync)."""
+    clients = [docker.APIClient(base_url=e.url, version="1.41") for e in engines]
+    latencies = []
+    with Meter(exclude) as meter:
+        started = time.perf_counter()
+        for i in range(n):
+            t0 = time.perf_counter()
+            _raw_job(clients[i % 2], script, i)
+            latencies.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+        cpu = meter.finish()
+    return elapsed, latencies, cpu, meter.peak_rss
+
+
 def run_cli(engines, script, n, k, exclude):
     docker_cli = shutil.which("docker")
 
@@ -204,7 +220,8 @@ def run_cli(engines, script, n, k, exclude):
     return _in_threads(job, n, k, exclude)
 
 
-CONTENDERS = {"ours": run_ours, "ours-sync": None, "raw": run_raw, "cli": run_cli}
+CONTENDERS = {"ours": run_ours, "ours-sync": None, "raw": run_raw, "raw-seq": run_raw_sequential,
+              "cli": run_cli}
 
 
 def percentile(values, fraction):
@@ -231,8 +248,8 @@ def main(argv=None):
         for kind in kinds:
             script = JOBS[kind]
             for k in ks:
-                for name in ("raw", "ours", "ours-sync", "cli"):
-                    if name == "ours-sync" and k != 1:
+                for name in ("raw", "raw-seq", "ours", "ours-sync", "cli"):
+                    if name in ("ours-sync", "raw-seq") and k != 1:
                         continue
                     for repeat in range(repeats):
                         if name == "ours-sync":
@@ -266,7 +283,7 @@ def report(rows):
     for (kind, k, name), row in sorted(best.items()):
         raw = best.get((kind, k, "raw"))
         if name == "ours-sync":
-            raw = best.get((kind, 1, "raw"))
+            raw = best.get((kind, 1, "raw-seq"))
         ratio = row["jobs_per_s"] / raw["jobs_per_s"] if raw else float("nan")
         p50 = row["p50"] / raw["p50"] if raw else float("nan")
         print(f"{kind:8} {k:>2} {name:9} {row['jobs_per_s']:7.2f} {1000 * row['p50']:7.0f} "

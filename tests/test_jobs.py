@@ -305,3 +305,12 @@ def test_containers_carry_the_labels(engines, manager):
     assert labels["backend.owner"] == f"{socket.gethostname()}:{os.getpid()}"
     manager.kill_job(future.job_id)
     assert future.result(timeout=20)["result"] == "killed"
+
+
+def test_instance_runtime_is_passed_to_the_engine(engines, instances):
+    with JobManager([dict(instances[0], runtime="runc")]) as manager:
+        assert run(manager, shell(ok_script()))["result"] == "success"
+    with JobManager([dict(instances[0], runtime="no-such-runtime")]) as manager:
+        result = run(manager, shell(ok_script()))
+    assert result["result"] == "crash" and result["run"]["reason"] == "start_failed"
+    assert "no-such-runtime" in result["text"]
