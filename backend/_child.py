@@ -3,26 +3,29 @@ to the manager's ``backend`` logger level."""
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import sys
 import threading
 import types
-from multiprocessing.connection import wait
 
 _START_LOCK = threading.Lock()
 
 
-def exit_with_parent() -> None:
-    """Starts a daemon thread that ends this process as soon as its parent process is gone,
-    even when the parent was SIGKILLed."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
+def exit_with_parent(lifeline) -> None:
+    """Starts a daemon thread that ends this process as soon as the JobManager's process is
+    gone, even when it was SIGKILLed.
+
+    ``lifeline`` is the read end of a pipe whose only write end the JobManager's process
+    holds: it reads end of file when that process dies. (``parent_process().sentinel`` would
+    name the forkserver under ``forkserver``, whose death must not end us.)
+    """
 
     def watch():
-        wait([parent.sentinel])
-        os._exit(0)
+        try:
+            while True:
+                lifeline.recv()
+        except (EOFError, OSError):
+            os._exit(0)
 
     threading.Thread(target=watch, name="backend-parent-watch", daemon=True).start()
 

@@ -104,6 +104,8 @@ class _Dispatcher(threading.Thread):
         self.done_queue = done_queue
         self.max_queued_jobs = max_queued_jobs
         self.log_level = logging.getLogger("backend").getEffectiveLevel()
+        # children read end of file here when this process dies (see _child.exit_with_parent)
+        self.lifeline, self.lifeline_writer = context.Pipe(duplex=False)
         self.commands: Deque = collections.deque()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -142,7 +144,8 @@ class _Dispatcher(threading.Thread):
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
             target=_submitter.worker_main, name="backend-submitter", daemon=True,
-            args=(theirs, self.configs, self.manager_id, self.owner, self.log_level))
+            args=(theirs, self.configs, self.manager_id, self.owner, self.log_level,
+                  self.lifeline))
         start_process(process)
         theirs.close()
         return _Child("submitter", process, ours)
@@ -151,7 +154,7 @@ class _Dispatcher(threading.Thread):
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
             target=_waiter.waiter_main, name=f"backend-waiter-{config.name}", daemon=True,
-            args=(theirs, config, self.manager_id, self.log_level))
+            args=(theirs, config, self.manager_id, self.log_level, self.lifeline))
         start_process(process)
         theirs.close()
         return _Child("waiter", process, ours, config.name)
@@ -391,7 +394,7 @@ class _Dispatcher(threading.Thread):
                        child.process.pid, child.process.exitcode)
         if child.kind == "submitter":
             index = self.workers.index(child)
-            self.workers[index] = self._start_worker()
+            self.workers[index] = self._restart(self._start_worker)
             held = child.holding
             if isinstance(held, _Job) and held.state == "submitting":
                 self.instances[held.instance].deletions.append(("job", held.job_id))
@@ -403,10 +406,23 @@ class _Dispatcher(threading.Thread):
         else:
             instance = self.instances[child.instance]
             index = instance.waiters.index(child)
-            replacement = instance.waiters[index] = self._start_waiter(instance.config)
+            replacement = instance.waiters[index] = self._restart(
+                lambda: self._start_waiter(instance.config))
             for job in child.jobs.values():
                 if job.state == "running":
                     self._watch(replacement, job)
+
+    @staticmethod
+    def _restart(start):
+        """Starts a replacement child; retries briefly, as a forkserver that was just killed
+        is only replaced once it has been reaped."""
+        for attempt in range(20):
+            try:
+                return start()
+            except OSError as error:
+                logger.warning("starting a replacement child failed (%s); retrying", error)
+                time.sleep(0.1 * (attempt + 1))
+        return start()
 
     # -- deletions -----------------------------------------------------------------------
     def _deletion_failed(self, name: str, failed: List[str]) -> None:
@@ -450,3 +466,5 @@ class _Dispatcher(threading.Thread):
             child.process.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
+        self.lifeline.close()
+        self.lifeline_writer.close()

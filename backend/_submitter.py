@@ -134,8 +134,8 @@ def _owner_is_gone(owner: str) -> bool:
 
 
 def worker_main(connection, instances: List[InstanceConfig], manager_id: str, owner: str,
-                log_level: int) -> None:
+                log_level: int, lifeline) -> None:
     """Entry point of a submitter process."""
-    exit_with_parent()
+    exit_with_parent(lifeline)
     configure_logging(log_level)
     _Worker(connection, instances, manager_id, owner).serve()

@@ -390,8 +390,9 @@ class _Waiter:
             delay = min(delay * 2, 2.0)
 
 
-def waiter_main(connection, instance: InstanceConfig, manager_id: str, log_level: int) -> None:
+def waiter_main(connection, instance: InstanceConfig, manager_id: str, log_level: int,
+                lifeline) -> None:
     """Entry point of a waiter process."""
-    exit_with_parent()
+    exit_with_parent(lifeline)
     configure_logging(log_level)
     _Waiter(connection, instance, manager_id).run()
