@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import socket
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import docker
@@ -212,8 +209,7 @@ def read_output(client: docker.APIClient, container_id: str) -> Tuple[bytes, byt
     response = client._get(client._url("/containers/{0}/logs", container_id),
                            params={"stdout": 1, "stderr": 1, "follow": 0, "tail": "all"})
     client._raise_for_status(response)
-    out, err, _ = demultiplex(response.content)
-    return bytes(out), bytes(err)
+    return demultiplex(response.content)
 
 
 def attach_output(client: docker.APIClient, container_id: str):
@@ -256,25 +252,17 @@ def detach(response) -> None:
         pass
 
 
-def demultiplex(data: bytes, out: Optional[bytearray] = None, err: Optional[bytearray] = None
-                ) -> Tuple[bytearray, bytearray, bytes]:
-    """Splits Docker's multiplexed stream (8-byte frame headers) into stdout and stderr.
-
-    Returns:
-        ``(stdout, stderr, rest)``, ``rest`` being an incomplete trailing frame.
-    """
-    out = bytearray() if out is None else out
-    err = bytearray() if err is None else err
+def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
+    """Splits Docker's multiplexed stream (8-byte frame headers) into stdout and stderr."""
+    out, err = bytearray(), bytearray()
     view = memoryview(data)
     position = 0
     while position + 8 <= len(data):
         size = int.from_bytes(view[position + 4:position + 8], "big")
-        if position + 8 + size > len(data):
-            break
         target = err if data[position] == 2 else out
         target += view[position + 8:position + 8 + size]
         position += 8 + size
-    return out, err, bytes(view[position:])
+    return bytes(out), bytes(err)
 
 
 def build_image(client: docker.APIClient, instance: InstanceConfig, folder: str, tag: str

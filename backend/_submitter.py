@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from backend import _docker
 from backend._child import configure_logging, exit_with_parent

@@ -64,7 +64,6 @@ class _Watched:
     exit_code: Optional[int] = None
     ended_at: Optional[float] = None
     stderr_head: bytearray = field(default_factory=bytearray, repr=False)
-    follower: Optional[threading.Thread] = field(default=None, repr=False)
     follower_response: Any = field(default=None, repr=False)
 
 
@@ -325,10 +324,8 @@ class _Waiter:
                 self.kill(watched, "cpu_time")
 
     def start_follower(self, watched: _Watched) -> None:
-        thread = threading.Thread(target=self.follow_output, args=(watched,),
-                                  name="backend-output", daemon=True)
-        watched.follower = thread
-        thread.start()
+        threading.Thread(target=self.follow_output, args=(watched,), name="backend-output",
+                         daemon=True).start()
 
     # -- helper threads ------------------------------------------------------------------
     def follow_output(self, watched: _Watched) -> None:

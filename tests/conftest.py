@@ -2,7 +2,6 @@
 around every test, that no container, child process or thread outlives it."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import threading

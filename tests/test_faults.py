@@ -1,6 +1,5 @@
 """Faults: dead children, dead managers, unreachable engines, misbehaving callbacks."""
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import docker
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from conftest import ROOT, _descendants, ok_script, our_containers, shell
+from conftest import ok_script, our_containers, shell
 
 NOWHERE = {"server_url": "unix:///nonexistent/docker.sock", "name": "nowhere"}
 
@@ -151,7 +150,7 @@ def test_manager_sigkill_children_exit_and_next_manager_sweeps(engines, instance
     left = [c for c in our_containers(engines)
             if c["Labels"]["backend.manager"] == info["manager"]]
     assert len(left) == 2
-    with JobManager(instances) as manager:
+    with JobManager(instances):  # its start sweeps the dead manager's containers
         deadline = time.monotonic() + 20
         while [c for c in our_containers(engines)
                if c["Labels"]["backend.manager"] == info["manager"]]:

@@ -1,7 +1,5 @@
 """Every limit ends a job with its status and reason; hardening seen from inside."""
-import json
 
-import pytest
 
 from backend import JobManagerSync
 from conftest import shell

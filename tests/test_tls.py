@@ -1,5 +1,4 @@
 """A remote engine over verified TLS on loopback (SPEC §2): certificates made by the test."""
-import os
 import socket
 import subprocess
 
