@@ -39,6 +39,7 @@ demo: venv ensure
 	$(PY) -m backend demo
 
 bench: venv ensure
+	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
 
 engines: venv ensure

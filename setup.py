@@ -12,6 +12,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],
         "docs": ["sphinx>=7"],
+        "bench": ["matplotlib"],
     },
     entry_points={"console_scripts": ["jobmanager=backend.cli:main"]},
     classifiers=[

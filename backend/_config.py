@@ -74,9 +74,12 @@ class InstanceConfig:
             raise ValueError(f"{where}: missing key 'server_url'")
         url = raw["server_url"]
         scheme = urlparse(url).scheme
-        if scheme not in ("unix", "tcp", "http", "https", "ssh", "npipe"):
+        if scheme not in ("unix", "tcp", "http", "https"):
             raise ValueError(f"{where}: key 'server_url' must be like unix:///var/run/docker.sock "
-                             f"or tcp://host:2376, not {url!r}")
+                             f"or tcp://host:2376, not {url!r} (for ssh://, forward the engine's "
+                             f"socket with ssh -L and give tcp://127.0.0.1:PORT with TLS)")
+        if scheme != "unix" and not (urlparse(url).hostname and _port(url)):
+            raise ValueError(f"{where}: key 'server_url' {url!r} needs a host and a port")
         if raw.get("waiters", 1) < 1:
             raise ValueError(f"{where}: key 'waiters' must be at least 1")
         if raw.get("time_between_polls", 0.5) <= 0:
@@ -106,6 +109,13 @@ class InstanceConfig:
             logger.warning("docker instance %s is reached over plain TCP without TLS: anyone who "
                            "can reach %s controls that engine, which is root on its host",
                            self.name, self.server_url)
+
+
+def _port(url: str) -> Optional[int]:
+    try:
+        return urlparse(url).port
+    except ValueError:
+        return None
 
 
 def _validate_tls(tls: Optional[Mapping[str, Any]], where: str) -> Optional[Dict[str, Any]]:

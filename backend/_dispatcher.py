@@ -26,9 +26,11 @@ import collections
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing import reduction
 from multiprocessing.connection import wait
 from typing import Any, Callable, Deque, Dict, List, Optional
 
@@ -78,6 +80,19 @@ class _Child:
         self.instance = instance
         self.holding: Any = None          # submitter: the _Job or deletion in progress
         self.jobs: Dict[str, _Job] = {}   # waiter: the jobs it watches
+        #: its sentinel came from a forkserver that died: the child runs on, and the end of
+        #: file on its pipe is what tells its death
+        self.orphaned = False
+        self.pipe_closed = False
+
+    def is_running(self) -> bool:
+        """Whether the process still runs (looked up by pid: a dead forkserver leaves
+        ``process.is_alive()`` saying no for children that are alive)."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat") as stream:
+                return stream.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except (OSError, IndexError):
+            return False
 
 
 @dataclass
@@ -87,6 +102,30 @@ class _Instance:
     reachable: bool = True
     waiters: List[_Child] = field(default_factory=list)
     deletions: List[str] = field(default_factory=list)
+
+
+def _end_orphan(child: "_Child", deadline: float) -> None:
+    """Waits for a child whose forkserver died to exit (it was told to), then TERM, KILL."""
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None:
+            try:
+                os.kill(child.process.pid, sig)
+            except OSError:
+                return
+            deadline = time.monotonic() + STOP_GRACE
+        while child.is_running() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not child.is_running():
+            return
+
+
+def _receive_fd(connection) -> Optional[int]:
+    """The file descriptor a child sent after its message, or None if it died meanwhile."""
+    try:
+        return reduction.recv_handle(connection)
+    except (EOFError, OSError, RuntimeError) as error:
+        logger.debug("no output stream received: %s", error)
+        return None
 
 
 class _Dispatcher(threading.Thread):
@@ -180,7 +219,9 @@ class _Dispatcher(threading.Thread):
             children = self.children()
             waitables = [self.wake_r]
             for child in children:
-                waitables += [child.connection, child.process.sentinel]
+                waitables.append(child.connection)
+                if not child.orphaned:
+                    waitables.append(child.process.sentinel)
             ready = set(wait(waitables, timeout=self._next_timeout()))
             if self.wake_r in ready:
                 os.read(self.wake_r, 65536)
@@ -190,8 +231,16 @@ class _Dispatcher(threading.Thread):
                 if child.connection in ready:
                     self._read(child)
             for child in children:
-                if child.process.sentinel in ready:
+                if not child.orphaned and child.process.sentinel in ready:
+                    if child.is_running():
+                        # its forkserver died: it goes on; its pipe's end tells its death
+                        logger.info("%s process %s outlived its forkserver", child.kind,
+                                    child.process.pid)
+                        child.orphaned = True
+                        continue
                     self._read(child)  # what it said before dying counts
+                    self._replace(child)
+                elif child.orphaned and child.pipe_closed:
                     self._replace(child)
             self._retry_deletions()
             self._schedule()
@@ -212,7 +261,9 @@ class _Dispatcher(threading.Thread):
                     self._from_submitter(child, message)
                 else:
                     self._from_waiter(child, message)
-        except (EOFError, OSError):
+        except EOFError:
+            child.pipe_closed = True
+        except OSError:
             pass
 
     # -- commands from other threads -----------------------------------------------------
@@ -314,6 +365,9 @@ class _Dispatcher(threading.Thread):
             if job is not None:
                 job.container_id = message[2]
             return
+        stream_fd = None
+        if kind == "started" and message[3]:
+            stream_fd = _receive_fd(worker.connection)
         held, worker.holding = worker.holding, None
         if kind == "deleted":
             _, name, failed = message
@@ -322,13 +376,15 @@ class _Dispatcher(threading.Thread):
             return
         job = self.jobs.get(message[1])
         if job is None or job.state == "done":
+            if stream_fd is not None:
+                os.close(stream_fd)
             return
         if kind == "started":
             job.container_id = message[2]
             job.started_at = time.time()
             job.state = "running"
             waiter = min(self.instances[job.instance].waiters, key=lambda w: len(w.jobs))
-            self._watch(waiter, job)
+            self._watch(waiter, job, stream_fd)
         elif kind == "failed":
             _, _, reason, text, container_id, retryable = message
             instance = self.instances[job.instance]
@@ -346,10 +402,19 @@ class _Dispatcher(threading.Thread):
                 instance.running += 1  # _end frees the slot
                 self._end(job, failure_result(reason, text, job.instance, container_id))
 
-    def _watch(self, waiter: _Child, job: _Job) -> None:
+    def _watch(self, waiter: _Child, job: _Job, stream_fd: Optional[int] = None) -> None:
+        """Hands a running job to a waiter, with its output stream when there is one (the
+        waiter reads the engine's log otherwise). The stream's descriptor is closed here."""
         waiter.jobs[job.job_id] = job
-        waiter.connection.send(("watch", job.job_id, job.container_id, job.spec.task.limits,
-                                job.started_at, job.kill_requested))
+        try:
+            waiter.connection.send(("watch", job.job_id, job.container_id,
+                                    job.spec.task.limits, job.started_at, job.kill_requested,
+                                    stream_fd is not None))
+            if stream_fd is not None:
+                reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
+        finally:
+            if stream_fd is not None:
+                os.close(stream_fd)
 
     def _from_waiter(self, waiter: _Child, message) -> None:
         if message[0] == "engine":
@@ -391,7 +456,8 @@ class _Dispatcher(threading.Thread):
             return
         child.connection.close()
         logger.warning("%s process %s died (exit code %s); replacing it", child.kind,
-                       child.process.pid, child.process.exitcode)
+                       child.process.pid,
+                       "unknown" if child.orphaned else child.process.exitcode)
         if child.kind == "submitter":
             index = self.workers.index(child)
             self.workers[index] = self._restart(self._start_worker)
@@ -456,7 +522,9 @@ class _Dispatcher(threading.Thread):
         for child in children:
             child.process.join(max(0.0, deadline - time.monotonic()))
         for child in children:
-            if child.process.is_alive():
+            if child.orphaned:
+                _end_orphan(child, deadline)
+            elif child.process.is_alive():
                 child.process.terminate()
                 child.process.join(STOP_GRACE)
             if child.process.is_alive():

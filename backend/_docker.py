@@ -1,28 +1,29 @@
 """The one place where Docker is called, and where its errors become our reasons.
 
-Every other module talks to an engine through these functions. They translate docker-py and
-requests errors into :class:`DockerFailure` carrying one of the reasons of SPEC §6
-(``no_image``, ``engine_unreachable``, ``start_failed``), so that callers never inspect
-exception types of third-party libraries.
+Every other module talks to an engine through an :class:`Engine` (one per process per engine,
+kept for the process's life). Its calls go over :mod:`backend._http`, a small keep-alive client
+on the standard library: our children make a few calls per job, and docker-py over requests
+would cost each of them CPU per call and some 15 MiB of memory. docker-py is used only to build
+images (:func:`build_image`), a rare call that needs its build-context packing.
+
+Errors become :class:`DockerFailure` carrying one of the reasons of SPEC §6 (``no_image``,
+``engine_unreachable``, ``start_failed``), so that callers never inspect transport errors.
 """
 from __future__ import annotations
 
 import logging
 import math
-import socket
 from typing import Any, Dict, List, Optional, Tuple
 
-import docker
-import docker.errors
-import requests.exceptions
-from docker.types import LogConfig, Ulimit
-
 from backend._config import InstanceConfig
+from backend._http import Client, HttpError, RawStream, parse_frames
 
 logger = logging.getLogger("backend")
 
 #: Seconds any single Docker API call may take (streams excepted).
 API_TIMEOUT = 30
+#: The Engine API version we speak (Docker 20.10); an older engine is spoken to in its own.
+API_VERSION = "1.41"
 #: Labels put on every container (SPEC §4).
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
@@ -31,7 +32,6 @@ _TMPFS_SIZE = "64m"
 #: Least size of each of the two files of a container's log on the engine: a job that prints
 #: past its limit faster than the waiter attaches still has its head of output kept, up to this.
 _LOG_FILE_SIZE = 1 << 20
-
 
 class DockerFailure(Exception):
     """A Docker call failed. ``reason`` is a SPEC §6 reason; ``retryable`` marks an engine
@@ -44,36 +44,104 @@ class DockerFailure(Exception):
         self.retryable = retryable
 
 
-def connect(instance: InstanceConfig, timeout: float = API_TIMEOUT, pool_size: int = 10
-            ) -> docker.APIClient:
-    """Returns a client for ``instance``; TLS verified with the given CA whatever the
-    environment says (``REQUESTS_CA_BUNDLE`` and ``CURL_CA_BUNDLE`` are ignored).
+def is_not_found(error: BaseException) -> bool:
+    """Whether ``error`` is the engine saying that the container (or image) does not exist."""
+    return isinstance(error, HttpError) and error.status == 404
+
+
+class Engine:
+    """The calls we make to one engine, over one :class:`~backend._http.Client`."""
+
+    def __init__(self, instance: InstanceConfig, timeout: float = API_TIMEOUT):
+        self.instance = instance
+        self.http = Client(instance.server_url, instance.tls, timeout, API_VERSION)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _path(self, template: str, *arguments: str) -> str:
+        return self.http.path(template, *arguments)
+
+    def version(self) -> Dict[str, Any]:
+        return self.http.json("GET", "/version")
+
+    def create(self, options: Dict[str, Any]) -> str:
+        return self.http.json("POST", self._path("/containers/create"), body=options)["Id"]
+
+    def attach_output(self, container_id: str):
+        """Attaches to a running container's stdout and stderr.
+
+        Returns:
+            ``(stream, frames)``: ``stream.shutdown()`` detaches (from any thread);
+            ``frames`` yields ``(stream_number, bytes)`` until the container ends.
+        """
+        stream = self.http.upgrade(self._path("/containers/{}/attach", container_id),
+                                   {"stdout": 1, "stderr": 1, "stream": 1})
+        return stream, parse_frames(stream.reader)
+
+    def start(self, container_id: str) -> None:
+        self.http.call("POST", self._path("/containers/{}/start", container_id))
+
+    def kill(self, container_id: str) -> None:
+        self.http.call("POST", self._path("/containers/{}/kill", container_id))
+
+    def remove(self, container_id: str) -> None:
+        self.http.call("DELETE", self._path("/containers/{}", container_id),
+                       {"force": "true", "v": "true"})
+
+    def inspect(self, container_id: str) -> Dict[str, Any]:
+        return self.http.json("GET", self._path("/containers/{}/json", container_id))
+
+    def containers(self, label: str, all_states: bool = True) -> List[Dict[str, Any]]:
+        """Lists containers carrying ``label`` (``key`` or ``key=value``)."""
+        return self.http.json("GET", self._path("/containers/json"),
+                              {"all": "1" if all_states else "0",
+                               "filters": {"label": [label]}})
+
+    def logs(self, container_id: str) -> Tuple[bytes, bytes]:
+        """A stopped container's whole stdout and stderr, from its log."""
+        data = self.http.call("GET", self._path("/containers/{}/logs", container_id),
+                              {"stdout": 1, "stderr": 1, "follow": 0, "tail": "all"})
+        return demultiplex(data)
+
+    def cpu_seconds(self, container_id: str) -> float:
+        """CPU time used so far by all the container's processes (its cgroup)."""
+        stats = self.http.json("GET", self._path("/containers/{}/stats", container_id),
+                               {"stream": "false", "one-shot": "true"})
+        return stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+
+    def events(self, since: float, filters: Dict[str, List[str]]):
+        """The engine's event stream from ``since``: ``(stream, events)``, where ``events``
+        yields decoded events and ``stream.shutdown()`` ends it from another thread."""
+        stream = self.http.stream("GET", self._path("/events"),
+                                  {"since": f"{since:.9f}", "filters": filters})
+        return stream, stream.json_lines()
+
+
+def connect(instance: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
+    """Returns an :class:`Engine` for ``instance``, after checking that it answers; TLS is
+    verified with the given CA whatever the environment says (``REQUESTS_CA_BUNDLE``...).
 
     Raises:
         DockerFailure: ``engine_unreachable`` when the engine does not answer.
     """
-    tls = False
-    if instance.tls:
-        options = instance.tls
-        client_cert = None
-        if options.get("client_cert"):
-            client_cert = (options["client_cert"], options["client_key"])
-        tls = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=options.get("ca_cert"),
-                                   verify=options.get("verify", True))
-    url = instance.server_url
-    if tls and url.startswith("tcp://"):
-        url = "https://" + url[len("tcp://"):]
+    engine = None
     try:
-        client = docker.APIClient(base_url=url, tls=tls, timeout=timeout, version="1.41",
-                                  max_pool_size=pool_size)
-        client.trust_env = False  # never let *_CA_BUNDLE or proxies from the environment win
-        version = client.version(api_version=False)
+        engine = Engine(instance, timeout)
+        api = engine.version().get("ApiVersion", API_VERSION)
     except Exception as error:  # noqa: BLE001 - translated below
+        if engine is not None:
+            engine.close()
         raise translate(error, instance) from error
-    api = version.get("ApiVersion", "1.41")
-    if _version_tuple(api) < (1, 41):
-        client._version = api  # older engine: speak its version
-    return client
+    if _version_tuple(api) < _version_tuple(API_VERSION):
+        engine.http.api_version = api  # older engine: speak its version
+    return engine
 
 
 def _version_tuple(version: str) -> Tuple[int, ...]:
@@ -82,174 +150,150 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
 
 def translate(error: BaseException, instance: InstanceConfig, image: Optional[str] = None
               ) -> DockerFailure:
-    """Turns a docker-py or requests error into a :class:`DockerFailure`."""
+    """Turns a transport or engine error into a :class:`DockerFailure`."""
     if isinstance(error, DockerFailure):
         return error
-    if isinstance(error, docker.errors.ImageNotFound) or (
-            isinstance(error, docker.errors.NotFound) and image and "image" in str(error).lower()):
-        return DockerFailure("no_image", f"image {image!r} was not found on host {instance.name}")
-    if isinstance(error, requests.exceptions.SSLError):
+    if isinstance(error, HttpError):
+        if error.status == 404 and image and "image" in error.message.lower():
+            return DockerFailure("no_image",
+                                 f"image {image!r} was not found on host {instance.name}")
+        return DockerFailure("start_failed", f"host {instance.name} refused the container: "
+                                             f"{error.message}")
+    if type(error).__module__ == "ssl" or "SSL" in type(error).__name__:
         return DockerFailure("engine_unreachable",
                              f"TLS failure talking to host {instance.name} "
                              f"({instance.server_url}): {_short(error)}", retryable=True)
-    if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                          ConnectionError, socket.timeout, TimeoutError, FileNotFoundError,
-                          docker.errors.DockerException)) \
-            and not isinstance(error, docker.errors.APIError):
+    if isinstance(error, (OSError, ValueError)):
         return DockerFailure("engine_unreachable",
                              f"host {instance.name} ({instance.server_url}) did not answer: "
                              f"{_short(error)}", retryable=True)
-    if isinstance(error, docker.errors.APIError):
-        explanation = error.explanation or str(error)
-        if isinstance(explanation, bytes):
-            explanation = explanation.decode("utf-8", "replace")
-        return DockerFailure("start_failed", f"host {instance.name} refused the container: "
-                                             f"{explanation}")
     return DockerFailure("start_failed", f"unexpected error on host {instance.name}: "
                                          f"{type(error).__name__}: {error}")
 
 
 def _short(error: BaseException) -> str:
-    text = str(error)
-    return text if len(text) < 300 else text[:300] + "…"
+    return _short_text(str(error) or type(error).__name__)
+
+
+def _size_in_bytes(megabytes: float) -> int:
+    return int(megabytes) * 1024 * 1024
 
 
 def container_options(spec, instance: InstanceConfig, manager_id: str, owner: str
                       ) -> Dict[str, Any]:
-    """Keyword arguments of ``create_container`` for a job: limits, hardening, labels."""
+    """The body of ``POST /containers/create`` for a job: limits, hardening, labels.
+
+    Like ``docker run -i``: stdin open for one attach (``StdinOnce``), so that the job sees
+    end of file once its input is written.
+    """
     task = spec.task
     limits = task.limits
     cpu_seconds = max(1, math.ceil(limits["time"]))
-    ulimits = [Ulimit(name="cpu", soft=cpu_seconds, hard=cpu_seconds + 1)]
-    ulimits += [Ulimit(name=name, soft=soft, hard=hard)
+    ulimits = [{"Name": "cpu", "Soft": cpu_seconds, "Hard": cpu_seconds + 1}]
+    ulimits += [{"Name": name, "Soft": soft, "Hard": hard}
                 for name, (soft, hard) in _FIXED_ULIMITS.items()]
-    memory = f"{int(limits['memory'])}m"
-    host_config: Dict[str, Any] = dict(
-        mem_limit=memory, memswap_limit=memory, pids_limit=int(limits["processes"]),
-        nano_cpus=int(limits["cpus"] * 1e9), cap_drop=["ALL"],
-        security_opt=["no-new-privileges"], ulimits=ulimits, init=True,
+    memory = _size_in_bytes(limits["memory"])
+    host_config: Dict[str, Any] = {
+        "Memory": memory, "MemorySwap": memory, "PidsLimit": int(limits["processes"]),
+        "NanoCpus": int(limits["cpus"] * 1e9), "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"], "Ulimits": ulimits, "Init": True,
+        "NetworkMode": "default",
         # "local", not "json-file": json-file splits long lines at 16 KiB and re-encodes each
         # piece as UTF-8, mangling a character cut in two; "local" keeps the bytes as they are
-        log_config=LogConfig(type="local", config={
+        "LogConfig": {"Type": "local", "Config": {
             "max-size": str(max(int(limits["output"]), _LOG_FILE_SIZE)), "max-file": "2",
-            "compress": "false"}),
-    )
+            "compress": "false"}},
+    }
     if task.directory:
-        host_config["binds"] = {task.directory: {"bind": "/task", "mode": "ro"}}
+        host_config["Binds"] = [f"{task.directory}:/task:ro"]
     if task.read_only:
-        host_config["read_only"] = True
-        host_config["tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={_TMPFS_SIZE}"}
+        host_config["ReadonlyRootfs"] = True
+        host_config["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={_TMPFS_SIZE}"}
     if instance.runtime:
-        host_config["runtime"] = instance.runtime
-    return dict(
-        image=instance.container_prefix + task.environment, command=task.command,
-        stdin_open=True, network_disabled=not task.network, environment=task.env,
-        user=task.user or "", labels={LABEL_MANAGER: manager_id, LABEL_JOB: spec.job_id,
-                                      LABEL_OWNER: owner},
-        host_config=host_config,
-    )
+        host_config["Runtime"] = instance.runtime
+    return {
+        "Image": instance.container_prefix + task.environment, "Cmd": task.command,
+        "OpenStdin": True, "StdinOnce": True, "AttachStdin": True, "AttachStdout": True,
+        "AttachStderr": True, "NetworkDisabled": not task.network,
+        "Env": [f"{key}={value}" for key, value in (task.env or {}).items()],
+        "User": task.user or "",
+        "Labels": {LABEL_MANAGER: manager_id, LABEL_JOB: spec.job_id, LABEL_OWNER: owner},
+        "HostConfig": host_config,
+    }
 
 
-def create_and_start(client: docker.APIClient, instance: InstanceConfig, spec, manager_id: str,
-                     owner: str, on_created=None) -> str:
-    """Creates the job's container, starts it, writes its stdin line and closes stdin.
+def create_and_start(engine: Engine, instance: InstanceConfig, spec, manager_id: str,
+                     owner: str, on_created=None):
+    """Creates the job's container, attaches, starts it, writes its stdin and closes stdin.
+
+    On a plain connection (a unix socket, or TCP without TLS) the attach takes stdout and
+    stderr too, and stays open after stdin's end of file (a half-close): it is returned, for
+    the waiter to read every byte the job prints, without reading the engine's log later.
+    Over TLS, a half-close is not possible; the attach is for stdin only and is closed.
 
     Returns:
-        The container id.
+        ``(container_id, stream)``; ``stream`` is None, or the open attach (its ``sock`` is
+        the connection; the caller passes it on and closes it).
 
     Raises:
         DockerFailure: the container could not be created or started. ``text`` says why;
             the container, if created, is left for the caller to remove.
     """
     options = container_options(spec, instance, manager_id, owner)
-    options["host_config"] = client.create_host_config(**options["host_config"])
     container_id = None
+    keep_output = engine.http.plain
     try:
-        container_id = client.create_container(**options)["Id"]
+        container_id = engine.create(options)
         if on_created:
             on_created(container_id)
-        stdin = client.attach_socket(container_id, params={"stdin": 1, "stream": 1})
-        raw = getattr(stdin, "_sock", stdin)  # a SocketIO around the socket, or the socket
+        params = {"stdin": 1, "stream": 1}
+        if keep_output:
+            params.update(stdout=1, stderr=1)
+        stream = engine.http.upgrade(engine._path("/containers/{}/attach", container_id),
+                                     params)
         try:
-            client.start(container_id)
-            raw.sendall(spec.stdin)
-        finally:
-            raw.close()  # end of file for the job (the container is created with StdinOnce)
-            stdin.close()
-        return container_id
+            engine.start(container_id)
+            stream.sock.sendall(spec.stdin)
+            if keep_output:
+                stream.close_input()  # end of file for the job (created with StdinOnce)
+        except BaseException:
+            stream.close()
+            raise
+        if not keep_output:
+            stream.close()  # end of file for the job
+            stream = None
+        return container_id, stream
     except BaseException as error:  # noqa: BLE001
-        failure = translate(error, instance, options["image"])
+        failure = translate(error, instance, options["Image"])
         failure.container_id = container_id
         raise failure from error
 
 
-def remove_containers(client: docker.APIClient, instance: InstanceConfig,
+def adopt_stream(fd: int):
+    """A job's attach passed to this process by its file descriptor (see
+    :func:`create_and_start`): ``reader`` gives its frames, ``shutdown()`` ends it."""
+    return RawStream(fd)
+
+
+def remove_containers(engine: Engine, instance: InstanceConfig,
                       container_ids: List[str]) -> List[str]:
     """Removes containers (forcefully). Returns the ids that could not be removed."""
     failed = []
     for container_id in container_ids:
         try:
-            client.remove_container(container_id, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
+            engine.remove(container_id)
         except Exception as error:  # noqa: BLE001 - reported to the caller as a retry
+            if is_not_found(error):
+                continue
             logger.debug("removing %s on %s failed: %s", container_id, instance.name, error)
             failed.append(container_id)
     return failed
 
 
-def find_containers(client: docker.APIClient, label: str, all_states: bool = True
+def find_containers(engine: Engine, label: str, all_states: bool = True
                     ) -> List[Dict[str, Any]]:
     """Lists containers carrying ``label`` (``key`` or ``key=value``)."""
-    return client.containers(all=all_states, filters={"label": label})
-
-
-def read_output(client: docker.APIClient, container_id: str) -> Tuple[bytes, bytes]:
-    """Reads a stopped container's whole stdout and stderr from its log."""
-    response = client._get(client._url("/containers/{0}/logs", container_id),
-                           params={"stdout": 1, "stderr": 1, "follow": 0, "tail": "all"})
-    client._raise_for_status(response)
-    return demultiplex(response.content)
-
-
-def attach_output(client: docker.APIClient, container_id: str):
-    """Attaches to a running container's stdout and stderr.
-
-    Returns:
-        ``(response, frames)``: close ``response`` to detach; ``frames`` yields
-        ``(stream, bytes)`` with stream 1 (stdout) or 2 (stderr) until the container ends.
-
-    The frames are read through the response's buffered reader, not the raw socket as
-    docker-py does: bytes that arrived with the HTTP headers would be skipped otherwise, and
-    the stream would lose its framing (an unread attach then blocks the container).
-    """
-    response = client._post(client._url("/containers/{0}/attach", container_id),
-                            headers={"Connection": "Upgrade", "Upgrade": "tcp"}, stream=True,
-                            params={"stdout": 1, "stderr": 1, "stream": 1}, timeout=None)
-    client._raise_for_status(response)
-    reader = response.raw._fp.fp  # the buffered reader over the socket
-
-    def frames():
-        while True:
-            header = reader.read(8)
-            if len(header) < 8:
-                return
-            size = int.from_bytes(header[4:8], "big")
-            payload = reader.read(size)
-            if len(payload) < size:
-                return
-            yield header[0], payload
-
-    return response, frames()
-
-
-def detach(response) -> None:
-    """Ends an :func:`attach_output` stream from another thread: shuts the socket down, so
-    that the reader sees end of file (closing the response would wait for the reader)."""
-    try:
-        response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
-    except Exception:  # noqa: BLE001 - already closed
-        pass
+    return engine.containers(label, all_states)
 
 
 def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
@@ -265,13 +309,36 @@ def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
     return bytes(out), bytes(err)
 
 
-def build_image(client: docker.APIClient, instance: InstanceConfig, folder: str, tag: str
+def build_image(instance: InstanceConfig, folder: str, tag: str, timeout: float = 600
                 ) -> Optional[str]:
-    """Builds ``folder`` as image ``tag``. Returns ``None``, or the engine's error text."""
+    """Builds ``folder`` as image ``tag`` on ``instance``, with docker-py (which packs the
+    build context). Returns ``None``, or the engine's error text."""
+    import docker  # only builds pay for docker-py and requests
+
+    tls = False
+    if instance.tls:
+        options = instance.tls
+        client_cert = None
+        if options.get("client_cert"):
+            client_cert = (options["client_cert"], options["client_key"])
+        tls = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=options.get("ca_cert"),
+                                   verify=options.get("verify", True))
+    url = instance.server_url
+    if tls and url.startswith("tcp://"):
+        url = "https://" + url[len("tcp://"):]
     try:
-        for chunk in client.build(path=folder, tag=tag, rm=True, forcerm=True, decode=True):
-            if "error" in chunk:
-                return chunk["error"].strip()
+        with docker.APIClient(base_url=url, tls=tls, timeout=timeout, version=API_VERSION) as client:
+            client.trust_env = False  # never let *_CA_BUNDLE or proxies from the environment win
+            for chunk in client.build(path=folder, tag=tag, rm=True, forcerm=True, decode=True):
+                if "error" in chunk:
+                    return chunk["error"].strip()
     except Exception as error:  # noqa: BLE001 - returned as the build's error
-        return translate(error, instance).text
+        text = getattr(error, "explanation", None) or str(error)
+        return f"building {tag} on host {instance.name} failed: {_short_text(text)}"
     return None
+
+
+def _short_text(text) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return text if len(text) < 300 else text[:300] + "…"

@@ -9,8 +9,11 @@ Requests (dispatcher → worker) and their replies (worker → dispatcher) are p
 
 ``("submit", instance_name, spec)``
     replies ``("created", job_id, container_id)`` as soon as the container exists, then
-    ``("started", job_id, container_id)`` or
-    ``("failed", job_id, reason, text, container_id, retryable)``.
+    ``("started", job_id, container_id, has_stream)`` or
+    ``("failed", job_id, reason, text, container_id, retryable)``. With ``has_stream``, the
+    job's open attach (its stdout and stderr from the very start) follows on the pipe as a file
+    descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand to
+    the waiter.
 ``("delete", instance_name, container_ids)``
     removes those containers; replies ``("deleted", instance_name, failed_ids)``.
 ``("delete_job", instance_name, job_id)``
@@ -26,6 +29,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
+from multiprocessing import reduction
 from typing import Any, Dict, List
 
 from backend import _docker
@@ -76,7 +80,14 @@ class _Worker:
                 return
             kind = request[0]
             if kind == "submit":
-                self.connection.send(self.submit(request[1], request[2]))
+                reply, stream = self.submit(request[1], request[2])
+                self.connection.send(reply)
+                if stream is not None:
+                    try:
+                        reduction.send_handle(self.connection, stream.sock.fileno(),
+                                              os.getppid())
+                    finally:
+                        stream.close()
             else:
                 self.connection.send(("deleted", request[1], self.delete(*request)))
 
@@ -84,15 +95,15 @@ class _Worker:
         instance = self.instances[name]
         try:
             client = self.client(name)
-            container_id = _docker.create_and_start(
+            container_id, stream = _docker.create_and_start(
                 client, instance, spec, self.manager_id, self.owner,
                 on_created=lambda cid: self.connection.send(("created", spec.job_id, cid)))
-            return ("started", spec.job_id, container_id)
+            return ("started", spec.job_id, container_id, stream is not None), stream
         except _docker.DockerFailure as failure:
             if failure.retryable:
                 self.forget(name)
             return ("failed", spec.job_id, failure.reason, failure.text,
-                    getattr(failure, "container_id", None), failure.retryable)
+                    getattr(failure, "container_id", None), failure.retryable), None
 
     def delete(self, kind: str, name: str, argument=None) -> List[str]:
         instance = self.instances[name]

@@ -2,24 +2,31 @@
 
 A waiter process serves one docker instance (an instance may have several). It reads its *wait
 queue* (its pipe from the dispatcher) and pushes results towards the *done queue* (the same
-pipe, back). Inside, one thread follows Docker's event stream, and the main thread does one wait
-over the pipe, a wake-up pipe fed by the helper threads, and the poll deadline::
+pipe, back). Inside, one thread follows Docker's event stream, one output follower per
+container reads what the job prints, and the main thread does one wait over the pipe, a
+wake-up pipe fed by the helper threads, and the poll deadline::
 
-    dispatcher --("watch" | "kill" | None)--> main loop --("done" | "engine")--> dispatcher
-                                                 ^   ^
+    dispatcher --("watch" [+ attach fd] | "kill" | None)--> main loop --("done" | "engine")-->
+                                                              ^   ^
                        event thread (die, oom, kill, destroy; resumed with ``since``)
-                       output followers (one per container: head of stderr, byte count)
+                       output followers (one per container: output kept, byte count)
 
-Completion comes from the ``die`` event, within milliseconds. Every ``time_between_polls``
-the main loop also polls: it lists our containers by label (catching lost events and
-containers removed from outside), enforces ``hard_time``, measures the CPU time of
-containers old enough to have used their budget (``RLIMIT_CPU`` counts per process only), and
-and an output follower attached to each container keeps the head of its stderr and ends it
-as soon as it prints more than its ``output`` limit. An engine that stops answering
-for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs (reason ``engine_lost``).
+Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
+``watch`` (a short job) is kept until it does. The output comes from the job's own attach,
+made by the submitter before the start and passed here as a file descriptor: every byte is
+seen, and the engine's log is not read. Where there is no such stream (TLS engines, jobs
+recovered from a dead waiter), the follower attaches late and the log is read at the end.
+
+Every ``time_between_polls`` the main loop also polls: it lists our containers by label
+(catching lost events and containers removed from outside), enforces ``hard_time``, measures
+the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
+process only). A follower ends a job as soon as it prints more than its ``output`` limit.
+An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
+(reason ``engine_lost``).
 
 Messages (dispatcher → waiter): ``("watch", job_id, container_id, limits, started_at,
-kill_requested)``, ``("kill", job_id)``, ``None`` to exit. Replies: ``("done", job_id,
+kill_requested, has_stream)`` (the stream's descriptor follows it on the pipe),
+``("kill", job_id)``, ``None`` to exit. Replies: ``("done", job_id,
 container_result)`` and ``("engine", instance_name, reachable)``.
 """
 from __future__ import annotations
@@ -33,8 +40,6 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Any, Dict, Optional
 
-import docker.errors
-
 from backend import _docker
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
@@ -44,7 +49,11 @@ logger = logging.getLogger("backend")
 
 #: Seconds an engine may not answer before its running jobs end with ``engine_lost``.
 ENGINE_LOST_AFTER = 5.0
+#: Seconds a job's output stream may lag behind its end before its log is read instead.
+STREAM_GRACE = 2.0
 _EVENTS = ["die", "oom", "kill", "destroy"]
+#: Seconds the events of a container not yet watched are kept.
+_EARLY_NOTES_KEPT = 60.0
 _SIGXCPU_EXIT = 128 + 24
 _SIGXFSZ_EXIT = 128 + 25
 
@@ -65,6 +74,14 @@ class _Watched:
     ended_at: Optional[float] = None
     stderr_head: bytearray = field(default_factory=bytearray, repr=False)
     follower_response: Any = field(default=None, repr=False)
+    #: the job's own attach, handed over by its submitter: None, "open", "complete" (all
+    #: output read, no need for the engine's log) or "broken" (read the log instead)
+    stream_state: Optional[str] = None
+    stdout: bytearray = field(default_factory=bytearray, repr=False)
+    stderr_tail: bytearray = field(default_factory=bytearray, repr=False)
+    output_seen: int = 0
+    #: (exit code, end time, monotonic deadline) of an end waiting for the stream's last bytes
+    pending_end: Optional[tuple] = None
 
 
 class _Waiter:
@@ -76,14 +93,16 @@ class _Waiter:
         self.watched: Dict[str, _Watched] = {}  # by container id
         self.by_job: Dict[str, str] = {}
         self.notes: collections.deque = collections.deque()
+        #: events of containers not (yet) watched: container id -> (when, notes)
+        self.early_notes: Dict[str, Any] = {}
+        #: the time from which our event stream has covered this engine
+        self.events_since: Optional[float] = None
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         self.client = None
         self.reachable: Optional[bool] = None
         self.unreachable_since: Optional[float] = None
         self.stopping = False
-        limit = instance.max_concurrent_jobs or 100
-        self.pool_size = limit + 8
 
     # -- plumbing ------------------------------------------------------------------------
     def notify(self, note) -> None:
@@ -99,7 +118,7 @@ class _Waiter:
 
     def docker_client(self):
         if self.client is None:
-            self.client = _docker.connect(self.instance, pool_size=self.pool_size)
+            self.client = _docker.connect(self.instance)
         return self.client
 
     def set_reachable(self, reachable: bool) -> None:
@@ -141,21 +160,33 @@ class _Waiter:
             self.stopping = True
             return
         if message[0] == "watch":
-            _, job_id, container_id, limits, started_at, kill_requested = message
+            _, job_id, container_id, limits, started_at, kill_requested, has_stream = message
+            stream = _receive_stream(self.connection) if has_stream else None
             if container_id in self.watched:
+                if stream is not None:
+                    stream.close()
                 return
             watched = _Watched(job_id, container_id, limits, started_at)
             self.watched[container_id] = watched
             self.by_job[job_id] = container_id
-            if kill_requested:
+            early = self.early_notes.pop(container_id, None)
+            ended = early is not None and any(note[0] in ("die", "destroy") for note in early[1])
+            if stream is not None:
+                watched.stream_state = "open"
+                self.start_follower(watched, stream)
+            if kill_requested and not ended:
                 self.kill(watched, "killed")
-            else:
+            elif not ended and stream is None:
                 self.start_follower(watched)
             if self.unreachable_since is not None:
                 watched.engine_was_lost = True
-            # the container may have ended before we watched it (or while a previous waiter
-            # died): the next poll's reconcile finds it, and so does this quick look
-            self.reconcile([watched])
+            if early:  # it ended before we were told of it: its events came first
+                for note in early[1]:
+                    self.handle_note(note)
+            elif self.events_since is None or started_at < self.events_since + 1.0:
+                # it may have ended before our event stream covers (a previous waiter died
+                # holding it): look now rather than at the next poll
+                self.reconcile([watched])
         elif message[0] == "kill":
             container_id = self.by_job.get(message[1])
             if container_id:
@@ -166,8 +197,14 @@ class _Waiter:
         if kind == "engine":
             self.set_reachable(note[1])
             return
+        if kind == "events":
+            if self.events_since is None:
+                self.events_since = note[1]
+            return
         watched = self.watched.get(note[1])
         if watched is None:
+            if kind in ("die", "oom", "kill", "destroy"):
+                self.keep_early(note)
             return
         if kind == "oom":
             watched.oom = True
@@ -183,6 +220,26 @@ class _Waiter:
             self.finish(watched, watched.exit_code, time.time(), gone=True)
         elif kind == "overflow":
             self.kill(watched, "output")
+        elif kind == "stream_end":
+            if watched.stream_state == "open":
+                watched.stream_state = note[2]
+            if watched.pending_end is not None:
+                exit_code, ended_at, _ = watched.pending_end
+                self.finish(watched, exit_code, ended_at)
+
+    def keep_early(self, note) -> None:
+        """Keeps the events of a container we are not yet told of (a short job's ``die``
+        often comes before the dispatcher's ``watch``); forgotten after a minute."""
+        now = time.monotonic()
+        entry = self.early_notes.get(note[1])
+        if entry is None:
+            entry = self.early_notes[note[1]] = (now, [])
+        entry[1].append(note)
+        while self.early_notes:
+            oldest = next(iter(self.early_notes))
+            if now - self.early_notes[oldest][0] < _EARLY_NOTES_KEPT:
+                break
+            del self.early_notes[oldest]
 
     # -- actions -------------------------------------------------------------------------
     def kill(self, watched: _Watched, reason: str) -> None:
@@ -196,7 +253,7 @@ class _Waiter:
     def _kill(self, container_id: str) -> None:
         try:
             self.docker_client().kill(container_id)
-        except docker.errors.APIError as error:
+        except _docker.HttpError as error:
             # not running any more (it ended, or was removed): its die/destroy event follows
             logger.debug("kill %s: %s", container_id, error)
         except Exception as error:  # noqa: BLE001 - engine unreachable mid-call
@@ -209,24 +266,37 @@ class _Waiter:
         if watched.container_id not in self.watched:
             return
         stdout = stderr = b""
+        if not gone and watched.stream_state == "open":
+            # ended, but the last bytes may still be on their way: wait for the stream's end
+            # (bounded: the poll gives up after STREAM_GRACE and reads the log instead)
+            if watched.pending_end is None:
+                watched.pending_end = (exit_code, ended_at, time.monotonic() + STREAM_GRACE)
+            return
         if not gone:
             try:
                 client = self.docker_client()
                 if exit_code is None or exit_code != 0 and not watched.oom:
-                    state = client.inspect_container(watched.container_id)["State"]
+                    state = client.inspect(watched.container_id)["State"]
                     if state.get("Running"):
                         return  # a stale event: the container runs again?
                     exit_code = state.get("ExitCode", exit_code)
                     watched.oom = watched.oom or bool(state.get("OOMKilled"))
-                stdout, stderr = _docker.read_output(client, watched.container_id)
-            except docker.errors.NotFound:
-                if watched.reason is None:
-                    watched.reason = "removed"
-            except Exception as error:  # noqa: BLE001 - engine unreachable: retried by poll
-                logger.debug("collecting %s failed: %s", watched.container_id, error)
-                watched.exit_code, watched.ended_at = exit_code, ended_at
-                self.set_reachable(False)
-                return
+                if watched.stream_state == "complete":
+                    stdout, stderr = bytes(watched.stdout), bytes(watched.stderr_head)
+                    if watched.output_seen > watched.limits["output"]:
+                        stderr = join_head_and_tail(stderr, bytes(watched.stderr_tail),
+                                                    watched.limits["output"])
+                else:
+                    stdout, stderr = client.logs(watched.container_id)
+            except Exception as error:  # noqa: BLE001 - removed, or engine unreachable
+                if _docker.is_not_found(error):
+                    if watched.reason is None:
+                        watched.reason = "removed"
+                else:  # the engine does not answer: the next poll retries
+                    logger.debug("collecting %s failed: %s", watched.container_id, error)
+                    watched.exit_code, watched.ended_at = exit_code, ended_at
+                    self.set_reachable(False)
+                    return
         reason = watched.reason
         limits = watched.limits
         if reason is None:
@@ -236,13 +306,14 @@ class _Waiter:
                 reason = "cpu_time"
             elif exit_code == _SIGXFSZ_EXIT:
                 reason = "disk"
-            elif len(stdout) + len(stderr) > limits["output"]:
+            elif (len(stdout) + len(stderr) > limits["output"]
+                  or watched.output_seen > limits["output"]):
                 reason = "output"
             elif watched.killed_from_outside:
                 reason = "removed"
             elif watched.engine_was_lost:
                 reason = "engine_lost"
-        if reason == "output" and watched.stderr_head:
+        if reason == "output" and watched.stderr_head and watched.stream_state != "complete":
             stderr = join_head_and_tail(bytes(watched.stderr_head), stderr, limits["output"])
         duration = max(0.0, (ended_at or time.time()) - watched.started_at)
         if reason == "engine_lost":
@@ -259,13 +330,22 @@ class _Waiter:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
         if watched.follower_response is not None:
-            _docker.detach(watched.follower_response)
+            watched.follower_response.shutdown()
 
     # -- the poll ------------------------------------------------------------------------
     def poll(self) -> None:
         if not self.watched:
             return
         now = time.time()
+        for watched in list(self.watched.values()):
+            if watched.pending_end is not None and time.monotonic() >= watched.pending_end[2] \
+                    and watched.stream_state == "open":
+                logger.debug("output stream of %s did not end; reading its log", watched.job_id)
+                watched.stream_state = "broken"
+                if watched.follower_response is not None:
+                    watched.follower_response.shutdown()
+                exit_code, ended_at, _ = watched.pending_end
+                self.finish(watched, exit_code, ended_at)
         for watched in list(self.watched.values()):
             age = now - watched.started_at
             if watched.reason is None and age >= watched.limits["hard_time"]:
@@ -314,44 +394,61 @@ class _Waiter:
                     limits["time"] / max(limits["cpus"], 0.01) * 0.9:
                 continue
             try:
-                stats = self.docker_client().stats(watched.container_id, stream=False,
-                                                   one_shot=True)
-                used = stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+                used = self.docker_client().cpu_seconds(watched.container_id)
             except Exception as error:  # noqa: BLE001 - ended meanwhile, or engine trouble
                 logger.debug("stats %s: %s", watched.container_id, error)
                 continue
             if used >= limits["time"]:
                 self.kill(watched, "cpu_time")
 
-    def start_follower(self, watched: _Watched) -> None:
-        threading.Thread(target=self.follow_output, args=(watched,), name="backend-output",
-                         daemon=True).start()
+    def start_follower(self, watched: _Watched, stream=None) -> None:
+        threading.Thread(target=self.follow_output, args=(watched, stream),
+                         name="backend-output", daemon=True).start()
 
     # -- helper threads ------------------------------------------------------------------
-    def follow_output(self, watched: _Watched) -> None:
-        """Attaches to a container's output: keeps the head of its stderr (the engine's
-        capped log keeps the tail) and notes ``overflow`` as soon as it prints too much."""
+    def follow_output(self, watched: _Watched, stream=None) -> None:
+        """Reads a container's output as it comes and notes ``overflow`` as soon as it
+        prints more than its ``output`` limit.
+
+        With ``stream``, the job's own attach made before its start, every byte is seen:
+        stdout and the head and tail of stderr are kept, and the engine's log is not read.
+        Without, it attaches now and keeps the head of stderr (the log keeps the tail).
+        """
         limit = watched.limits["output"]
-        response = None
+        complete = stream is not None
+        state = "broken"
         try:
-            response, frames = _docker.attach_output(self.docker_client(), watched.container_id)
-            watched.follower_response = response
+            if stream is None:
+                stream, frames = self.docker_client().attach_output(watched.container_id)
+            else:
+                frames = _docker.parse_frames(stream.reader)
+            watched.follower_response = stream
             if watched.container_id not in self.watched:
                 return
-            seen = 0
-            for stream, data in frames:
+            for number, data in frames:
+                seen = watched.output_seen
+                watched.output_seen = seen + len(data)
                 if seen > limit:
+                    if complete and number == 2:
+                        _keep_tail(watched.stderr_tail, data, limit)
                     continue  # keep reading until the kill: an unread attach blocks the engine
-                seen += len(data)
-                if stream == 2 and len(watched.stderr_head) < limit:
-                    watched.stderr_head += data[:limit - len(watched.stderr_head)]
-                if seen > limit:
+                if number == 2:
+                    if len(watched.stderr_head) < limit:
+                        watched.stderr_head += data[:limit - len(watched.stderr_head)]
+                    if complete:
+                        _keep_tail(watched.stderr_tail, data, limit)
+                elif complete and len(watched.stdout) <= limit:
+                    watched.stdout += data[:limit + 1 - len(watched.stdout)]
+                if watched.output_seen > limit:
                     self.notify(("overflow", watched.container_id))
+            state = "complete" if complete else "broken"
         except Exception as error:  # noqa: BLE001 - closed by forget(), or engine gone
             logger.debug("output follower of %s ended: %s", watched.container_id, error)
         finally:
-            if response is not None:
-                response.close()
+            if stream is not None:
+                stream.close()
+            if complete:
+                self.notify(("stream_end", watched.container_id, state))
 
     def follow_events(self) -> None:
         """Follows the engine's events for our containers, resuming with ``since``."""
@@ -362,8 +459,9 @@ class _Waiter:
             try:
                 if client is None:
                     client = _docker.connect(self.instance)
-                stream = client.events(since=f"{since:.9f}", decode=True, filters={
-                    "type": "container", "label": self.label, "event": _EVENTS})
+                _, stream = client.events(since, {"type": ["container"], "label": [self.label],
+                                                  "event": _EVENTS})
+                self.notify(("events", since))
                 self.notify(("engine", True))
                 delay = 0.1
                 for event in stream:
@@ -385,6 +483,22 @@ class _Waiter:
             self.notify(("engine", False))
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _keep_tail(tail: bytearray, data: bytes, limit: int) -> None:
+    tail += data
+    if len(tail) > limit:
+        del tail[:len(tail) - limit]
+
+
+def _receive_stream(connection):
+    """The attach the submitter made for a job, passed over our pipe (SCM_RIGHTS)."""
+    from multiprocessing import reduction
+    try:
+        return _docker.adopt_stream(reduction.recv_handle(connection))
+    except (EOFError, OSError, RuntimeError) as error:
+        logger.warning("a job's output stream was lost on its way (%s); its log is read", error)
+        return None
 
 
 def waiter_main(connection, instance: InstanceConfig, manager_id: str, log_level: int,

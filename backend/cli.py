@@ -490,7 +490,7 @@ def _cmd_hosts(args) -> int:
         try:
             client = _docker.connect(instance, timeout=args.timeout)
             with client:
-                version = client.version(api_version=False).get("Version", "?")
+                version = client.version().get("Version", "?")
                 running = len(_docker.find_containers(client, _docker.LABEL_MANAGER,
                                                       all_states=False))
         except Exception as error:  # any failure means: not reachable

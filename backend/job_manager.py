@@ -78,6 +78,7 @@ class JobManager:
         self.manager_id = uuid.uuid4().hex[:16]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self._lock = threading.Condition()
+        self._last_snapshot = None
         self._pending: Dict[str, _Job] = {}
         self._closed = False
         self._close_started = False
@@ -141,6 +142,11 @@ class JobManager:
         if self._closed:
             raise RuntimeError("this JobManager is closed")
         snapshot = snapshot_task(task, self.tasks_directory)
+        last = self._last_snapshot
+        if snapshot == last:
+            snapshot = last  # a batch of one task holds one copy of it, not one per job
+        else:
+            self._last_snapshot = snapshot
         job_id = uuid.uuid4().hex
         try:
             stdin = json.dumps({"input": inputdata, "limits": snapshot.limits,
@@ -219,23 +225,21 @@ class JobManager:
                 continue
             report[instance.name] = {}
             try:
-                client = _docker.connect(instance, timeout=600)
+                _docker.connect(instance).close()
             except _docker.DockerFailure as failure:
                 logger.error("cannot build images on %s: %s", instance.name, failure.text)
                 for name in self.get_container_names():
                     report[instance.name][instance.container_prefix + name] = failure.text
                 continue
-            with client:
-                for name in self.get_container_names():
-                    tag = instance.container_prefix + name
-                    error = _docker.build_image(client, instance,
-                                                os.path.join(self.containers_directory, name),
-                                                tag)
-                    if error:
-                        logger.error("building %s on %s failed: %s", tag, instance.name, error)
-                    else:
-                        logger.info("built %s on %s", tag, instance.name)
-                    report[instance.name][tag] = error
+            for name in self.get_container_names():
+                tag = instance.container_prefix + name
+                error = _docker.build_image(instance,
+                                            os.path.join(self.containers_directory, name), tag)
+                if error:
+                    logger.error("building %s on %s failed: %s", tag, instance.name, error)
+                else:
+                    logger.info("built %s on %s", tag, instance.name)
+                report[instance.name][tag] = error
         return report
 
     # -- shutdown ------------------------------------------------------------------------

@@ -1,12 +1,18 @@
 """Benchmarks: our JobManager against hand-written docker-py and the docker CLI, side by side.
 
-One run, one process tree, the same two private engines, image, command, limits and N for
-every contender. Prints a table (jobs/s, p50/p95 latency, ratios against the best raw
-docker-py at the same concurrency K, client CPU per job, peak RSS of our processes) and writes
-``benchmarks/results/results.json`` (and a PNG plot when matplotlib is installed).
+One run, the same two private engines, image, command, container options (limits and
+hardening) and N for every contender. Each measurement runs in a fresh Python process, so that
+the client CPU per job and the peak RSS count exactly the contender's processes: for ours, the
+process that runs the JobManager plus every process it starts (submitters, waiters,
+forkserver); for raw docker-py, its one process.
+
+Prints a table (jobs/s, p50/p95 latency, ratios against the best raw docker-py at the same
+concurrency K, client CPU per job, peak RSS), then the scale run (a burst of 100 and of 1000
+trivial jobs on two engines of 4 slots each), and writes ``benchmarks/results/results.json``
+and ``benchmarks/results/plot.png`` (when matplotlib is installed: ``pip install -e .[bench]``).
 
     python benchmarks/run.py            # N=40, K in 1 2 4 8, trivial and 1-second jobs, 2 repeats
-    python benchmarks/run.py --quick    # N=20, K in 1 4, trivial jobs, 1 repeat
+    python benchmarks/run.py --quick    # N=20, K in 1 4, trivial jobs, 1 repeat, scale 100/300
 """
 from __future__ import annotations
 
@@ -25,11 +31,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "scripts"))
-
-import docker  # noqa: E402
-
-from backend import JobManager, JobManagerSync, Task  # noqa: E402
-from engines import PrivateEngine, build_busybox_image  # noqa: E402
 
 IMAGE = "backend-test-busybox"
 JOBS = {"trivial": "read line; echo '{\"result\": \"success\"}'",
@@ -57,14 +58,15 @@ def _tree(root_pid: int):
     return found
 
 
-def _cpu_and_rss(pids, exclude):
+def _cpu_and_rss(pids):
+    """CPU seconds (with those of reaped children) and RSS summed over ``pids``."""
     cpu, rss = 0.0, 0
     tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids - exclude:
+    for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as stream:
                 fields = stream.read().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
+            cpu += sum(int(value) for value in fields[11:15]) / tick
             with open(f"/proc/{pid}/status") as stream:
                 for line in stream:
                     if line.startswith("VmRSS:"):
@@ -74,22 +76,36 @@ def _cpu_and_rss(pids, exclude):
     return cpu, rss
 
 
-class Meter:
-    """Client CPU (our process and its descendants, engines excluded) and peak RSS."""
+def _machine_cpu():
+    """CPU seconds the whole machine spent busy (engines included), from /proc/stat."""
+    with open("/proc/stat") as stream:
+        ticks = [int(value) for value in stream.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, exclude):
-        self.exclude = exclude
-        self.peak_rss = 0
-        self.cpu_seen = {}
+
+LAST_METER = [None]  # the measuring Meter of this process (the last one entered)
+
+
+class Meter:
+    """Client CPU, peak RSS and peak PSS of this process and all its descendants, sampled
+    every 0.1 s. The sampling thread's own CPU is left out of both CPU figures."""
+
+    def __init__(self):
+        self.peak_rss = self.peak_pss = 0
         self.stop = threading.Event()
+        self.machine_cpu = 0.0
+        self.own_cpu = 0.0
 
     def sample(self):
         pids = _tree(os.getpid())
-        cpu, rss = _cpu_and_rss(pids, self.exclude)
+        cpu, rss = _cpu_and_rss(pids)
         self.peak_rss = max(self.peak_rss, rss)
+        self.peak_pss = max(self.peak_pss, _pss(pids))
         return cpu
 
     def __enter__(self):
+        LAST_METER[0] = self
+        self.start_machine = _machine_cpu()
         self.start_cpu = self.sample()
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
@@ -97,36 +113,64 @@ class Meter:
 
     def _loop(self):
         while not self.stop.wait(0.1):
-            self.last_cpu = self.sample()
+            before = time.thread_time()
+            self.sample()
+            self.own_cpu += time.thread_time() - before
 
     def finish(self):
         """CPU seconds used since the start (call before our children exit)."""
+        before = time.thread_time()
         used = self.sample() - self.start_cpu
         self.stop.set()
         self.thread.join()
-        return used
+        own = self.own_cpu + time.thread_time() - before
+        self.machine_cpu = _machine_cpu() - self.start_machine - own
+        return used - own
 
     def __exit__(self, *exc):
         self.stop.set()
 
 
-# -- contenders ----------------------------------------------------------------------------
+def _pss(pids):
+    """Proportional set size summed over ``pids``: shared pages split between sharers."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as stream:
+                for line in stream:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            continue
+    return total
 
-def run_ours(engines, script, n, k, exclude, sync=False):
+
+# -- contenders (each runs in its own fresh process; engines are given by URL) -----------
+
+def _instances(urls, k):
     per_engine = [k // 2 + (1 if i < k % 2 else 0) for i in range(2)]
-    instances = [{"server_url": e.url, "name": e.name, "max_concurrent_jobs": c}
-                 for e, c in zip(engines, per_engine) if c]
+    return [{"server_url": url, "name": f"e{i + 1}", "max_concurrent_jobs": slots}
+            for i, (url, slots) in enumerate(zip(urls, per_engine)) if slots]
+
+
+def run_ours(urls, script, n, k, sync=False):
+    from backend import JobManager, JobManagerSync, Task
+
     task = Task(IMAGE, command=["sh", "-c", script], limits=LIMITS)
     latencies, lock, done = [], threading.Lock(), threading.Event()
-    with Meter(exclude) as meter:
-        manager = JobManager(instances, process_pool_size=4)
+    with Meter() as startup:
+        manager = JobManager(_instances(urls, k), process_pool_size=4)
+        _warm_up(manager, task)
+        startup_cpu = startup.finish()
+    with Meter() as meter:
         try:
             started = time.perf_counter()
             if sync:
                 runner = JobManagerSync(manager)
                 for i in range(n):
                     t0 = time.perf_counter()
-                    assert runner.new_job(task, i)["result"] == "success"
+                    assert runner.new_job(task, i, timeout=120)["result"] == "success"
                     latencies.append(time.perf_counter() - t0)
             else:
                 submitted = {}
@@ -141,19 +185,46 @@ def run_ours(engines, script, n, k, exclude, sync=False):
                 with lock:
                     for i in range(n):
                         submitted[manager.new_job(task, i, callback)] = time.perf_counter()
-                done.wait(600)
+                    meter.sample()  # every job queued: the peak of held inputs
+                if not done.wait(1800):
+                    raise RuntimeError(f"only {len(latencies)} of {n} jobs ended")
             elapsed = time.perf_counter() - started
             cpu = meter.finish()
         finally:
             manager.close()
-    return elapsed, latencies, cpu, meter.peak_rss
+    return (elapsed, latencies, cpu, max(meter.peak_rss, startup.peak_rss), startup_cpu,
+            max(meter.peak_pss, startup.peak_pss))
 
 
-def _raw_job(client, script, i):
-    host_config = client.create_host_config(mem_limit="100m", memswap_limit="100m",
-                                            init=True)
-    container = client.create_container(IMAGE, command=["sh", "-c", script], stdin_open=True,
-                                        network_disabled=True, host_config=host_config)
+def _warm_up(manager, task):
+    """One job per engine slot, so that every child process has started and connected."""
+    from backend import JobManagerBuffer
+
+    buffer = JobManagerBuffer(manager)
+    buffer.new_jobs([(task, "warm-up")] * 8)
+    for _, result in buffer.as_completed(timeout=120):
+        assert result["result"] == "success", result
+
+
+def _container_config(script, i):
+    """The very create body our JobManager sends (limits, hardening, labels aside)."""
+    from backend import _docker
+    from backend._config import parse_instances
+    from backend._submitter import _JobSpec
+    from backend._task import Task, snapshot_task
+
+    [instance] = parse_instances([{"server_url": "unix:///unused.sock"}])
+    spec = _JobSpec(str(i), snapshot_task(Task(IMAGE, command=["sh", "-c", script],
+                                               limits=LIMITS), None), b"")
+    config = _docker.container_options(spec, instance, "bench", "bench")
+    config.pop("Labels")
+    return config
+
+
+def _raw_job(client, config, i):
+    """Hand-written docker-py done well: create with stdin, attach, start, write, wait,
+    logs, remove."""
+    container = client.create_container_from_config(config)["Id"]
     stdin = client.attach_socket(container, params={"stdin": 1, "stream": 1})
     client.start(container)
     raw = getattr(stdin, "_sock", stdin)
@@ -166,10 +237,15 @@ def _raw_job(client, script, i):
     assert json.loads(out)["result"] == "success"
 
 
-def _in_threads(job, n, k, exclude):
+def _client(url):
+    import docker
+    return docker.APIClient(base_url=url, version="1.41")
+
+
+def _in_threads(job, n, k):
     """Runs ``job(i)`` (which returns its end time) for N jobs in K threads. Latency counts
     from submission, as for the JobManager, whose jobs are all submitted at once."""
-    with Meter(exclude) as meter:
+    with Meter() as meter:
         started = time.perf_counter()
         with ThreadPoolExecutor(k) as pool:
             ends = list(pool.map(job, range(n)))
@@ -178,50 +254,78 @@ def _in_threads(job, n, k, exclude):
     return elapsed, [end - started for end in ends], cpu, meter.peak_rss
 
 
-def run_raw(engines, script, n, k, exclude):
+def run_raw(urls, script, n, k):
     local = threading.local()
+    config = _container_config(script, 0)
+    _raw_job(_client(urls[0]), config, 0)  # warm-up, as for the others
 
     def job(i):
         if not hasattr(local, "clients"):
-            local.clients = [docker.APIClient(base_url=e.url, version="1.41") for e in engines]
-        _raw_job(local.clients[i % 2], script, i)
+            local.clients = [_client(url) for url in urls]
+        _raw_job(local.clients[i % 2], config, i)
         return time.perf_counter()
 
-    return _in_threads(job, n, k, exclude)
+    return _in_threads(job, n, k)
 
 
-def run_raw_sequential(engines, script, n, k, exclude):
+def run_raw_sequential(urls, script, n, k):
     """One raw docker-py job at a time; latency of each job alone (to compare with
     JobManagerSync)."""
-    clients = [docker.APIClient(base_url=e.url, version="1.41") for e in engines]
+    clients = [_client(url) for url in urls]
+    config = _container_config(script, 0)
+    for i, client in enumerate(clients):
+        _raw_job(client, config, i)  # warm-up, as for the others
     latencies = []
-    with Meter(exclude) as meter:
+    with Meter() as meter:
         started = time.perf_counter()
         for i in range(n):
             t0 = time.perf_counter()
-            _raw_job(clients[i % 2], script, i)
+            _raw_job(clients[i % 2], config, i)
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         cpu = meter.finish()
     return elapsed, latencies, cpu, meter.peak_rss
 
 
-def run_cli(engines, script, n, k, exclude):
+def run_cli(urls, script, n, k):
     docker_cli = shutil.which("docker")
 
     def job(i):
-        done = subprocess.run([docker_cli, "-H", engines[i % 2].url, "run", "--rm", "-i",
-                               "--network", "none", "--init", "--memory", "100m", IMAGE, "sh",
-                               "-c", script], input=json.dumps({"input": i}) + "\n",
+        done = subprocess.run([docker_cli, "-H", urls[i % 2], "run", "--rm", "-i",
+                               "--network", "none", "--init", "--memory", "100m",
+                               "--memory-swap", "100m", "--pids-limit", "64", "--cpus", "1",
+                               "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+                               "--log-driver", "local", IMAGE, "sh", "-c", script],
+                              input=json.dumps({"input": i}) + "\n",
                               capture_output=True, text=True, timeout=120)
         assert json.loads(done.stdout)["result"] == "success", done.stderr
         return time.perf_counter()
 
-    return _in_threads(job, n, k, exclude)
+    return _in_threads(job, n, k)
 
 
-CONTENDERS = {"ours": run_ours, "ours-sync": None, "raw": run_raw, "raw-seq": run_raw_sequential,
-              "cli": run_cli}
+CONTENDERS = {"ours": run_ours, "ours-sync": lambda *a: run_ours(*a, sync=True),
+              "raw": run_raw, "raw-seq": run_raw_sequential, "cli": run_cli}
+
+
+def run_isolated(urls, contender, kind, n, k):
+    """Runs one measurement in a fresh Python process; returns its figures."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--one", contender,
+               "--kind", kind, "--n", str(n), "--k", str(k), "--urls", *urls]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{contender} {kind} N={n} K={k} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_one(args):
+    """``--one``: measure one contender here and print the figures as JSON."""
+    elapsed, latencies, cpu, rss, *more = CONTENDERS[args.one](args.urls, JOBS[args.kind],
+                                                               args.n, args.k)
+    startup_cpu, pss = more if more else (None, LAST_METER[0].peak_pss)
+    print(json.dumps({"elapsed": elapsed, "latencies": latencies, "cpu": cpu, "rss": rss,
+                      "pss": pss, "machine_cpu": LAST_METER[0].machine_cpu,
+                      "startup_cpu": startup_cpu}))
 
 
 def percentile(values, fraction):
@@ -233,65 +337,110 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--root", default="/tmp/djm-bench")
+    parser.add_argument("--only", choices=["compare", "scale"],
+                        help="run only the side-by-side comparison or only the scale run")
+    parser.add_argument("--report", metavar="RESULTS_JSON",
+                        help="print the tables and draw the plot again from a results.json")
+    parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default="trivial", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=40, help=argparse.SUPPRESS)
+    parser.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--urls", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one:
+        return run_one(args)
+    if args.report:
+        saved = json.loads(Path(args.report).read_text())
+        return report(saved["rows"], saved.get("scale", ()))
+    from engines import PrivateEngine, build_busybox_image
+
     n, ks, kinds, repeats = (20, [1, 4], ["trivial"], 1) if args.quick else \
         (40, [1, 2, 4, 8], ["trivial", "1s"], 2)
+    scale_sizes = (100, 300) if args.quick else (100, 1000)
     engines = [PrivateEngine(name, Path(args.root) / name) for name in ("e1", "e2")]
     for engine in engines:
         engine.start()
         build_busybox_image(engine.url, IMAGE)
-    exclude = set()
-    for engine in engines:
-        exclude |= _tree(engine.pid)
-    rows = []
+    urls = [engine.url for engine in engines]
+    rows, scale = [], []
     try:
-        for kind in kinds:
-            script = JOBS[kind]
-            for k in ks:
-                for name in ("raw", "raw-seq", "ours", "ours-sync", "cli"):
-                    if name in ("ours-sync", "raw-seq") and k != 1:
-                        continue
-                    for repeat in range(repeats):
-                        if name == "ours-sync":
-                            out = run_ours(engines, script, n, 1, exclude, sync=True)
-                        else:
-                            out = CONTENDERS[name](engines, script, n, k, exclude)
-                        elapsed, latencies, cpu, rss = out
-                        rows.append({"kind": kind, "k": k, "contender": name,
-                                     "repeat": repeat, "n": n,
-                                     "jobs_per_s": n / elapsed,
-                                     "p50": statistics.median(latencies),
-                                     "p95": percentile(latencies, 0.95),
-                                     "cpu_ms_per_job": 1000 * cpu / n,
-                                     "peak_rss_mib": rss / 2 ** 20})
-                        print(f"{kind:8} K={k} {name:9} #{repeat}: "
-                              f"{rows[-1]['jobs_per_s']:6.2f} jobs/s", flush=True)
+        if args.only != "scale":
+            for kind in kinds:
+                for k in ks:
+                    for name in ("raw", "raw-seq", "ours", "ours-sync", "cli"):
+                        if name in ("ours-sync", "raw-seq") and k != 1:
+                            continue
+                        for repeat in range(repeats):
+                            out = run_isolated(urls, name, kind, n, k)
+                            rows.append(_row(kind, k, name, repeat, n, out))
+                            print(f"{kind:8} K={k} {name:9} #{repeat}: "
+                                  f"{rows[-1]['jobs_per_s']:6.2f} jobs/s", flush=True)
+        if args.only != "compare":
+            for size in scale_sizes:
+                out = run_isolated(urls, "ours", "trivial", size, 8)
+                scale.append(_row("trivial", 8, "ours", 0, size, out))
+                print(f"scale    N={size}: {scale[-1]['jobs_per_s']:6.2f} jobs/s", flush=True)
     finally:
         for engine in engines:
             engine.stop()
-    report(rows)
+    report(rows, scale)
 
 
-def report(rows):
+def _row(kind, k, name, repeat, n, out):
+    latencies = out["latencies"]
+    return {"kind": kind, "k": k, "contender": name, "repeat": repeat, "n": n,
+            "jobs_per_s": n / out["elapsed"], "p50": statistics.median(latencies),
+            "p95": percentile(latencies, 0.95), "cpu_ms_per_job": 1000 * out["cpu"] / n,
+            "peak_rss_mib": out["rss"] / 2 ** 20, "peak_pss_mib": out["pss"] / 2 ** 20,
+            "machine_cpu_ms_per_job": 1000 * out["machine_cpu"] / n, "startup_cpu_ms": (
+                None if out.get("startup_cpu") is None else 1000 * out["startup_cpu"])}
+
+
+def report(rows, scale=()):
+    """Prints the tables, writes results.json and, with matplotlib, plot.png."""
     best = {}
     for row in rows:
         key = (row["kind"], row["k"], row["contender"])
         if key not in best or row["jobs_per_s"] > best[key]["jobs_per_s"]:
             best[key] = row
-    print(f"\n{'kind':8} {'K':>2} {'contender':9} {'jobs/s':>7} {'p50 ms':>7} {'p95 ms':>7} "
-          f"{'xput/raw':>8} {'p50/raw':>7} {'CPU ms/job':>10} {'RSS MiB':>8}")
+    lines = [f"{'kind':8} {'K':>2} {'contender':9} {'jobs/s':>6} {'p50 ms':>6} {'p95 ms':>6} "
+             f"{'xput/raw':>8} {'p50/raw':>7} {'CPU ms/job':>10} {'RSS MiB':>7} {'PSS MiB':>7} "
+             f"{'machine ms/job':>14}"]
     for (kind, k, name), row in sorted(best.items()):
         raw = best.get((kind, k, "raw"))
         if name == "ours-sync":
             raw = best.get((kind, 1, "raw-seq"))
         ratio = row["jobs_per_s"] / raw["jobs_per_s"] if raw else float("nan")
         p50 = row["p50"] / raw["p50"] if raw else float("nan")
-        print(f"{kind:8} {k:>2} {name:9} {row['jobs_per_s']:7.2f} {1000 * row['p50']:7.0f} "
-              f"{1000 * row['p95']:7.0f} {ratio:8.2f} {p50:7.2f} {row['cpu_ms_per_job']:10.1f} "
-              f"{row['peak_rss_mib']:8.1f}")
+        lines.append(f"{kind:8} {k:>2} {name:9} {row['jobs_per_s']:6.2f} "
+                     f"{1000 * row['p50']:6.0f} {1000 * row['p95']:6.0f} {ratio:8.2f} "
+                     f"{p50:7.2f} {row['cpu_ms_per_job']:10.1f} {row['peak_rss_mib']:7.1f} "
+                     f"{row['peak_pss_mib']:7.1f} {row['machine_cpu_ms_per_job']:14.1f}")
+    startups = [r["startup_cpu_ms"] for r in rows if r.get("startup_cpu_ms") is not None]
+    if startups:
+        lines.append(f"\nours: start-up (manager, children, one job per slot) "
+                     f"{statistics.median(startups):.0f} ms of CPU, not counted above")
+    if scale:
+        lines.append(f"\nscale: a burst of N trivial jobs, 2 engines x 4 slots\n"
+                     f"{'N':>5} {'jobs/s':>7} {'CPU ms/job':>10} {'peak RSS MiB':>12} "
+                     f"{'peak PSS MiB':>12}")
+        for row in scale:
+            lines.append(f"{row['n']:>5} {row['jobs_per_s']:7.2f} {row['cpu_ms_per_job']:10.1f} "
+                         f"{row['peak_rss_mib']:12.1f} {row['peak_pss_mib']:12.1f}")
+        if len(scale) >= 2:
+            lines.append(f"CPU per job at N={scale[-1]['n']} / at N={scale[0]['n']}: "
+                         f"{scale[-1]['cpu_ms_per_job'] / scale[0]['cpu_ms_per_job']:.2f}; "
+                         f"peak RSS grew by "
+                         f"{scale[-1]['peak_rss_mib'] - scale[0]['peak_rss_mib']:.1f} MiB")
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    (out / "results.json").write_text(json.dumps({"rows": rows, "scale": list(scale)},
+                                                 indent=1))
+    (out / "results.txt").write_text(text)
+    if not rows:
+        return
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -299,17 +448,25 @@ def report(rows):
     except ImportError:
         print("\n(matplotlib not installed: no plot)")
         return
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"trivial": "-", "1s": "--"}
+    colours = {"ours": "tab:blue", "raw": "tab:orange", "cli": "tab:green"}
     for (kind, name) in sorted({(r["kind"], r["contender"]) for r in rows}):
         points = sorted((k, row) for (kd, k, n), row in best.items() if kd == kind and n == name)
+        if len(points) < 2:
+            continue  # the sequential contenders have K=1 only: see the table
         ks = [k for k, _ in points]
-        left.plot(ks, [r["jobs_per_s"] for _, r in points], marker="o", label=f"{name} {kind}")
-        right.plot(ks, [1000 * r["p50"] for _, r in points], marker="o", label=f"{name} {kind}")
+        style = dict(linestyle=styles.get(kind, "-"), marker="o", color=colours.get(name),
+                     label=f"{name} ({kind} jobs)")
+        left.plot(ks, [r["jobs_per_s"] for _, r in points], **style)
+        right.plot(ks, [1000 * r["p50"] for _, r in points], **style)
     left.set(xlabel="K (concurrent jobs)", ylabel="jobs/s", title="Throughput")
-    right.set(xlabel="K (concurrent jobs)", ylabel="p50 latency (ms)", title="Latency")
+    right.set(xlabel="K (concurrent jobs)", ylabel="p50 latency from submission (ms)",
+              title="Latency", yscale="log")
     left.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(out / "plot.png", dpi=100)
+    print(f"\nwrote {out / 'results.json'} and {out / 'plot.png'}")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,23 @@ def test_output_of_a_short_job_keeps_head_and_tail_of_stderr(manager):
     assert len(stderr.encode()) <= 10000 + 100
 
 
+def test_a_flood_printed_at_once_keeps_the_head_of_stderr(manager):
+    # 4 MiB at once, more than the engine's log keeps (2 x 1 MiB): only the job's own
+    # stream, attached before its start, still has the head (the job is stopped mid-flood)
+    script = "(echo HEAD; head -c 4000000 /dev/zero | tr '\\0' x) >&2; sleep 30"
+    result = run(manager, shell(script, limits={"output": 10000}))
+    assert (result["result"], result["run"]["reason"]) == ("overflow", "output")
+    stderr = result["run"]["stderr"]
+    assert stderr.startswith("HEAD\nxxx") and "cut ...]" in stderr
+    assert len(stderr.encode()) <= 10000 + 100
+
+
+def test_stdout_and_stderr_come_whole_without_a_final_newline(manager):
+    script = "printf 'err-no-newline' >&2; printf '{\"result\": \"success\"}'"
+    result = run(manager, shell(script))
+    assert result["result"] == "success" and result["run"]["stderr"] == "err-no-newline"
+
+
 def test_output_limit_default_keeps_ordinary_output(manager):
     result = run(manager, shell("head -c 5000 /dev/zero | tr '\\0' e >&2; "
                                 "echo '{\"result\": \"success\"}'"))

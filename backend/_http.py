@@ -1,0 +1,402 @@
+"""A small HTTP/1.1 client for the Docker Engine API, on the standard library only.
+
+Our child processes call Docker for every job, so the transport's cost counts twice: CPU per
+call, and the memory of each process. docker-py over requests costs about 1-2 ms of CPU per
+call and some 15 MiB per process; this client, a keep-alive socket per thread and a buffered
+reader, costs a fraction of both. It speaks only what the Engine API needs:
+
+- :meth:`Client.call`: a request with an optional JSON body; the whole response body
+  (``Content-Length``, chunked, or until the connection closes).
+- :meth:`Client.stream`: a long response read as it comes (the event stream).
+- :meth:`Client.upgrade`: a hijacked connection (``attach``): raw bytes both ways.
+
+Addresses are ``unix:///path``, ``tcp://host:port``, ``http://`` and ``https://``; TLS uses
+:mod:`ssl` with the CA, client certificate and verification given, whatever the environment says.
+Errors: :class:`HttpError` for an answer of status 400 or more; ``OSError`` (including
+``ssl.SSLError`` and ``TimeoutError``) when the engine cannot be reached or stops answering.
+"""
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+from typing import Any, Dict, Iterator, Optional, Tuple
+from urllib.parse import quote, urlencode, urlparse
+
+_MAX_HEADER_LINE = 65536
+
+
+class HttpError(Exception):
+    """The engine answered with an error status; ``message`` is its explanation."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class _Response:
+    """Status, headers and a body reader of one response on a connection."""
+
+    def __init__(self, connection: "_Connection"):
+        self.connection = connection
+        reader = connection.reader
+        line = reader.readline(_MAX_HEADER_LINE)
+        if not line:
+            raise ConnectionResetError("the engine closed the connection")
+        parts = line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/"):
+            raise ConnectionError(f"not an HTTP answer: {line[:80]!r}")
+        self.status = int(parts[1])
+        self.headers: Dict[str, str] = {}
+        while True:
+            line = reader.readline(_MAX_HEADER_LINE)
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        length = self.headers.get("content-length")
+        self.remaining = int(length) if length is not None and not self.chunked else None
+        if self.status in (204, 304):  # no body, whatever the headers say
+            self.chunked, self.remaining = False, 0
+        self.keep_alive = (self.headers.get("connection", "").lower() != "close"
+                           and (self.chunked or self.remaining is not None))
+
+    def read_all(self) -> bytes:
+        reader = self.connection.reader
+        if self.chunked:
+            return b"".join(self.chunks())
+        if self.remaining is not None:
+            data = reader.read(self.remaining)
+            if len(data) < self.remaining:
+                raise ConnectionResetError("the engine closed the connection mid-answer")
+            return data
+        return reader.read()
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it arrives: chunk by chunk, or block by block."""
+        reader = self.connection.reader
+        if not self.chunked:
+            while True:
+                data = reader.read1(65536)
+                if not data:
+                    return
+                yield data
+        while True:
+            size_line = reader.readline(_MAX_HEADER_LINE)
+            if not size_line:
+                raise ConnectionResetError("the engine closed the connection mid-stream")
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while reader.readline(_MAX_HEADER_LINE) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return
+            data = reader.read(size + 2)  # the chunk and its CRLF
+            if len(data) < size + 2:
+                raise ConnectionResetError("the engine closed the connection mid-chunk")
+            yield data[:size]
+
+
+class _Connection:
+    """One socket to the engine and a buffered reader over it."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.reader = sock.makefile("rb", buffering=65536)
+
+    def is_dropped(self) -> bool:
+        """An idle keep-alive connection that is readable has been closed by the engine."""
+        try:
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        finally:
+            self.sock.close()
+
+
+class Client:
+    """A client of one engine: keep-alive connections reused across calls and threads.
+
+    Args:
+        url: the engine's address.
+        tls: ``None``, or a dict with ``ca_cert``, ``client_cert``, ``client_key``, ``verify``.
+        timeout: seconds a call may wait for the engine (streams wait without limit).
+        api_version: the Engine API version put in every path.
+    """
+
+    def __init__(self, url: str, tls: Optional[Dict[str, Any]] = None, timeout: float = 30,
+                 api_version: str = "1.41"):
+        parsed = urlparse(url)
+        self.timeout = timeout
+        self.api_version = api_version
+        self._ssl_context = None
+        #: whether a hijacked connection can be half-closed and passed to another process
+        self.plain = parsed.scheme != "https" and tls is None
+        if parsed.scheme == "unix":
+            self._unix_path = parsed.path
+            self._address = None
+            self._host_header = "docker"
+        elif parsed.scheme in ("tcp", "http", "https"):
+            if not parsed.hostname or not parsed.port:
+                raise ValueError(f"{url!r}: a tcp URL needs a host and a port")
+            self._unix_path = None
+            self._address = (parsed.hostname, parsed.port)
+            self._host_header = f"{parsed.hostname}:{parsed.port}"
+            if tls is not None or parsed.scheme == "https":
+                self._ssl_context = _ssl_context(tls or {})
+        else:
+            raise ValueError(f"{url!r}: only unix://, tcp://, http:// and https:// are supported")
+        self._idle: list = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- connections -------------------------------------------------------------------
+    def _open(self, timeout: Optional[float]) -> _Connection:
+        if self._unix_path is not None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect(self._unix_path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection(self._address, timeout=timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl_context is not None:
+                try:
+                    sock = self._ssl_context.wrap_socket(sock,
+                                                         server_hostname=self._address[0])
+                except BaseException:
+                    sock.close()
+                    raise
+        return _Connection(sock)
+
+    def _take(self, timeout: Optional[float]) -> Tuple[_Connection, bool]:
+        """A connection, and whether it is a reused one."""
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.is_dropped():
+                    connection.sock.settimeout(timeout)
+                    return connection, True
+                connection.close()
+        return self._open(timeout), False
+
+    def _give_back(self, connection: _Connection) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < 8:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def close(self) -> None:
+        """Closes the idle connections (streams and attaches close on their own)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- requests ----------------------------------------------------------------------
+    def path(self, template: str, *arguments: str) -> str:
+        """``/v<api>`` + ``template`` with ``arguments`` quoted into it."""
+        return f"/v{self.api_version}" + template.format(*(quote(a, safe="") for a in arguments))
+
+    def _send(self, connection: _Connection, method: str, path: str,
+              params: Optional[Dict[str, Any]], body: Any, headers: Optional[Dict[str, str]]
+              ) -> _Response:
+        target = path
+        if params:
+            target += "?" + urlencode({key: (json.dumps(value) if isinstance(value, dict)
+                                             else value) for key, value in params.items()})
+        payload = b""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self._host_header}",
+                 "User-Agent: docker-job-manager"]
+        if body is not None:
+            payload = json.dumps(body).encode()
+            lines.append("Content-Type: application/json")
+        if body is not None or method in ("POST", "PUT"):
+            lines.append(f"Content-Length: {len(payload)}")
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
+        connection.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+        return _Response(connection)
+
+    def call(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
+             body: Any = None, timeout: Optional[float] = None) -> bytes:
+        """Sends one request and returns the whole body.
+
+        Raises:
+            HttpError: status 400 or more.
+            OSError: the engine could not be reached or did not answer in time.
+        """
+        connection, reused = self._take(timeout or self.timeout)
+        try:
+            try:
+                response = self._send(connection, method, path, params, body, None)
+            except (BrokenPipeError, ConnectionResetError):
+                if not reused or path.endswith("/containers/create"):
+                    raise  # (a create sent twice could leave a second container)
+                # the engine closed the idle connection as we took it, before reading the
+                # request: send it again on a new one
+                connection.close()
+                connection = self._open(timeout or self.timeout)
+                response = self._send(connection, method, path, params, body, None)
+            data = response.read_all()
+        except BaseException:
+            connection.close()
+            raise
+        if response.keep_alive:
+            self._give_back(connection)
+        else:
+            connection.close()
+        if response.status >= 400:
+            raise HttpError(response.status, _error_message(data))
+        return data
+
+    def json(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
+             body: Any = None, timeout: Optional[float] = None) -> Any:
+        """:meth:`call`, with the body decoded from JSON (``None`` when empty)."""
+        data = self.call(method, path, params, body, timeout)
+        return json.loads(data) if data.strip() else None
+
+    def stream(self, method: str, path: str, params: Optional[Dict[str, Any]] = None
+               ) -> "_Stream":
+        """Starts a long response (no time limit once it answered); iterate its chunks."""
+        connection = self._open(self.timeout)
+        try:
+            response = self._send(connection, method, path, params, None, None)
+            if response.status >= 400:
+                raise HttpError(response.status, _error_message(response.read_all()))
+        except BaseException:
+            connection.close()
+            raise
+        connection.sock.settimeout(None)
+        return _Stream(connection, response)
+
+    def upgrade(self, path: str, params: Optional[Dict[str, Any]] = None) -> "_Stream":
+        """Hijacks a connection (``attach``): the returned stream's ``sock`` writes to the
+        container, its ``reader`` reads from it."""
+        connection = self._open(self.timeout)
+        try:
+            response = self._send(connection, "POST", path, params, None,
+                                  {"Connection": "Upgrade", "Upgrade": "tcp"})
+            if response.status >= 400:
+                raise HttpError(response.status, _error_message(response.read_all()))
+        except BaseException:
+            connection.close()
+            raise
+        connection.sock.settimeout(None)
+        return _Stream(connection, response)
+
+
+class _Stream:
+    """A response read as it comes, or a hijacked connection; :meth:`shutdown` ends it from
+    another thread (the reader then sees end of file)."""
+
+    def __init__(self, connection: _Connection, response: _Response):
+        self.connection = connection
+        self.response = response
+        self.sock = connection.sock
+        self.reader = connection.reader
+
+    def chunks(self) -> Iterator[bytes]:
+        return self.response.chunks()
+
+    def json_lines(self) -> Iterator[Any]:
+        """The body as newline-separated JSON objects (the event stream)."""
+        pending = b""
+        for chunk in self.chunks():
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+        if pending.strip():
+            yield json.loads(pending)
+
+    def shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close_input(self) -> None:
+        """End of file for the other side; reading goes on (plain sockets only)."""
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class RawStream:
+    """A hijacked connection received from another process (by its file descriptor)."""
+
+    def __init__(self, fd: int):
+        self.sock = socket.socket(fileno=fd)
+        self.sock.settimeout(None)
+        self.reader = self.sock.makefile("rb", buffering=65536)
+
+    def shutdown(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.reader.close()
+        finally:
+            self.sock.close()
+
+
+def _error_message(data: bytes) -> str:
+    try:
+        message = json.loads(data).get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return message or data.decode("utf-8", "replace").strip() or "no explanation"
+
+
+def _ssl_context(tls: Dict[str, Any]):
+    import ssl  # only engines reached over TLS pay for it
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.get("verify", True):
+        if tls.get("ca_cert"):
+            context.load_verify_locations(cafile=tls["ca_cert"])
+        else:
+            context.load_default_certs()
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if tls.get("client_cert"):
+        context.load_cert_chain(tls["client_cert"], tls["client_key"])
+    return context
+
+
+def parse_frames(reader) -> Iterator[Tuple[int, bytes]]:
+    """Docker's multiplexed stream (8-byte headers) from a reader: ``(stream, bytes)`` with
+    stream 1 (stdout) or 2 (stderr), until end of file."""
+    while True:
+        header = reader.read(8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:8], "big")
+        payload = reader.read(size)
+        if len(payload) < size:
+            return
+        yield header[0], payload
