@@ -273,12 +273,12 @@ class Client:
         data = self.call(method, path, params, body, timeout)
         return json.loads(data) if data.strip() else None
 
-    def stream(self, method: str, path: str, params: Optional[Dict[str, Any]] = None
-               ) -> "_Stream":
+    def stream(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
+               headers: Optional[Dict[str, str]] = None) -> "_Stream":
         """Starts a long response (no time limit once it answered); iterate its chunks."""
         connection = self._open(self.timeout)
         try:
-            response = self._send(connection, method, path, params, None, None)
+            response = self._send(connection, method, path, params, None, headers)
             if response.status >= 400:
                 raise HttpError(response.status, _error_message(response.read_all()))
         except BaseException:
@@ -290,17 +290,7 @@ class Client:
     def upgrade(self, path: str, params: Optional[Dict[str, Any]] = None) -> "_Stream":
         """Hijacks a connection (``attach``): the returned stream's ``sock`` writes to the
         container, its ``reader`` reads from it."""
-        connection = self._open(self.timeout)
-        try:
-            response = self._send(connection, "POST", path, params, None,
-                                  {"Connection": "Upgrade", "Upgrade": "tcp"})
-            if response.status >= 400:
-                raise HttpError(response.status, _error_message(response.read_all()))
-        except BaseException:
-            connection.close()
-            raise
-        connection.sock.settimeout(None)
-        return _Stream(connection, response)
+        return self.stream("POST", path, params, {"Connection": "Upgrade", "Upgrade": "tcp"})
 
 
 class _Stream:
