@@ -365,12 +365,14 @@ def main(argv=None):
     rows, scale = [], []
     try:
         if args.only != "scale":
+            # repeats go round all contenders in turn, so that a machine that drifts (they
+            # do, by some 10 %) weighs on every contender alike
             for kind in kinds:
                 for k in ks:
-                    for name in ("raw", "raw-seq", "ours", "ours-sync", "cli"):
-                        if name in ("ours-sync", "raw-seq") and k != 1:
-                            continue
-                        for repeat in range(repeats):
+                    for repeat in range(repeats):
+                        for name in ("raw", "ours", "raw-seq", "ours-sync", "cli"):
+                            if name in ("ours-sync", "raw-seq") and k != 1:
+                                continue
                             out = run_isolated(urls, name, kind, n, k)
                             rows.append(_row(kind, k, name, repeat, n, out))
                             print(f"{kind:8} K={k} {name:9} #{repeat}: "
