@@ -109,7 +109,9 @@ class _Connection:
     def is_dropped(self) -> bool:
         """An idle keep-alive connection that is readable has been closed by the engine."""
         try:
-            return bool(select.select([self.sock], [], [], 0)[0])
+            poller = select.poll()  # not select(): no limit on the descriptor's number
+            poller.register(self.sock, select.POLLIN)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
 

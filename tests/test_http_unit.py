@@ -149,3 +149,25 @@ def test_a_stream_can_be_shut_down_from_another_thread():
     timer.join()
     stream.close()
     right.close()
+
+
+def test_a_request_the_engine_drops_on_a_reused_connection_is_sent_again(server):
+    server, url = server
+    calls = []
+
+    def flaky(out, body):
+        calls.append(body)
+        if len(calls) == 2:
+            return False  # closes the connection without an answer, as an idle timeout would
+        return json_answer(200, {"n": len(calls)})(out, body)
+
+    server.routes["/v1.41/containers/c1/kill"] = flaky
+    server.routes["/v1.41/containers/create"] = flaky
+    with Client(url, timeout=5) as client:
+        kill = client.path("/containers/{}/kill", "c1")
+        assert client.json("POST", kill) == {"n": 1}
+        assert client.json("POST", kill) == {"n": 3}  # sent again on a new connection
+        calls.clear()
+        assert client.json("POST", client.path("/containers/create"), body={}) == {"n": 1}
+        with pytest.raises(ConnectionError):  # never twice: it could make two containers
+            client.json("POST", client.path("/containers/create"), body={})
