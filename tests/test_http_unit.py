@@ -1,4 +1,5 @@
 """The small HTTP client of our children (backend._http) against a scripted local server."""
+import itertools
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ class Handler(socketserver.StreamRequestHandler):
     """Serves requests on one connection until the client or the route closes it."""
 
     def handle(self):
+        number = next(self.server.connections)  # which connection of the test this is
         while True:
             line = self.rfile.readline()
             if not line:
@@ -27,14 +29,11 @@ class Handler(socketserver.StreamRequestHandler):
                 name, _, value = header.partition(":")
                 headers[name.strip().lower()] = value.strip()
             body = self.rfile.read(int(headers.get("content-length", 0)))
-            self.server.seen.append((method, target, body, self.connection_number()))
+            self.server.seen.append((method, target, body, number))
             keep_open = self.server.routes[target.split("?")[0]](self.wfile, body)
             self.wfile.flush()
             if not keep_open:
                 return
-
-    def connection_number(self):
-        return id(self.connection)
 
 
 def json_answer(status, value, close=False):
@@ -66,6 +65,7 @@ def server(tmp_path):
     server = socketserver.ThreadingUnixStreamServer(path, Handler)
     server.block_on_close = True  # server_close() joins the connection threads
     server.seen = []
+    server.connections = itertools.count()
     server.routes = {}
     thread = threading.Thread(target=server.serve_forever, args=(0.05,))
     thread.start()
