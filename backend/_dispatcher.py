@@ -84,6 +84,20 @@ class _Child:
         #: file on its pipe is what tells its death
         self.orphaned = False
         self.pipe_closed = False
+        #: a send to it failed: it died and its sentinel is not seen yet; it gets no more work
+        self.broken = False
+
+    def send(self, message) -> bool:
+        """Sends ``message``; False (and ``broken``) if the child is gone. Its death is
+        handled where its sentinel or pipe says so; what it holds is dealt with there."""
+        try:
+            self.connection.send(message)
+            return True
+        except (OSError, ValueError) as error:
+            logger.debug("%s process %s does not read its pipe: %s", self.kind,
+                         self.process.pid, error)
+            self.broken = True
+            return False
 
     def is_running(self) -> bool:
         """Whether the process still runs (looked up by pid: a dead forkserver leaves
@@ -303,7 +317,7 @@ class _Dispatcher(threading.Thread):
         elif job.state == "running":
             waiter = self._waiter_of(job)
             if waiter is not None:
-                waiter.connection.send(("kill", job.job_id))
+                waiter.send(("kill", job.job_id))  # if it died, its replacement kills
         # submitting: the kill is forwarded with the "watch" once the container started
 
     # -- placement -----------------------------------------------------------------------
@@ -318,7 +332,7 @@ class _Dispatcher(threading.Thread):
 
     def _schedule(self) -> None:
         """Starts queued jobs while slots and idle submitters allow, then deletions."""
-        idle = [w for w in self.workers if w.holding is None]
+        idle = [w for w in self.workers if w.holding is None and not w.broken]
         if self.queue and not any(i.reachable for i in self.instances.values()):
             while self.queue:
                 job = self.queue.popleft()
@@ -334,6 +348,7 @@ class _Dispatcher(threading.Thread):
             while idle and instance.deletions:
                 worker = idle.pop()
                 item = instance.deletions[0]
+                before = list(instance.deletions)
                 if isinstance(item, tuple):  # ("sweep",) or ("job", job_id): by label
                     instance.deletions.pop(0)
                     worker.holding = ("sweep", instance.config.name) if item[0] == "sweep" \
@@ -342,20 +357,25 @@ class _Dispatcher(threading.Thread):
                     ids = [i for i in instance.deletions if not isinstance(i, tuple)]
                     instance.deletions = [i for i in instance.deletions if isinstance(i, tuple)]
                     worker.holding = ("delete", instance.config.name, ids)
-                worker.connection.send(worker.holding)
+                if not worker.send(worker.holding):
+                    worker.holding = None
+                    instance.deletions = before  # for another submitter
         if self.closing and not self.jobs and not self.queue and not any(
                 w.holding for w in self.workers) and not any(
                 i.deletions for i in self.instances.values()) and (
                 not self.retries or time.monotonic() > self.close_deadline):
             self.stopping = True
 
-    def _submit(self, job: _Job, instance: _Instance, worker: _Child) -> None:
+    def _submit(self, job: _Job, instance: _Instance, worker: _Child) -> bool:
+        if not worker.send(("submit", instance.config.name, job.spec)):
+            self.queue.appendleft(job)  # it never reached that submitter: another takes it
+            return False
         job.state = "submitting"
         job.instance = instance.config.name
         job.tries += 1
         instance.running += 1
         worker.holding = job
-        worker.connection.send(("submit", job.instance, job.spec))
+        return True
 
     # -- replies -------------------------------------------------------------------------
     def _from_submitter(self, worker: _Child, message) -> None:
@@ -405,13 +425,14 @@ class _Dispatcher(threading.Thread):
     def _watch(self, waiter: _Child, job: _Job, stream_fd: Optional[int] = None) -> None:
         """Hands a running job to a waiter, with its output stream when there is one (the
         waiter reads the engine's log otherwise). The stream's descriptor is closed here."""
-        waiter.jobs[job.job_id] = job
+        waiter.jobs[job.job_id] = job  # if the waiter died, its replacement is given the job
         try:
-            waiter.connection.send(("watch", job.job_id, job.container_id,
-                                    job.spec.task.limits, job.started_at, job.kill_requested,
-                                    stream_fd is not None))
-            if stream_fd is not None:
+            if waiter.send(("watch", job.job_id, job.container_id, job.spec.task.limits,
+                            job.started_at, job.kill_requested, stream_fd is not None)) \
+                    and stream_fd is not None:
                 reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
+        except OSError as error:
+            logger.debug("the output stream of %s was not passed: %s", job.job_id, error)
         finally:
             if stream_fd is not None:
                 os.close(stream_fd)
