@@ -16,7 +16,7 @@ import math
 from typing import Any, Dict, List, Optional, Tuple
 
 from backend._config import InstanceConfig
-from backend._http import Client, HttpError, RawStream, parse_frames
+from backend._http import Client, HttpError, adopt, parse_frames
 
 logger = logging.getLogger("backend")
 
@@ -29,9 +29,10 @@ LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backe
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "fsize": (128 << 20, 128 << 20), "core": (0, 0)}
 _TMPFS_SIZE = "64m"
-#: Least size of each of the two files of a container's log on the engine: a job that prints
-#: past its limit faster than the waiter attaches still has its head of output kept, up to this.
+#: Least size of each of the two files of a container's log on the engine, which is read when
+#: a job's own output stream is not there (TLS engines, jobs recovered from a dead waiter).
 _LOG_FILE_SIZE = 1 << 20
+
 
 class DockerFailure(Exception):
     """A Docker call failed. ``reason`` is a SPEC §6 reason; ``retryable`` marks an engine
@@ -74,6 +75,17 @@ class Engine:
     def create(self, options: Dict[str, Any]) -> str:
         return self.http.json("POST", self._path("/containers/create"), body=options)["Id"]
 
+    def attach(self, container_id: str, stdin: bool, output: bool):
+        """A hijacked connection to the container: its ``sock`` writes to stdin, its
+        ``reader`` gives the stdout and stderr frames; ``shutdown()`` detaches from any
+        thread."""
+        params = {"stream": 1}
+        if stdin:
+            params["stdin"] = 1
+        if output:
+            params.update(stdout=1, stderr=1)
+        return self.http.upgrade(self._path("/containers/{}/attach", container_id), params)
+
     def attach_output(self, container_id: str):
         """Attaches to a running container's stdout and stderr.
 
@@ -81,8 +93,7 @@ class Engine:
             ``(stream, frames)``: ``stream.shutdown()`` detaches (from any thread);
             ``frames`` yields ``(stream_number, bytes)`` until the container ends.
         """
-        stream = self.http.upgrade(self._path("/containers/{}/attach", container_id),
-                                   {"stdout": 1, "stderr": 1, "stream": 1})
+        stream = self.attach(container_id, stdin=False, output=True)
         return stream, parse_frames(stream.reader)
 
     def start(self, container_id: str) -> None:
@@ -222,8 +233,7 @@ def container_options(spec, instance: InstanceConfig, manager_id: str, owner: st
     }
 
 
-def create_and_start(engine: Engine, instance: InstanceConfig, spec, manager_id: str,
-                     owner: str, on_created=None):
+def create_and_start(engine: Engine, spec, manager_id: str, owner: str, on_created=None):
     """Creates the job's container, attaches, starts it, writes its stdin and closes stdin.
 
     On a plain connection (a unix socket, or TCP without TLS) the attach takes stdout and
@@ -239,6 +249,7 @@ def create_and_start(engine: Engine, instance: InstanceConfig, spec, manager_id:
         DockerFailure: the container could not be created or started. ``text`` says why;
             the container, if created, is left for the caller to remove.
     """
+    instance = engine.instance
     options = container_options(spec, instance, manager_id, owner)
     container_id = None
     keep_output = engine.http.plain
@@ -246,11 +257,7 @@ def create_and_start(engine: Engine, instance: InstanceConfig, spec, manager_id:
         container_id = engine.create(options)
         if on_created:
             on_created(container_id)
-        params = {"stdin": 1, "stream": 1}
-        if keep_output:
-            params.update(stdout=1, stderr=1)
-        stream = engine.http.upgrade(engine._path("/containers/{}/attach", container_id),
-                                     params)
+        stream = engine.attach(container_id, stdin=True, output=keep_output)
         try:
             engine.start(container_id)
             stream.sock.sendall(spec.stdin)
@@ -272,11 +279,10 @@ def create_and_start(engine: Engine, instance: InstanceConfig, spec, manager_id:
 def adopt_stream(fd: int):
     """A job's attach passed to this process by its file descriptor (see
     :func:`create_and_start`): ``reader`` gives its frames, ``shutdown()`` ends it."""
-    return RawStream(fd)
+    return adopt(fd)
 
 
-def remove_containers(engine: Engine, instance: InstanceConfig,
-                      container_ids: List[str]) -> List[str]:
+def remove_containers(engine: Engine, container_ids: List[str]) -> List[str]:
     """Removes containers (forcefully). Returns the ids that could not be removed."""
     failed = []
     for container_id in container_ids:
@@ -285,15 +291,10 @@ def remove_containers(engine: Engine, instance: InstanceConfig,
         except Exception as error:  # noqa: BLE001 - reported to the caller as a retry
             if is_not_found(error):
                 continue
-            logger.debug("removing %s on %s failed: %s", container_id, instance.name, error)
+            logger.debug("removing %s on %s failed: %s", container_id, engine.instance.name,
+                         error)
             failed.append(container_id)
     return failed
-
-
-def find_containers(engine: Engine, label: str, all_states: bool = True
-                    ) -> List[Dict[str, Any]]:
-    """Lists containers carrying ``label`` (``key`` or ``key=value``)."""
-    return engine.containers(label, all_states)
 
 
 def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
@@ -327,7 +328,8 @@ def build_image(instance: InstanceConfig, folder: str, tag: str, timeout: float 
     if tls and url.startswith("tcp://"):
         url = "https://" + url[len("tcp://"):]
     try:
-        with docker.APIClient(base_url=url, tls=tls, timeout=timeout, version=API_VERSION) as client:
+        with docker.APIClient(base_url=url, tls=tls, timeout=timeout,
+                              version=API_VERSION) as client:
             client.trust_env = False  # never let *_CA_BUNDLE or proxies from the environment win
             for chunk in client.build(path=folder, tag=tag, rm=True, forcerm=True, decode=True):
                 if "error" in chunk:

@@ -138,8 +138,6 @@ class Client:
         self.timeout = timeout
         self.api_version = api_version
         self._ssl_context = None
-        #: whether a hijacked connection can be half-closed and passed to another process
-        self.plain = parsed.scheme != "https" and tls is None
         if parsed.scheme == "unix":
             self._unix_path = parsed.path
             self._address = None
@@ -157,6 +155,12 @@ class Client:
         self._idle: list = []
         self._lock = threading.Lock()
         self._closed = False
+
+    @property
+    def plain(self) -> bool:
+        """Whether our connections are plain sockets (no TLS): a hijacked one can then be
+        half-closed and passed to another process."""
+        return self._ssl_context is None
 
     # -- connections -------------------------------------------------------------------
     def _open(self, timeout: Optional[float]) -> _Connection:
@@ -299,7 +303,7 @@ class _Stream:
     """A response read as it comes, or a hijacked connection; :meth:`shutdown` ends it from
     another thread (the reader then sees end of file)."""
 
-    def __init__(self, connection: _Connection, response: _Response):
+    def __init__(self, connection: _Connection, response: Optional[_Response]):
         self.connection = connection
         self.response = response
         self.sock = connection.sock
@@ -334,25 +338,12 @@ class _Stream:
         self.connection.close()
 
 
-class RawStream:
-    """A hijacked connection received from another process (by its file descriptor)."""
-
-    def __init__(self, fd: int):
-        self.sock = socket.socket(fileno=fd)
-        self.sock.settimeout(None)
-        self.reader = self.sock.makefile("rb", buffering=65536)
-
-    def shutdown(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        try:
-            self.reader.close()
-        finally:
-            self.sock.close()
+def adopt(fd: int) -> _Stream:
+    """A hijacked connection received from another process by its file descriptor (its
+    response was read there): ``reader`` reads from it, ``shutdown()`` ends it."""
+    sock = socket.socket(fileno=fd)
+    sock.settimeout(None)
+    return _Stream(_Connection(sock), None)
 
 
 def _error_message(data: bytes) -> str:

@@ -92,11 +92,10 @@ class _Worker:
                 self.connection.send(("deleted", request[1], self.delete(*request)))
 
     def submit(self, name: str, spec: _JobSpec):
-        instance = self.instances[name]
         try:
             client = self.client(name)
             container_id, stream = _docker.create_and_start(
-                client, instance, spec, self.manager_id, self.owner,
+                client, spec, self.manager_id, self.owner,
                 on_created=lambda cid: self.connection.send(("created", spec.job_id, cid)))
             return ("started", spec.job_id, container_id, stream is not None), stream
         except _docker.DockerFailure as failure:
@@ -106,21 +105,19 @@ class _Worker:
                     getattr(failure, "container_id", None), failure.retryable), None
 
     def delete(self, kind: str, name: str, argument=None) -> List[str]:
-        instance = self.instances[name]
         try:
             client = self.client(name)
             if kind == "delete":
                 ids = argument
             elif kind == "delete_job":
-                ids = [c["Id"] for c in _docker.find_containers(
-                    client, f"{_docker.LABEL_JOB}={argument}")]
+                ids = [c["Id"] for c in client.containers(f"{_docker.LABEL_JOB}={argument}")]
             else:
-                ids = [c["Id"] for c in _docker.find_containers(client, _docker.LABEL_OWNER)
+                ids = [c["Id"] for c in client.containers(_docker.LABEL_OWNER)
                        if _owner_is_gone(c["Labels"].get(_docker.LABEL_OWNER, ""))]
                 if ids:
                     logger.info("removing %d container(s) left by dead managers on %s",
                                 len(ids), name)
-            return _docker.remove_containers(client, instance, ids)
+            return _docker.remove_containers(client, ids)
         except _docker.DockerFailure as failure:
             self.forget(name)
             logger.debug("deleter on %s: %s", name, failure.text)

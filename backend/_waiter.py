@@ -37,6 +37,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from multiprocessing import reduction
 from multiprocessing.connection import wait
 from typing import Any, Dict, Optional
 
@@ -367,8 +368,7 @@ class _Waiter:
         if not candidates:
             return
         try:
-            listed = {c["Id"]: c for c in _docker.find_containers(self.docker_client(),
-                                                                   self.label)}
+            listed = {c["Id"]: c for c in self.docker_client().containers(self.label)}
         except Exception as error:  # noqa: BLE001 - the engine does not answer
             logger.debug("reconcile on %s failed: %s", self.instance.name, error)
             self.client = None
@@ -493,7 +493,6 @@ def _keep_tail(tail: bytearray, data: bytes, limit: int) -> None:
 
 def _receive_stream(connection):
     """The attach the submitter made for a job, passed over our pipe (SCM_RIGHTS)."""
-    from multiprocessing import reduction
     try:
         return _docker.adopt_stream(reduction.recv_handle(connection))
     except (EOFError, OSError, RuntimeError) as error:

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from backend._http import Client, HttpError, RawStream
+from backend._http import Client, HttpError, adopt
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -141,7 +141,7 @@ def test_urls_it_does_not_speak_are_refused():
 
 def test_a_stream_can_be_shut_down_from_another_thread():
     left, right = socket.socketpair()
-    stream = RawStream(os.dup(left.fileno()))
+    stream = adopt(os.dup(left.fileno()))
     left.close()
     timer = threading.Timer(0.1, stream.shutdown)
     timer.start()
