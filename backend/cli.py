@@ -50,10 +50,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _answers(url: str, timeout: float = 3.0) -> bool:
     """Whether the engine at ``url`` answers a ping."""
-    import docker
+    from backend._http import Client
     try:
-        with docker.APIClient(base_url=url, timeout=timeout, version="auto") as client:
-            return bool(client.ping())
+        with Client(url, timeout=timeout) as client:
+            return client.call("GET", "/_ping").strip() == b"OK"
     except Exception:  # any failure means: not usable
         return False
 
@@ -121,10 +121,10 @@ def _ensure_busybox(url: str) -> None:
             return
         except Exception as error:
             raise CliError(f"cannot build {BUSYBOX_IMAGE} on {url}: {error}") from None
-    import docker
+    from backend._http import Client
     try:
-        with docker.APIClient(base_url=url, timeout=30, version="auto") as client:
-            client.inspect_image(BUSYBOX_IMAGE)
+        with Client(url, timeout=30) as client:
+            client.json("GET", client.path("/images/{}/json", BUSYBOX_IMAGE))
     except Exception:
         raise CliError(f"the engine {url} has no image {BUSYBOX_IMAGE}, and it cannot be built "
                        f"here (needs scripts/engines.py and /bin/busybox of busybox-static)"
@@ -491,8 +491,7 @@ def _cmd_hosts(args) -> int:
             client = _docker.connect(instance, timeout=args.timeout)
             with client:
                 version = client.version().get("Version", "?")
-                running = len(_docker.find_containers(client, _docker.LABEL_MANAGER,
-                                                      all_states=False))
+                running = len(client.containers(_docker.LABEL_MANAGER, all_states=False))
         except Exception as error:  # any failure means: not reachable
             text = error.text if isinstance(error, _docker.DockerFailure) else str(error)
             rows.append((instance.name, "no", "-", "-", capacity))
@@ -556,13 +555,13 @@ def _cmd_cleanup(args) -> int:
         with client:
             try:
                 if args.all:
-                    found = _docker.find_containers(client, _docker.LABEL_MANAGER)
+                    found = client.containers(_docker.LABEL_MANAGER)
                 else:
-                    found = [c for c in _docker.find_containers(client, _docker.LABEL_OWNER)
+                    found = [c for c in client.containers(_docker.LABEL_OWNER)
                              if _owner_is_gone((c.get("Labels") or {}).get(
                                  _docker.LABEL_OWNER, ""))]
                 ids = [c["Id"] for c in found]
-                left = _docker.remove_containers(client, instance, ids)
+                left = _docker.remove_containers(client, ids)
             except Exception as error:  # the engine answered something unexpected
                 sys.stdout.write(f"{instance.name}: failed ({_first_line(error)})\n")
                 status = 1
