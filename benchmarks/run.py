@@ -58,22 +58,26 @@ def _tree(root_pid: int):
     return found
 
 
-def _cpu_and_rss(pids):
-    """CPU seconds (with those of reaped children) and RSS summed over ``pids``."""
-    cpu, rss = 0.0, 0
+def _usage(pids):
+    """CPU seconds (with those of reaped children), RSS and PSS (shared pages split between
+    sharers) summed over ``pids``."""
+    cpu, rss, pss = 0.0, 0, 0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
         try:
             with open(f"/proc/{pid}/stat") as stream:
                 fields = stream.read().rsplit(")", 1)[1].split()
             cpu += sum(int(value) for value in fields[11:15]) / tick
-            with open(f"/proc/{pid}/status") as stream:
+            with open(f"/proc/{pid}/smaps_rollup") as stream:
                 for line in stream:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Rss:"):
                         rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1]) * 1024
+                        break
         except OSError:
             continue
-    return cpu, rss
+    return cpu, rss, pss
 
 
 def _machine_cpu():
@@ -83,28 +87,25 @@ def _machine_cpu():
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-LAST_METER = [None]  # the measuring Meter of this process (the last one entered)
-
-
 class Meter:
     """Client CPU, peak RSS and peak PSS of this process and all its descendants, sampled
-    every 0.1 s. The sampling thread's own CPU is left out of both CPU figures."""
+    every 0.1 s, and the machine's CPU; the sampling thread's own CPU is left out of both
+    CPU figures. ``cpu`` and ``machine_cpu`` are set by :meth:`finish`."""
 
     def __init__(self):
         self.peak_rss = self.peak_pss = 0
         self.stop = threading.Event()
-        self.machine_cpu = 0.0
+        self.cpu = self.machine_cpu = 0.0
         self.own_cpu = 0.0
+        self.startup_cpu = None  # ours: the manager's start, measured apart
 
     def sample(self):
-        pids = _tree(os.getpid())
-        cpu, rss = _cpu_and_rss(pids)
+        cpu, rss, pss = _usage(_tree(os.getpid()))
         self.peak_rss = max(self.peak_rss, rss)
-        self.peak_pss = max(self.peak_pss, _pss(pids))
+        self.peak_pss = max(self.peak_pss, pss)
         return cpu
 
     def __enter__(self):
-        LAST_METER[0] = self
         self.start_machine = _machine_cpu()
         self.start_cpu = self.sample()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -125,25 +126,11 @@ class Meter:
         self.thread.join()
         own = self.own_cpu + time.thread_time() - before
         self.machine_cpu = _machine_cpu() - self.start_machine - own
-        return used - own
+        self.cpu = used - own
+        return self.cpu
 
     def __exit__(self, *exc):
         self.stop.set()
-
-
-def _pss(pids):
-    """Proportional set size summed over ``pids``: shared pages split between sharers."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as stream:
-                for line in stream:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            continue
-    return total
 
 
 # -- contenders (each runs in its own fresh process; engines are given by URL) -----------
@@ -162,7 +149,7 @@ def run_ours(urls, script, n, k, sync=False):
     with Meter() as startup:
         manager = JobManager(_instances(urls, k), process_pool_size=4)
         _warm_up(manager, task)
-        startup_cpu = startup.finish()
+        startup.finish()
     with Meter() as meter:
         try:
             started = time.perf_counter()
@@ -189,11 +176,13 @@ def run_ours(urls, script, n, k, sync=False):
                 if not done.wait(1800):
                     raise RuntimeError(f"only {len(latencies)} of {n} jobs ended")
             elapsed = time.perf_counter() - started
-            cpu = meter.finish()
+            meter.finish()
         finally:
             manager.close()
-    return (elapsed, latencies, cpu, max(meter.peak_rss, startup.peak_rss), startup_cpu,
-            max(meter.peak_pss, startup.peak_pss))
+    meter.startup_cpu = startup.cpu
+    meter.peak_rss = max(meter.peak_rss, startup.peak_rss)
+    meter.peak_pss = max(meter.peak_pss, startup.peak_pss)
+    return elapsed, latencies, meter
 
 
 def _warm_up(manager, task):
@@ -250,8 +239,8 @@ def _in_threads(job, n, k):
         with ThreadPoolExecutor(k) as pool:
             ends = list(pool.map(job, range(n)))
         elapsed = time.perf_counter() - started
-        cpu = meter.finish()
-    return elapsed, [end - started for end in ends], cpu, meter.peak_rss
+        meter.finish()
+    return elapsed, [end - started for end in ends], meter
 
 
 def run_raw(urls, script, n, k):
@@ -283,8 +272,8 @@ def run_raw_sequential(urls, script, n, k):
             _raw_job(clients[i % 2], config, i)
             latencies.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
-        cpu = meter.finish()
-    return elapsed, latencies, cpu, meter.peak_rss
+        meter.finish()
+    return elapsed, latencies, meter
 
 
 def run_cli(urls, script, n, k):
@@ -320,12 +309,11 @@ def run_isolated(urls, contender, kind, n, k):
 
 def run_one(args):
     """``--one``: measure one contender here and print the figures as JSON."""
-    elapsed, latencies, cpu, rss, *more = CONTENDERS[args.one](args.urls, JOBS[args.kind],
-                                                               args.n, args.k)
-    startup_cpu, pss = more if more else (None, LAST_METER[0].peak_pss)
-    print(json.dumps({"elapsed": elapsed, "latencies": latencies, "cpu": cpu, "rss": rss,
-                      "pss": pss, "machine_cpu": LAST_METER[0].machine_cpu,
-                      "startup_cpu": startup_cpu}))
+    elapsed, latencies, meter = CONTENDERS[args.one](args.urls, JOBS[args.kind], args.n,
+                                                     args.k)
+    print(json.dumps({"elapsed": elapsed, "latencies": latencies, "cpu": meter.cpu,
+                      "rss": meter.peak_rss, "pss": meter.peak_pss,
+                      "machine_cpu": meter.machine_cpu, "startup_cpu": meter.startup_cpu}))
 
 
 def percentile(values, fraction):
