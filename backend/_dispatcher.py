@@ -5,7 +5,7 @@ that dies never leaves a lock held)::
 
   JobManager.new_job ──commands──▶ dispatcher thread ──("submit", …)──▶ submitter processes
                                      ▲      │    ◀──("created"|"started"|"failed", …)──┘
-                                     │      ├──("watch"|"kill", …)──▶ waiter processes
+                                     │      ├──("watch"|"kill"|"probe", …)──▶ waiter processes
                                      │      │    ◀──("done"|"engine", …)──┘  (per instance)
                                      │      ▼
           ("delete", …) ── callback managers ◀── done queue (queue.Queue of ended _Jobs)
@@ -14,8 +14,13 @@ The dispatcher owns all placement state: the FIFO of jobs waiting for a slot, th
 of every instance, which submitter holds which job and which waiter watches which container.
 It does one :func:`multiprocessing.connection.wait` over a wake-up pipe, every child's pipe and
 every child's sentinel. A child that dies is replaced at once; the jobs it held end exactly once
-(a submitter's job: ``crash``/``start_failed`` and its container is removed by label), or are
-handed to the replacement (a waiter's containers, recovered from the engine).
+(a submitter's job: ``crash``/``start_failed``, and its container is removed by the name it was
+given, whether or not its creation was confirmed), or are handed to the replacement (a waiter's
+containers, recovered from the engine).
+
+Containers are removed by submitters too, off the jobs' critical path. A removal that fails
+because the engine does not answer waits until a waiter reports the engine back; at close,
+once every job ended, each engine is asked for any container of this manager still there.
 
 A job ends in exactly one place, :meth:`_Dispatcher._end`, which frees its slot before the
 result goes to the done queue: a slow callback never holds an engine slot.
@@ -34,7 +39,7 @@ from multiprocessing import reduction
 from multiprocessing.connection import wait
 from typing import Any, Callable, Deque, Dict, List, Optional
 
-from backend import _submitter, _waiter
+from backend import _docker, _submitter, _waiter
 from backend._child import start_process
 from backend._config import InstanceConfig
 from backend._results import failure_result
@@ -47,6 +52,8 @@ logger = logging.getLogger("backend")
 PLACEMENT_TRIES = 3
 #: Attempts to remove a container before leaving it to the next start's sweep.
 DELETE_TRIES = 6
+#: Seconds after which a container whose creation was not confirmed is removed by name again.
+UNCONFIRMED_REMOVALS = (2.0, 10.0, 60.0)
 #: Seconds the children get to exit at shutdown before TERM, then as long before KILL.
 STOP_GRACE = 5.0
 
@@ -63,6 +70,7 @@ class _Job:
     spec: Optional[_JobSpec]
     instance: Optional[str] = None
     container_id: Optional[str] = None
+    container_name: Optional[str] = None  # of the current attempt, known before creation
     tries: int = 0
     kill_requested: bool = False
     started_at: Optional[float] = None
@@ -115,7 +123,9 @@ class _Instance:
     running: int = 0
     reachable: bool = True
     waiters: List[_Child] = field(default_factory=list)
-    deletions: List[str] = field(default_factory=list)
+    #: containers (ids or names) to remove, and ``("sweep",)``/``("leftovers",)`` by label;
+    #: held while the instance is unreachable
+    deletions: List[Any] = field(default_factory=list)
 
 
 def _end_orphan(child: "_Child", deadline: float) -> None:
@@ -165,11 +175,12 @@ class _Dispatcher(threading.Thread):
         self.jobs: Dict[str, _Job] = {}
         self.queue: Deque[_Job] = collections.deque()
         self.workers: List[_Child] = []
-        self.retries: List = []           # (due, instance, ids, tries) deletions to retry
+        self.retries: List = []           # (due, instance, container, unconfirmed) to remove
         self.deletion_tries: Dict[str, int] = {}
         self.tie_breaker = itertools.count()
         self.closing = False              # stop once every job ended and deletions are done
         self.close_deadline = 0.0         # ... or give up retrying deletions after this
+        self.leftovers_checked = False    # closing: each engine was asked for our containers
         self.stopping = False
         self.failure: Optional[BaseException] = None
 
@@ -345,14 +356,13 @@ class _Dispatcher(threading.Thread):
             job = self.queue.popleft()
             self._submit(job, instance, idle.pop())
         for instance in self.instances.values():
-            while idle and instance.deletions:
+            while idle and instance.deletions and instance.reachable:
                 worker = idle.pop()
                 item = instance.deletions[0]
                 before = list(instance.deletions)
-                if isinstance(item, tuple):  # ("sweep",) or ("job", job_id): by label
+                if isinstance(item, tuple):  # ("sweep",) or ("leftovers",): by label
                     instance.deletions.pop(0)
-                    worker.holding = ("sweep", instance.config.name) if item[0] == "sweep" \
-                        else ("delete_job", instance.config.name, item[1])
+                    worker.holding = (item[0], instance.config.name)
                 else:
                     ids = [i for i in instance.deletions if not isinstance(i, tuple)]
                     instance.deletions = [i for i in instance.deletions if isinstance(i, tuple)]
@@ -360,18 +370,45 @@ class _Dispatcher(threading.Thread):
                 if not worker.send(worker.holding):
                     worker.holding = None
                     instance.deletions = before  # for another submitter
-        if self.closing and not self.jobs and not self.queue and not any(
-                w.holding for w in self.workers) and not any(
-                i.deletions for i in self.instances.values()) and (
-                not self.retries or time.monotonic() > self.close_deadline):
-            self.stopping = True
+        if self.closing:
+            self._close_when_done()
+
+    def _close_when_done(self) -> None:
+        """Once every job ended and its container was removed, asks each engine for the
+        containers of this manager still there (none, unless something went wrong), then
+        stops. Deletions that still fail (an engine down) are given up at the close
+        deadline, with a warning."""
+        if self.jobs or self.queue or any(w.holding for w in self.workers):
+            return
+        reachable = [i for i in self.instances.values() if i.reachable]
+        if any(i.deletions for i in reachable):
+            return
+        if not self.leftovers_checked:
+            self.leftovers_checked = True
+            for instance in reachable:
+                instance.deletions.append(("leftovers",))
+            if reachable:
+                self._schedule()
+                return
+        left = [(name, c) for _, name, c, unconfirmed in self.retries
+                if not unconfirmed or not self.instances[name].reachable] + [
+            (i.config.name, c) for i in self.instances.values() for c in i.deletions
+            if not isinstance(c, tuple)]
+        if left and time.monotonic() < self.close_deadline:
+            return
+        for name, container in left:
+            logger.warning("could not remove container %s on %s (the engine does not answer); "
+                           "the next JobManager start removes it", container, name)
+        self.stopping = True
 
     def _submit(self, job: _Job, instance: _Instance, worker: _Child) -> bool:
-        if not worker.send(("submit", instance.config.name, job.spec)):
+        name = _docker.container_name(job.job_id, job.tries + 1)
+        if not worker.send(("submit", instance.config.name, job.spec, name)):
             self.queue.appendleft(job)  # it never reached that submitter: another takes it
             return False
         job.state = "submitting"
         job.instance = instance.config.name
+        job.container_name = name
         job.tries += 1
         instance.running += 1
         worker.holding = job
@@ -390,9 +427,13 @@ class _Dispatcher(threading.Thread):
             stream_fd = _receive_fd(worker.connection)
         held, worker.holding = worker.holding, None
         if kind == "deleted":
-            _, name, failed = message
+            _, name, failed, reachable = message
             if held and held[0] == "delete":
-                self._deletion_failed(name, failed)
+                for container in set(held[2]) - set(failed):
+                    self.deletion_tries.pop(container, None)
+            if not reachable:
+                self._mark_reachable(self.instances[name], False)
+            self._deletion_failed(name, failed, reachable)
             return
         job = self.jobs.get(message[1])
         if job is None or job.state == "done":
@@ -406,11 +447,13 @@ class _Dispatcher(threading.Thread):
             waiter = min(self.instances[job.instance].waiters, key=lambda w: len(w.jobs))
             self._watch(waiter, job, stream_fd)
         elif kind == "failed":
-            _, _, reason, text, container_id, retryable = message
+            _, _, reason, text, container_id, retryable, maybe_created = message
             instance = self.instances[job.instance]
             instance.running -= 1
             if container_id:
                 instance.deletions.append(container_id)
+            elif maybe_created:  # the engine may have made it without our hearing of it
+                self._remove_unconfirmed(instance, job.container_name)
             if retryable:
                 self._mark_reachable(instance, False)
             if retryable and job.tries < PLACEMENT_TRIES and not job.kill_requested \
@@ -439,7 +482,7 @@ class _Dispatcher(threading.Thread):
 
     def _from_waiter(self, waiter: _Child, message) -> None:
         if message[0] == "engine":
-            self._mark_reachable(self.instances[message[1]], message[2])
+            self._mark_reachable(self.instances[message[1]], message[2], probe=False)
             return
         _, job_id, result = message
         waiter.jobs.pop(job_id, None)
@@ -447,11 +490,19 @@ class _Dispatcher(threading.Thread):
         if job is not None and job.state != "done":
             self._end(job, result)
 
-    def _mark_reachable(self, instance: _Instance, reachable: bool) -> None:
-        if instance.reachable != reachable:
-            logger.info("docker instance %s is %s", instance.config.name,
-                        "reachable again" if reachable else "unreachable")
+    def _mark_reachable(self, instance: _Instance, reachable: bool, probe: bool = True) -> None:
+        """Records what a child saw of the instance. Jobs and deletions are sent only to a
+        reachable instance; the waiters report when it answers again. When a submitter saw
+        it fail, the waiters check now and report whatever they find (they may not have seen
+        the failure, and so would have nothing to report)."""
+        if instance.reachable == reachable:
+            return
+        logger.info("docker instance %s is %s", instance.config.name,
+                    "reachable again" if reachable else "unreachable")
         instance.reachable = reachable
+        if probe and not reachable:
+            for waiter in instance.waiters:
+                waiter.send(("probe",))
 
     def _waiter_of(self, job: _Job) -> Optional[_Child]:
         for waiter in self.instances[job.instance].waiters:
@@ -484,12 +535,20 @@ class _Dispatcher(threading.Thread):
             self.workers[index] = self._restart(self._start_worker)
             held = child.holding
             if isinstance(held, _Job) and held.state == "submitting":
-                self.instances[held.instance].deletions.append(("job", held.job_id))
+                instance = self.instances[held.instance]
+                if held.container_id:
+                    instance.deletions.append(held.container_id)
+                else:
+                    self._remove_unconfirmed(instance, held.container_name)
                 self._end(held, failure_result(
                     "start_failed", "the submitter process died while starting the job's "
                     "container", held.instance, held.container_id))
-            elif isinstance(held, tuple) and held[0] == "delete":
-                self.instances[held[1]].deletions.extend(held[2])
+            elif isinstance(held, tuple):  # a deletion: tried again
+                deletions = self.instances[held[1]].deletions
+                if held[0] == "delete":
+                    deletions.extend(held[2])
+                else:
+                    deletions.append((held[0],))
         else:
             instance = self.instances[child.instance]
             index = instance.waiters.index(child)
@@ -512,7 +571,12 @@ class _Dispatcher(threading.Thread):
         return start()
 
     # -- deletions -----------------------------------------------------------------------
-    def _deletion_failed(self, name: str, failed: List[str]) -> None:
+    def _deletion_failed(self, name: str, failed: List[str], reachable: bool) -> None:
+        """Retries what could not be removed: when the engine answers again if it did not
+        answer (no attempt counted), else after a back-off, :data:`DELETE_TRIES` times."""
+        if not reachable:  # held until the instance answers (see _schedule)
+            self.instances[name].deletions.extend(failed)
+            return
         for container_id in failed:
             tries = self.deletion_tries.get(container_id, 0) + 1
             if tries >= DELETE_TRIES:
@@ -521,15 +585,26 @@ class _Dispatcher(threading.Thread):
                                "start removes it", container_id, name)
                 continue
             self.deletion_tries[container_id] = tries
-            self.retries.append((time.monotonic() + 0.25 * 2 ** tries, name, container_id))
+            self.retries.append((time.monotonic() + 0.25 * 2 ** tries, name, container_id,
+                                 False))
 
     def _retry_deletions(self) -> None:
         now = time.monotonic()
         due = [r for r in self.retries if r[0] <= now]
         if due:
             self.retries = [r for r in self.retries if r[0] > now]
-            for _, name, container_id in due:
-                self.instances[name].deletions.append(container_id)
+            for _, name, container, _ in due:
+                self.instances[name].deletions.append(container)
+
+    def _remove_unconfirmed(self, instance: _Instance, name: str) -> None:
+        """Removes a container that the engine may have created without our hearing of it
+        (its create went on when the submitter died, or the answer was lost), by the name it
+        was given; again later, as the engine may finish creating it after a first try finds
+        nothing. At close, the check for leftovers covers what is still pending."""
+        instance.deletions.append(name)
+        now = time.monotonic()
+        for delay in UNCONFIRMED_REMOVALS:
+            self.retries.append((now + delay, instance.config.name, name, True))
 
     # -- shutdown ------------------------------------------------------------------------
     def _stop_children(self) -> None:

@@ -36,7 +36,15 @@ _LOG_FILE_SIZE = 1 << 20
 
 class DockerFailure(Exception):
     """A Docker call failed. ``reason`` is a SPEC §6 reason; ``retryable`` marks an engine
-    that did not answer, so the job may go elsewhere."""
+    that did not answer, so the job may go elsewhere.
+
+    From :func:`create_and_start`, ``container_id`` names the container if it was created,
+    and ``maybe_created`` tells that the engine may have created one without its answer
+    reaching us (the create was sent, and no answer came).
+    """
+
+    container_id: Optional[str] = None
+    maybe_created: bool = False
 
     def __init__(self, reason: str, text: str, retryable: bool = False):
         super().__init__(text)
@@ -72,8 +80,10 @@ class Engine:
     def version(self) -> Dict[str, Any]:
         return self.http.json("GET", "/version")
 
-    def create(self, options: Dict[str, Any]) -> str:
-        return self.http.json("POST", self._path("/containers/create"), body=options)["Id"]
+    def create(self, options: Dict[str, Any], name: Optional[str] = None) -> str:
+        params = {"name": name} if name else None
+        return self.http.json("POST", self._path("/containers/create"), params,
+                              body=options)["Id"]
 
     def attach(self, container_id: str, stdin: bool, output: bool):
         """A hijacked connection to the container: its ``sock`` writes to stdin, its
@@ -233,8 +243,17 @@ def container_options(spec, instance: InstanceConfig, manager_id: str, owner: st
     }
 
 
-def create_and_start(engine: Engine, spec, manager_id: str, owner: str, on_created=None):
-    """Creates the job's container, attaches, starts it, writes its stdin and closes stdin.
+def container_name(job_id: str, attempt: int) -> str:
+    """The name of a job's container on its ``attempt``-th placement. Known before the
+    container is created, it removes a container whose creation the engine did not confirm
+    (the engine stopped while answering)."""
+    return f"backend-{job_id}-{attempt}"
+
+
+def create_and_start(engine: Engine, spec, manager_id: str, owner: str, name: str,
+                     on_created=None):
+    """Creates the job's container (named ``name``), attaches, starts it, writes its stdin
+    and closes stdin.
 
     On a plain connection (a unix socket, or TCP without TLS) the attach takes stdout and
     stderr too, and stays open after stdin's end of file (a half-close): it is returned, for
@@ -254,7 +273,7 @@ def create_and_start(engine: Engine, spec, manager_id: str, owner: str, on_creat
     container_id = None
     keep_output = engine.http.plain
     try:
-        container_id = engine.create(options)
+        container_id = engine.create(options, name)
         if on_created:
             on_created(container_id)
         stream = engine.attach(container_id, stdin=True, output=keep_output)
@@ -273,6 +292,8 @@ def create_and_start(engine: Engine, spec, manager_id: str, owner: str, on_creat
     except BaseException as error:  # noqa: BLE001
         failure = translate(error, instance, options["Image"])
         failure.container_id = container_id
+        failure.maybe_created = container_id is None and failure.retryable and not getattr(
+            error, "before_request", False)
         raise failure from error
 
 
@@ -282,19 +303,27 @@ def adopt_stream(fd: int):
     return adopt(fd)
 
 
-def remove_containers(engine: Engine, container_ids: List[str]) -> List[str]:
-    """Removes containers (forcefully). Returns the ids that could not be removed."""
+def remove_containers(engine: Engine, containers: List[str]) -> Tuple[List[str], bool]:
+    """Removes containers (forcefully), by id or name; one that does not exist counts as
+    removed.
+
+    Returns:
+        ``(failed, reachable)``: what could not be removed, and whether the engine answered
+        (when it does not, the rest is not tried and is in ``failed``).
+    """
     failed = []
-    for container_id in container_ids:
+    for position, container in enumerate(containers):
         try:
-            engine.remove(container_id)
+            engine.remove(container)
         except Exception as error:  # noqa: BLE001 - reported to the caller as a retry
             if is_not_found(error):
                 continue
-            logger.debug("removing %s on %s failed: %s", container_id, engine.instance.name,
+            logger.debug("removing %s on %s failed: %s", container, engine.instance.name,
                          error)
-            failed.append(container_id)
-    return failed
+            if translate(error, engine.instance).retryable:
+                return failed + list(containers[position:]), False
+            failed.append(container)
+    return failed, True
 
 
 def demultiplex(data: bytes) -> Tuple[bytes, bytes]:

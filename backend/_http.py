@@ -164,6 +164,15 @@ class Client:
 
     # -- connections -------------------------------------------------------------------
     def _open(self, timeout: Optional[float]) -> _Connection:
+        """A new connection. An error it raises is marked ``before_request``: nothing was
+        sent, so the engine did nothing."""
+        try:
+            return self._connect(timeout)
+        except OSError as error:
+            error.before_request = True
+            raise
+
+    def _connect(self, timeout: Optional[float]) -> _Connection:
         if self._unix_path is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)

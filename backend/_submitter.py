@@ -7,19 +7,25 @@ one Docker client per engine for its whole life.
 
 Requests (dispatcher → worker) and their replies (worker → dispatcher) are plain tuples:
 
-``("submit", instance_name, spec)``
-    replies ``("created", job_id, container_id)`` as soon as the container exists, then
+``("submit", instance_name, spec, container_name)``
+    creates the container under that name (one per attempt, so that a container whose
+    creation was not confirmed can still be removed by name), and replies ``("created",
+    job_id, container_id)`` as soon as the container exists, then
     ``("started", job_id, container_id, has_stream)`` or
-    ``("failed", job_id, reason, text, container_id, retryable)``. With ``has_stream``, the
+    ``("failed", job_id, reason, text, container_id, retryable, maybe_created)``
+    (``maybe_created``: the create was sent and not answered). With ``has_stream``, the
     job's open attach (its stdout and stderr from the very start) follows on the pipe as a file
     descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand to
     the waiter.
-``("delete", instance_name, container_ids)``
-    removes those containers; replies ``("deleted", instance_name, failed_ids)``.
-``("delete_job", instance_name, job_id)``
-    removes the containers labelled with that job (its submitter died); same reply.
+``("delete", instance_name, container_ids_or_names)``
+    removes those containers (one that does not exist counts as removed); replies
+    ``("deleted", instance_name, failed, reachable)``: what could not be removed, and whether
+    the engine answered (``False``: the rest was not tried).
 ``("sweep", instance_name)``
     removes the containers of managers whose process is gone; same reply.
+``("leftovers", instance_name)``
+    removes every container of this manager (it is closing, and every job has ended): a
+    last check that nothing is left behind; same reply.
 ``None``
     the worker exits.
 """
@@ -30,7 +36,7 @@ import os
 import socket
 from dataclasses import dataclass
 from multiprocessing import reduction
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from backend import _docker
 from backend._child import configure_logging, exit_with_parent
@@ -80,7 +86,7 @@ class _Worker:
                 return
             kind = request[0]
             if kind == "submit":
-                reply, stream = self.submit(request[1], request[2])
+                reply, stream = self.submit(request[1], request[2], request[3])
                 self.connection.send(reply)
                 if stream is not None:
                     try:
@@ -89,42 +95,49 @@ class _Worker:
                     finally:
                         stream.close()
             else:
-                self.connection.send(("deleted", request[1], self.delete(*request)))
+                self.connection.send(("deleted", request[1], *self.delete(*request)))
 
-    def submit(self, name: str, spec: _JobSpec):
+    def submit(self, name: str, spec: _JobSpec, container_name: str):
         try:
             client = self.client(name)
             container_id, stream = _docker.create_and_start(
-                client, spec, self.manager_id, self.owner,
+                client, spec, self.manager_id, self.owner, container_name,
                 on_created=lambda cid: self.connection.send(("created", spec.job_id, cid)))
             return ("started", spec.job_id, container_id, stream is not None), stream
         except _docker.DockerFailure as failure:
             if failure.retryable:
                 self.forget(name)
             return ("failed", spec.job_id, failure.reason, failure.text,
-                    getattr(failure, "container_id", None), failure.retryable), None
+                    failure.container_id, failure.retryable, failure.maybe_created), None
 
-    def delete(self, kind: str, name: str, argument=None) -> List[str]:
+    def delete(self, kind: str, name: str, argument=None) -> Tuple[List[str], bool]:
+        """Removes containers; returns what could not be removed and whether the engine
+        answered."""
+        ids = list(argument) if kind == "delete" else []
         try:
             client = self.client(name)
-            if kind == "delete":
-                ids = argument
-            elif kind == "delete_job":
-                ids = [c["Id"] for c in client.containers(f"{_docker.LABEL_JOB}={argument}")]
-            else:
+            if kind == "leftovers":
+                ids = [c["Id"] for c in client.containers(
+                    f"{_docker.LABEL_MANAGER}={self.manager_id}")]
+                if ids:
+                    logger.warning("%d container(s) of this JobManager were still on %s at "
+                                   "its close; removing them", len(ids), name)
+            elif kind == "sweep":
                 ids = [c["Id"] for c in client.containers(_docker.LABEL_OWNER)
                        if _owner_is_gone(c["Labels"].get(_docker.LABEL_OWNER, ""))]
                 if ids:
                     logger.info("removing %d container(s) left by dead managers on %s",
                                 len(ids), name)
-            return _docker.remove_containers(client, ids)
+            failed, reachable = _docker.remove_containers(client, ids)
         except _docker.DockerFailure as failure:
-            self.forget(name)
             logger.debug("deleter on %s: %s", name, failure.text)
-            return list(argument) if kind == "delete" else []
+            failed, reachable = ids, not failure.retryable
         except Exception:  # noqa: BLE001 - the engine answered something unexpected
             logger.exception("deleter on %s failed", name)
-            return list(argument) if kind == "delete" else []
+            failed, reachable = ids, True
+        if not reachable:
+            self.forget(name)
+        return failed, reachable
 
 
 def _owner_is_gone(owner: str) -> bool:

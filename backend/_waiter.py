@@ -26,8 +26,9 @@ An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its r
 
 Messages (dispatcher → waiter): ``("watch", job_id, container_id, limits, started_at,
 kill_requested, has_stream)`` (the stream's descriptor follows it on the pipe),
-``("kill", job_id)``, ``None`` to exit. Replies: ``("done", job_id,
-container_result)`` and ``("engine", instance_name, reachable)``.
+``("kill", job_id)``, ``("probe",)`` (check the engine now and report what is seen),
+``None`` to exit. Replies: ``("done", job_id, container_result)`` and ``("engine",
+instance_name, reachable)``.
 """
 from __future__ import annotations
 
@@ -192,6 +193,9 @@ class _Waiter:
             container_id = self.by_job.get(message[1])
             if container_id:
                 self.kill(self.watched[container_id], "killed")
+        elif message[0] == "probe":  # a submitter saw the engine fail: report what we see
+            self.reachable = None
+            self.reconcile(list(self.watched.values()))
 
     def handle_note(self, note) -> None:
         kind = note[0]
@@ -336,6 +340,8 @@ class _Waiter:
     # -- the poll ------------------------------------------------------------------------
     def poll(self) -> None:
         if not self.watched:
+            if self.reachable is False:  # the dispatcher waits to hear that it is back
+                self.reconcile([])
             return
         now = time.time()
         for watched in list(self.watched.values()):
@@ -364,8 +370,9 @@ class _Waiter:
                     now - watched.started_at)))
 
     def reconcile(self, candidates) -> None:
-        """Finishes the candidates whose container ended or vanished (lost events)."""
-        if not candidates:
+        """Finishes the candidates whose container ended or vanished (lost events). Also tells
+        whether the engine answers: with no candidates, only when that is in doubt."""
+        if not candidates and self.reachable:
             return
         try:
             listed = {c["Id"]: c for c in self.docker_client().containers(self.label)}

@@ -561,7 +561,7 @@ def _cmd_cleanup(args) -> int:
                              if _owner_is_gone((c.get("Labels") or {}).get(
                                  _docker.LABEL_OWNER, ""))]
                 ids = [c["Id"] for c in found]
-                left = _docker.remove_containers(client, ids)
+                left, _ = _docker.remove_containers(client, ids)
             except Exception as error:  # the engine answered something unexpected
                 sys.stdout.write(f"{instance.name}: failed ({_first_line(error)})\n")
                 status = 1

@@ -198,3 +198,40 @@ def test_an_output_flood_keeps_head_and_tail_of_stderr(monkeypatch):
     assert ("overflow", "c1") in notes and ("stream_end", "c1", "complete") in notes
     assert bytes(watched.stderr_head).startswith(b"HEAD") and len(watched.stderr_head) == 100
     assert bytes(watched.stderr_tail).endswith(b"TAIL") and len(watched.stderr_tail) == 100
+
+
+class DownClient(FakeClient):
+    """An engine that does not answer until ``up`` is set."""
+
+    up = False
+
+    def containers(self, label, all_states=True):
+        self.listings += 1
+        if not self.up:
+            raise ConnectionRefusedError("down")
+        return self.listed
+
+
+def test_a_probe_reports_the_engine_even_when_nothing_changed(monkeypatch):
+    client = FakeClient([])
+    waiter, connection = make_waiter(client, monkeypatch)
+    waiter.set_reachable(True)
+    connection.sent.clear()
+    waiter.poll()  # nothing watched, the engine answers: no listing, nothing to say
+    assert client.listings == 0 and connection.sent == []
+    # a submitter saw the engine fail, the dispatcher marked it down: it must hear back
+    waiter.handle_message(("probe",))
+    assert connection.sent == [("engine", "fake", True)]
+
+
+def test_an_idle_waiter_reports_an_engine_back(monkeypatch):
+    client = DownClient([])
+    waiter, connection = make_waiter(client, monkeypatch)
+    monkeypatch.setattr(waiter, "docker_client", lambda: client)
+    waiter.handle_message(("probe",))
+    assert connection.sent == [("engine", "fake", False)]
+    waiter.poll()  # still down: nothing new
+    assert connection.sent == [("engine", "fake", False)] and client.listings == 2
+    client.up = True
+    waiter.poll()  # nothing watched, but the engine is in doubt: it is looked at
+    assert connection.sent[-1] == ("engine", "fake", True)

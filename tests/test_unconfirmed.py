@@ -1,0 +1,214 @@
+"""Containers the engine creates without our hearing of it: the submitter dies while the engine
+creates its container, or the engine's answer to the create is lost. A proxy in front of a real
+engine makes either happen on purpose: it lets the create through, then holds or drops the
+engine's answer."""
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+
+import docker
+import pytest
+
+from backend import JobManager
+from conftest import PREFIX, ok_script, shell
+
+CREATE = b"POST /v1.41/containers/create"
+REMOVE_BY_NAME = b"DELETE /v1.41/containers/backend-"
+
+
+class CreateProxy:
+    """A unix-socket proxy to an engine that interferes with the first container create.
+
+    Modes: ``"hold"``, the engine's answer is held (the client waits until it is killed);
+    ``"drop"``, the connection is dropped once the engine has answered (the client hears
+    nothing); ``"delay"``, the request itself is held until :attr:`release` is set, then sent
+    to the engine whatever became of the client.
+    """
+
+    def __init__(self, engine_url: str, mode: str):
+        self.upstream = engine_url[len("unix://"):]
+        self.mode = mode
+        self.folder = tempfile.mkdtemp(prefix="djm-proxy-", dir="/tmp")
+        self.path = os.path.join(self.folder, "docker.sock")
+        self.url = "unix://" + self.path
+        self.requested = threading.Event()  # the create we interfere with reached the proxy
+        self.release = threading.Event()    # "delay": send it on to the engine now
+        self.created = threading.Event()    # the engine answered it
+        self.removal_tried = threading.Event()  # a removal by name went to the engine
+        self.claimed = False
+        self.answer = b""  # the status line of the engine's answer to that create
+        self.sockets = []
+        self.threads = []
+        self.lock = threading.Lock()
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(self.path)
+        self.listener.listen(64)
+        self._thread(self._accept)
+
+    def _thread(self, target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.upstream)
+            with self.lock:
+                self.sockets += [client, upstream]
+            state = {"create": False}
+            self._thread(self._pump, client, upstream, state, True)
+            self._thread(self._pump, upstream, client, state, False)
+
+    def _pump(self, source, target, state, to_engine):
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                if not state["create"] or self.mode != "delay":  # "delay": the engine
+                    try:                                         # must not see the end
+                        target.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                return
+            if to_engine and REMOVE_BY_NAME in data:
+                self.removal_tried.set()
+            if to_engine and CREATE in data:
+                with self.lock:
+                    state["create"] = not self.claimed
+                    self.claimed = True
+                if state["create"]:
+                    self.requested.set()
+                    if self.mode == "delay":
+                        self.release.wait(60)
+            if not to_engine and state["create"]:
+                state["create"] = self.mode == "delay"
+                self.answer = data.split(b"\r\n", 1)[0]
+                self.created.set()
+                if self.mode == "drop":
+                    for end in (source, target):
+                        try:
+                            end.shutdown(socket.SHUT_RDWR)  # wakes the other pump too
+                        except OSError:
+                            pass
+                    return
+                if self.mode == "hold":
+                    continue  # the answer never comes
+            try:
+                target.sendall(data)
+            except OSError:
+                if to_engine:
+                    return
+                continue  # "delay": the client is gone; the engine goes on
+
+    def close(self):
+        self.release.set()
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        self.listener.close()
+        with self.lock:
+            for end in self.sockets:
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                end.close()
+        for thread in self.threads:
+            thread.join(5)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def _containers(engine, label):
+    with docker.APIClient(base_url=engine.url, version="1.41") as client:
+        return client.containers(all=True, filters={"label": label})
+
+
+@pytest.mark.timeout(120)
+def test_a_submitter_killed_while_the_engine_creates_leaves_no_container(engines):
+    proxy = CreateProxy(engines[0].url, "hold")
+    try:
+        instances = [{"server_url": proxy.url, "name": "p1", "container_prefix": PREFIX,
+                      "time_between_polls": 0.2}]
+        with JobManager(instances) as manager:
+            future = manager.submit(shell(ok_script()), 1)
+            assert proxy.created.wait(30), "the create never reached the engine"
+            label = f"backend.manager={manager.manager_id}"
+            [made] = _containers(engines[0], label)  # made, but its id never reached us
+            assert made["Names"] == [f"/backend-{future.job_id}-1"]
+            [holder] = [w for w in manager._dispatcher.workers
+                        if getattr(w.holding, "job_id", None) == future.job_id]
+            os.kill(holder.process.pid, signal.SIGKILL)
+            result = future.result(timeout=30)
+            assert result["result"] == "crash" and result["run"]["reason"] == "start_failed"
+            _wait(lambda: not _containers(engines[0], label), 15,
+                  "the container of the killed submitter was not removed")
+            # the manager goes on
+            assert manager.submit(shell(ok_script()), 2).result(timeout=30)["result"] \
+                == "success"
+    finally:
+        proxy.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_answer_to_a_create_leaves_no_container(engines):
+    proxy = CreateProxy(engines[0].url, "drop")
+    try:
+        instances = [{"server_url": proxy.url, "name": "p1", "container_prefix": PREFIX,
+                      "time_between_polls": 0.2, "max_concurrent_jobs": 1},
+                     {"server_url": engines[1].url, "name": "e2", "container_prefix": PREFIX,
+                      "time_between_polls": 0.2, "max_concurrent_jobs": 1}]
+        with JobManager(instances) as manager:
+            dispatcher = manager._dispatcher
+            # both are free: the tie goes to the first one, p1
+            future = manager.submit(shell(ok_script()), 1)
+            assert proxy.created.wait(30), "the create never reached the engine"
+            result = future.result(timeout=30)
+            # placed again on the other engine, under its second name
+            assert result["result"] == "success" and result["run"]["host"] == "e2", result
+            label = f"backend.manager={manager.manager_id}"
+            _wait(lambda: not _containers(engines[0], label), 15,
+                  "the container whose create was not answered was not removed")
+            # p1 never stopped answering: its waiter saw nothing, was asked, and said so
+            _wait(lambda: dispatcher.instances["p1"].reachable, 10, "p1 was not used again")
+    finally:
+        proxy.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_container_created_after_its_killed_submitter_was_cleaned_up_is_removed(engines):
+    proxy = CreateProxy(engines[0].url, "delay")
+    try:
+        instances = [{"server_url": proxy.url, "name": "p1", "container_prefix": PREFIX,
+                      "time_between_polls": 0.2}]
+        with JobManager(instances) as manager:
+            future = manager.submit(shell(ok_script()), 1)
+            assert proxy.requested.wait(30), "the create never reached the proxy"
+            [holder] = [w for w in manager._dispatcher.workers
+                        if getattr(w.holding, "job_id", None) == future.job_id]
+            os.kill(holder.process.pid, signal.SIGKILL)
+            result = future.result(timeout=30)
+            assert result["result"] == "crash" and result["run"]["reason"] == "start_failed"
+            assert proxy.removal_tried.wait(15), "no removal by name"  # it finds nothing
+            proxy.release.set()  # the engine creates it only now
+            assert proxy.created.wait(15) and b" 201 " in proxy.answer, proxy.answer
+            label = f"backend.manager={manager.manager_id}"
+            _wait(lambda: not _containers(engines[0], label), 15,
+                  "a container created after the first removal was not removed")
+    finally:
+        proxy.close()
