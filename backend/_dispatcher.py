@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing import reduction
 from multiprocessing.connection import wait
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 from backend import _docker, _submitter, _waiter
 from backend._child import start_process
@@ -72,6 +72,7 @@ class _Job:
     container_id: Optional[str] = None
     container_name: Optional[str] = None  # of the current attempt, known before creation
     tries: int = 0
+    failed_on: Set[str] = field(default_factory=set)  # instances that did not answer for it
     kill_requested: bool = False
     started_at: Optional[float] = None
     result: Optional[Dict[str, Any]] = None
@@ -332,9 +333,14 @@ class _Dispatcher(threading.Thread):
         # submitting: the kill is forwarded with the "watch" once the container started
 
     # -- placement -----------------------------------------------------------------------
-    def _choose(self) -> Optional[_Instance]:
-        free = [i for i in self.instances.values() if i.reachable and (
-            i.config.max_concurrent_jobs == 0 or i.running < i.config.max_concurrent_jobs)]
+    def _choose(self, job: _Job) -> Optional[_Instance]:
+        """The least-loaded reachable instance with a free slot. A job that an instance
+        failed to start goes to another one (and waits for its slot: the failed one may be
+        flapping, as an engine that restarts is), unless no other one is reachable."""
+        reachable = [i for i in self.instances.values() if i.reachable]
+        others = [i for i in reachable if i.config.name not in job.failed_on]
+        free = [i for i in others or reachable if
+                i.config.max_concurrent_jobs == 0 or i.running < i.config.max_concurrent_jobs]
         if not free:
             return None
         least = min(i.running for i in free)
@@ -350,7 +356,7 @@ class _Dispatcher(threading.Thread):
                 self._end(job, failure_result("engine_unreachable", "no docker instance "
                                               "answers: " + ", ".join(self.instances)))
         while self.queue and idle:
-            instance = self._choose()
+            instance = self._choose(self.queue[0])
             if instance is None:
                 break
             job = self.queue.popleft()
@@ -456,6 +462,7 @@ class _Dispatcher(threading.Thread):
                 self._remove_unconfirmed(instance, job.container_name)
             if retryable:
                 self._mark_reachable(instance, False)
+                job.failed_on.add(instance.config.name)
             if retryable and job.tries < PLACEMENT_TRIES and not job.kill_requested \
                     and any(i.reachable for i in self.instances.values()):
                 logger.info("job %s: %s; placing it again", job.job_id, text)

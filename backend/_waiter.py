@@ -195,6 +195,9 @@ class _Waiter:
                 self.kill(self.watched[container_id], "killed")
         elif message[0] == "probe":  # a submitter saw the engine fail: report what we see
             self.reachable = None
+            if self.client is not None:  # on a new connection, as a submitter makes: an
+                self.client.close()      # engine that stops still serves the ones it has
+                self.client = None
             self.reconcile(list(self.watched.values()))
 
     def handle_note(self, note) -> None:

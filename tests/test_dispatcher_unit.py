@@ -137,11 +137,16 @@ def test_a_container_whose_creation_was_not_confirmed_is_removed_by_name():
     assert submitter.holding is None and fake.deletions == [first_name]
     dispatcher._from_waiter(waiter, ("engine", "fake", True))
     dispatcher._schedule()
-    _, _, _, second_name = submitter.peer.recv()
-    assert second_name == f"backend-{queued.job_id}-2"  # the next attempt has its own name
-    dispatcher._from_submitter(submitter, ("started", queued.job_id, "c2", False))
-    dispatcher._schedule()
+    # fake answers again, but the job waits for another engine; fake's removal goes now
     assert submitter.peer.recv() == ("delete", "fake", [first_name])
+    dispatcher._from_submitter(submitter, ("deleted", "fake", [], True))
+    dispatcher._schedule()
+    assert list(dispatcher.queue) == [queued] and submitter.holding is None
+    dispatcher.instances["other"].running = 0
+    dispatcher._schedule()
+    _, instance, _, second_name = submitter.peer.recv()
+    assert instance == "other"
+    assert second_name == f"backend-{queued.job_id}-2"  # the next attempt has its own name
     dispatcher._end(queued, failure_result("killed", "test"))
     close(dispatcher)
 

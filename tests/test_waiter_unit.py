@@ -24,6 +24,10 @@ class FakeClient:
         self.since = []
         self.blocked = threading.Event()
         self.listings = 0
+        self.closed = False
+
+    def close(self):
+        self.closed = True
 
     def containers(self, label, all_states=True):
         self.listings += 1
@@ -213,21 +217,24 @@ class DownClient(FakeClient):
 
 
 def test_a_probe_reports_the_engine_even_when_nothing_changed(monkeypatch):
-    client = FakeClient([])
-    waiter, connection = make_waiter(client, monkeypatch)
+    old, new = FakeClient([]), FakeClient([])
+    waiter, connection = make_waiter(old, monkeypatch)
+    monkeypatch.setattr(_docker, "connect", lambda instance: new)
     waiter.set_reachable(True)
     connection.sent.clear()
     waiter.poll()  # nothing watched, the engine answers: no listing, nothing to say
-    assert client.listings == 0 and connection.sent == []
+    assert old.listings == 0 and connection.sent == []
     # a submitter saw the engine fail, the dispatcher marked it down: it must hear back
     waiter.handle_message(("probe",))
     assert connection.sent == [("engine", "fake", True)]
+    # looked at on a new connection: a stopping engine still serves those it has
+    assert old.closed and new.listings == 1 and old.listings == 0
 
 
 def test_an_idle_waiter_reports_an_engine_back(monkeypatch):
     client = DownClient([])
     waiter, connection = make_waiter(client, monkeypatch)
-    monkeypatch.setattr(waiter, "docker_client", lambda: client)
+    monkeypatch.setattr(_docker, "connect", lambda instance: client)
     waiter.handle_message(("probe",))
     assert connection.sent == [("engine", "fake", False)]
     waiter.poll()  # still down: nothing new
