@@ -49,13 +49,19 @@ def job(job_id="j1"):
                 _JobSpec(job_id, snapshot, b"{}\n"))
 
 
+def enqueue(dispatcher):
+    """A new job, queued as ``new_job`` queues it."""
+    queued = job()
+    dispatcher.jobs[queued.job_id] = queued
+    dispatcher.queue.append(queued)
+    return queued
+
+
 def test_a_job_sent_to_a_dead_submitter_goes_to_another():
     dispatcher = make_dispatcher()
     dead, alive = worker(False), worker(True)
     dispatcher.workers = [alive, dead]  # the dead one is tried first (idle.pop())
-    queued = job()
-    dispatcher.jobs[queued.job_id] = queued
-    dispatcher.queue.append(queued)
+    queued = enqueue(dispatcher)
     dispatcher._schedule()  # used to raise BrokenPipeError and end the dispatcher
     assert dead.broken and dead.holding is None
     assert alive.holding is queued and queued.state == "submitting" and queued.tries == 1
@@ -68,9 +74,7 @@ def test_a_job_waits_when_its_only_submitter_is_dead():
     dispatcher = make_dispatcher()
     dead = worker(False)
     dispatcher.workers = [dead]
-    queued = job()
-    dispatcher.jobs[queued.job_id] = queued
-    dispatcher.queue.append(queued)
+    queued = enqueue(dispatcher)
     dispatcher._schedule()
     assert list(dispatcher.queue) == [queued] and queued.state == "queued"
     assert dispatcher.instances["fake"].running == 0 and queued.tries == 0
@@ -118,9 +122,7 @@ def test_a_container_whose_creation_was_not_confirmed_is_removed_by_name():
     submitter = worker(True)
     dispatcher.workers = [submitter]
     waiter = waiter_of(dispatcher)
-    queued = job()
-    dispatcher.jobs[queued.job_id] = queued
-    dispatcher.queue.append(queued)
+    queued = enqueue(dispatcher)
     dispatcher._schedule()
     _, instance, _, first_name = submitter.peer.recv()
     assert instance == "fake"
@@ -176,9 +178,7 @@ def test_a_submitter_that_dies_while_creating_leaves_the_name_to_remove():
     dispatcher._start_worker = lambda: worker(True)
     submitter = worker(True)
     dispatcher.workers = [submitter]
-    queued = job()
-    dispatcher.jobs[queued.job_id] = queued
-    dispatcher.queue.append(queued)
+    queued = enqueue(dispatcher)
     dispatcher._schedule()
     dispatcher._replace(submitter)
     name = f"backend-{queued.job_id}-1"
@@ -224,9 +224,7 @@ def test_an_engine_that_could_not_be_reached_made_no_container():
     submitter = worker(True)
     dispatcher.workers = [submitter]
     waiter_of(dispatcher)
-    queued = job()
-    dispatcher.jobs[queued.job_id] = queued
-    dispatcher.queue.append(queued)
+    queued = enqueue(dispatcher)
     dispatcher._schedule()
     submitter.peer.recv()
     dispatcher._from_submitter(submitter, ("failed", queued.job_id, "engine_unreachable",

@@ -139,76 +139,77 @@ def _containers(engine, label):
         return client.containers(all=True, filters={"label": label})
 
 
-@pytest.mark.timeout(120)
-def test_a_submitter_killed_while_the_engine_creates_leaves_no_container(engines):
-    proxy = CreateProxy(engines[0].url, "hold")
-    try:
-        instances = [{"server_url": proxy.url, "name": "p1", "container_prefix": PREFIX,
-                      "time_between_polls": 0.2}]
-        with JobManager(instances) as manager:
-            future = manager.submit(shell(ok_script()), 1)
-            assert proxy.created.wait(30), "the create never reached the engine"
-            label = f"backend.manager={manager.manager_id}"
-            [made] = _containers(engines[0], label)  # made, but its id never reached us
-            assert made["Names"] == [f"/backend-{future.job_id}-1"]
-            [holder] = [w for w in manager._dispatcher.workers
-                        if getattr(w.holding, "job_id", None) == future.job_id]
-            os.kill(holder.process.pid, signal.SIGKILL)
-            result = future.result(timeout=30)
-            assert result["result"] == "crash" and result["run"]["reason"] == "start_failed"
-            _wait(lambda: not _containers(engines[0], label), 15,
-                  "the container of the killed submitter was not removed")
-            # the manager goes on
-            assert manager.submit(shell(ok_script()), 2).result(timeout=30)["result"] \
-                == "success"
-    finally:
-        proxy.close()
+def _proxied(proxy, **options):
+    return {"server_url": proxy.url, "name": "p1", "container_prefix": PREFIX,
+            "time_between_polls": 0.2, **options}
+
+
+def _kill_the_submitter_of(manager, future):
+    """SIGKILLs the submitter that is starting ``future``'s job; returns the job's result."""
+    [holder] = [w for w in manager._dispatcher.workers
+                if getattr(w.holding, "job_id", None) == future.job_id]
+    os.kill(holder.process.pid, signal.SIGKILL)
+    result = future.result(timeout=30)
+    assert result["result"] == "crash" and result["run"]["reason"] == "start_failed"
+    return result
+
+
+@pytest.fixture
+def proxy(request, engines):
+    """A :class:`CreateProxy` to e1, in the mode the test gives with ``indirect``."""
+    created = CreateProxy(engines[0].url, request.param)
+    yield created
+    created.close()
 
 
 @pytest.mark.timeout(120)
-def test_a_lost_answer_to_a_create_leaves_no_container(engines):
-    proxy = CreateProxy(engines[0].url, "drop")
-    try:
-        instances = [{"server_url": proxy.url, "name": "p1", "container_prefix": PREFIX,
-                      "time_between_polls": 0.2, "max_concurrent_jobs": 1},
-                     {"server_url": engines[1].url, "name": "e2", "container_prefix": PREFIX,
-                      "time_between_polls": 0.2, "max_concurrent_jobs": 1}]
-        with JobManager(instances) as manager:
-            dispatcher = manager._dispatcher
-            # both are free: the tie goes to the first one, p1
-            future = manager.submit(shell(ok_script()), 1)
-            assert proxy.created.wait(30), "the create never reached the engine"
-            result = future.result(timeout=30)
-            # placed again on the other engine, under its second name
-            assert result["result"] == "success" and result["run"]["host"] == "e2", result
-            label = f"backend.manager={manager.manager_id}"
-            _wait(lambda: not _containers(engines[0], label), 15,
-                  "the container whose create was not answered was not removed")
-            # p1 never stopped answering: its waiter saw nothing, was asked, and said so
-            _wait(lambda: dispatcher.instances["p1"].reachable, 10, "p1 was not used again")
-    finally:
-        proxy.close()
+@pytest.mark.parametrize("proxy", ["hold"], indirect=True)
+def test_a_submitter_killed_while_the_engine_creates_leaves_no_container(engines, proxy):
+    with JobManager([_proxied(proxy)]) as manager:
+        future = manager.submit(shell(ok_script()), 1)
+        assert proxy.created.wait(30), "the create never reached the engine"
+        label = f"backend.manager={manager.manager_id}"
+        [made] = _containers(engines[0], label)  # made, but its id never reached us
+        assert made["Names"] == [f"/backend-{future.job_id}-1"]
+        _kill_the_submitter_of(manager, future)
+        _wait(lambda: not _containers(engines[0], label), 15,
+              "the container of the killed submitter was not removed")
+        # the manager goes on
+        assert manager.submit(shell(ok_script()), 2).result(timeout=30)["result"] == "success"
 
 
 @pytest.mark.timeout(120)
-def test_a_container_created_after_its_killed_submitter_was_cleaned_up_is_removed(engines):
-    proxy = CreateProxy(engines[0].url, "delay")
-    try:
-        instances = [{"server_url": proxy.url, "name": "p1", "container_prefix": PREFIX,
-                      "time_between_polls": 0.2}]
-        with JobManager(instances) as manager:
-            future = manager.submit(shell(ok_script()), 1)
-            assert proxy.requested.wait(30), "the create never reached the proxy"
-            [holder] = [w for w in manager._dispatcher.workers
-                        if getattr(w.holding, "job_id", None) == future.job_id]
-            os.kill(holder.process.pid, signal.SIGKILL)
-            result = future.result(timeout=30)
-            assert result["result"] == "crash" and result["run"]["reason"] == "start_failed"
-            assert proxy.removal_tried.wait(15), "no removal by name"  # it finds nothing
-            proxy.release.set()  # the engine creates it only now
-            assert proxy.created.wait(15) and b" 201 " in proxy.answer, proxy.answer
-            label = f"backend.manager={manager.manager_id}"
-            _wait(lambda: not _containers(engines[0], label), 15,
-                  "a container created after the first removal was not removed")
-    finally:
-        proxy.close()
+@pytest.mark.parametrize("proxy", ["drop"], indirect=True)
+def test_a_lost_answer_to_a_create_leaves_no_container(engines, proxy):
+    instances = [_proxied(proxy, max_concurrent_jobs=1),
+                 {"server_url": engines[1].url, "name": "e2", "container_prefix": PREFIX,
+                  "time_between_polls": 0.2, "max_concurrent_jobs": 1}]
+    with JobManager(instances) as manager:
+        # both are free: the tie goes to the first one, p1
+        future = manager.submit(shell(ok_script()), 1)
+        assert proxy.created.wait(30), "the create never reached the engine"
+        result = future.result(timeout=30)
+        # placed again on the other engine, under its second name
+        assert result["result"] == "success" and result["run"]["host"] == "e2", result
+        label = f"backend.manager={manager.manager_id}"
+        _wait(lambda: not _containers(engines[0], label), 15,
+              "the container whose create was not answered was not removed")
+        # p1 never stopped answering: its waiter saw nothing, was asked, and said so
+        _wait(lambda: manager._dispatcher.instances["p1"].reachable, 10,
+              "p1 was not used again")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("proxy", ["delay"], indirect=True)
+def test_a_container_created_after_its_killed_submitter_was_cleaned_up_is_removed(engines,
+                                                                                   proxy):
+    with JobManager([_proxied(proxy)]) as manager:
+        future = manager.submit(shell(ok_script()), 1)
+        assert proxy.requested.wait(30), "the create never reached the proxy"
+        _kill_the_submitter_of(manager, future)
+        assert proxy.removal_tried.wait(15), "no removal by name"  # it finds nothing
+        proxy.release.set()  # the engine creates it only now
+        assert proxy.created.wait(15) and b" 201 " in proxy.answer, proxy.answer
+        label = f"backend.manager={manager.manager_id}"
+        _wait(lambda: not _containers(engines[0], label), 15,
+              "a container created after the first removal was not removed")
