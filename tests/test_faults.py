@@ -199,7 +199,16 @@ def test_script_that_never_closes_exits_cleanly(engines, instances):
     assert not our_containers(engines)
 
 
-def test_keyboard_interrupt_in_sync_kills_the_job(manager):
+@pytest.fixture
+def interruptible():
+    """SIGINT raises KeyboardInterrupt, as in a terminal, even when the tests run where it is
+    ignored (a background job of a non-interactive shell inherits SIG_IGN)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_keyboard_interrupt_in_sync_kills_the_job(manager, interruptible):
     sync = JobManagerSync(manager)
     # SIGINT handled by a thread other than the main one, as Ctrl-C may be
     timer = threading.Timer(1.0, lambda: signal.raise_signal(signal.SIGINT))

@@ -195,8 +195,10 @@ def test_fork_bomb_is_contained_and_the_engine_goes_on(instances):
     report = result["run"]["stderr"].split("limit=")[1].split("\n")[0]
     limit, most, events = report.replace("most=", "").replace("events=", "").split(" ", 2)
     assert limit == "32", report
-    assert 16 <= int(most) <= 32, report  # the bomb did spawn, up to the pids limit, no more
-    assert events.split()[0] == "max" and int(events.split()[1]) > 0, report  # forks refused
+    assert int(most) <= 32, report  # never more processes than the limit
+    # forks were refused at the limit: the bomb did reach it (the samples may miss the peak,
+    # as the bomb's processes die and fork by turns)
+    assert events.split()[0] == "max" and int(events.split()[1]) > 0, report
     assert after["result"] == "success" and after["run"]["host"] == result["run"]["host"], after
 
 
