@@ -456,10 +456,7 @@ class _Dispatcher(threading.Thread):
             _, _, reason, text, container_id, retryable, maybe_created = message
             instance = self.instances[job.instance]
             instance.running -= 1
-            if container_id:
-                instance.deletions.append(container_id)
-            elif maybe_created:  # the engine may have made it without our hearing of it
-                self._remove_unconfirmed(instance, job.container_name)
+            self._remove_attempt(instance, container_id, job.container_name, maybe_created)
             if retryable:
                 self._mark_reachable(instance, False)
                 job.failed_on.add(instance.config.name)
@@ -542,11 +539,9 @@ class _Dispatcher(threading.Thread):
             self.workers[index] = self._restart(self._start_worker)
             held = child.holding
             if isinstance(held, _Job) and held.state == "submitting":
-                instance = self.instances[held.instance]
-                if held.container_id:
-                    instance.deletions.append(held.container_id)
-                else:
-                    self._remove_unconfirmed(instance, held.container_name)
+                # its create may go on in the engine: the container may exist in any case
+                self._remove_attempt(self.instances[held.instance], held.container_id,
+                                     held.container_name, maybe_created=True)
                 self._end(held, failure_result(
                     "start_failed", "the submitter process died while starting the job's "
                     "container", held.instance, held.container_id))
@@ -602,6 +597,15 @@ class _Dispatcher(threading.Thread):
             self.retries = [r for r in self.retries if r[0] > now]
             for _, name, container, _ in due:
                 self.instances[name].deletions.append(container)
+
+    def _remove_attempt(self, instance: _Instance, container_id: Optional[str], name: str,
+                        maybe_created: bool) -> None:
+        """Removes the container of a job's attempt that failed: by id when the engine
+        reported it, else by name when the engine may have created it all the same."""
+        if container_id:
+            instance.deletions.append(container_id)
+        elif maybe_created:
+            self._remove_unconfirmed(instance, name)
 
     def _remove_unconfirmed(self, instance: _Instance, name: str) -> None:
         """Removes a container that the engine may have created without our hearing of it
