@@ -403,7 +403,7 @@ class _Dispatcher(threading.Thread):
         if left and time.monotonic() < self.close_deadline:
             return
         for name, container in left:
-            logger.warning("could not remove container %s on %s (the engine does not answer); "
+            logger.warning("could not remove container %s on %s before the close deadline; "
                            "the next JobManager start removes it", container, name)
         self.stopping = True
 
