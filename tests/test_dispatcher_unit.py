@@ -233,3 +233,24 @@ def test_an_engine_that_could_not_be_reached_made_no_container():
     assert list(dispatcher.queue) == [queued]  # placed again, on "other"
     dispatcher._end(queued, failure_result("killed", "test"))
     close(dispatcher)
+
+
+def test_a_listing_on_an_engine_that_stopped_answering_says_so():
+    from backend._submitter import _Worker
+
+    class Down:
+        closed = False
+
+        def containers(self, label):
+            raise ConnectionRefusedError("down")
+
+        def close(self):
+            self.closed = True
+
+    deleter = _Worker(None, [CONFIG], "m1", "host:1")
+    client = deleter.clients["fake"] = Down()
+    for kind in ("leftovers", "sweep"):
+        deleter.clients["fake"] = client
+        # not "the engine answered something unexpected": reported as unreachable
+        assert deleter.delete(kind, "fake") == ([], False)
+        assert client.closed and "fake" not in deleter.clients  # a new connection next time
