@@ -1,0 +1,233 @@
+"""Every message that crosses a process or a thread of a JobManager, as a small named type.
+
+Messages are plain data (picklable :class:`~typing.NamedTuple`\\ s), matched by type, never by
+position; one name means one thing. Each channel has one writer and one reader:
+
+===========================  ===========================  ===================================
+message                      sender → receiver            meaning
+===========================  ===========================  ===================================
+:class:`NewJob`              JobManager → dispatcher      place this job
+:class:`KillJob`             JobManager → dispatcher      end this job with ``killed``
+:class:`KillAll`             JobManager → dispatcher      ``close(wait=False)``: kill every job
+:class:`RemoveContainer`     callback manager →           the job was delivered: remove its
+                             dispatcher                   container
+:class:`Close`               JobManager → dispatcher      stop once every job has ended
+:class:`Submit`              dispatcher → submitter       create and start a job's container
+:class:`Remove`              dispatcher → submitter       remove these containers
+:class:`Sweep`               dispatcher → submitter       remove the containers of dead managers
+:class:`RemoveLeftovers`     dispatcher → submitter       closing: remove all of this manager's
+:class:`Created`             submitter → dispatcher       the container exists (not started)
+:class:`Started`             submitter → dispatcher       it runs (its attach may follow, as a
+                                                          file descriptor)
+:class:`StartFailed`         submitter → dispatcher       it could not be created or started
+:class:`Removed`             submitter → dispatcher       reply to Remove, Sweep, RemoveLeftovers
+:class:`Watch`               dispatcher → waiter          watch this running container (its
+                                                          attach may follow)
+:class:`KillRunning`         dispatcher → waiter          kill this job's container
+:class:`Probe`               dispatcher → waiter          look at the engine now, and report
+:class:`JobEnded`            waiter → dispatcher          the job's container part of a result
+:class:`EngineState`         waiter → dispatcher; event   the engine answers, or does not
+                             thread → waiter main loop
+:class:`Exit`                dispatcher → any child       exit now
+:class:`DockerEvent`         event thread → waiter        a container event of the engine
+:class:`EventsCovered`       event thread → waiter        the event stream covers from ``since``
+:class:`OutputOverflow`      output follower → waiter     the job printed more than allowed
+:class:`OutputEnded`         output follower → waiter     the job's own attach ended
+===========================  ===========================  ===================================
+
+In-process channels (the dispatcher's commands, a waiter's notes from its helper threads) are a
+:class:`Mailbox`: a deque and a wake-up pipe, so that the reader's single
+:func:`multiprocessing.connection.wait` sees them beside its pipes and sentinels.
+"""
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass
+from typing import Any, Deque, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+
+from backend._task import _TaskSnapshot
+
+#: A result dict (SPEC §6), or its container part before the merge with the local check.
+Result = Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a submitter needs to run one job; plain data only."""
+
+    job_id: str
+    task: _TaskSnapshot
+    stdin: bytes
+
+
+# -- to the dispatcher, from the JobManager's own threads ------------------------------------
+
+class NewJob(NamedTuple):
+    job: Any  # a backend._dispatcher._Job (not imported here: plain data only crosses pipes)
+
+
+class KillJob(NamedTuple):
+    job_id: str
+
+
+class KillAll(NamedTuple):
+    pass
+
+
+class RemoveContainer(NamedTuple):
+    engine: str
+    container: str
+
+
+class Close(NamedTuple):
+    pass
+
+
+# -- dispatcher -> submitter -------------------------------------------------------------------
+
+class Submit(NamedTuple):
+    engine: str
+    spec: JobSpec
+    container_name: str
+
+
+class Remove(NamedTuple):
+    engine: str
+    containers: Tuple[str, ...]  # ids or names
+
+
+class Sweep(NamedTuple):
+    engine: str
+
+
+class RemoveLeftovers(NamedTuple):
+    engine: str
+
+
+#: A submitter's removal requests.
+Removal = Union[Remove, Sweep, RemoveLeftovers]
+
+
+class Exit(NamedTuple):
+    pass
+
+
+# -- submitter -> dispatcher -------------------------------------------------------------------
+
+class Created(NamedTuple):
+    job_id: str
+    container_id: str
+
+
+class Started(NamedTuple):
+    job_id: str
+    container_id: str
+    has_stream: bool  # the job's attach follows on the pipe (multiprocessing.reduction)
+
+
+class StartFailed(NamedTuple):
+    job_id: str
+    reason: str                  # a SPEC §6 reason
+    text: str
+    container_id: Optional[str]  # the container, if it was created
+    retryable: bool              # the engine did not answer: the job may go elsewhere
+    maybe_created: bool          # the create was sent and not answered
+
+
+class Removed(NamedTuple):
+    engine: str
+    failed: Tuple[str, ...]  # what could not be removed
+    reachable: bool          # False: the engine did not answer, the rest was not tried
+
+
+# -- dispatcher -> waiter ----------------------------------------------------------------------
+
+class Watch(NamedTuple):
+    job_id: str
+    container_id: str
+    limits: Dict[str, Any]
+    started_at: float
+    kill_requested: bool
+    has_stream: bool  # the job's attach follows on the pipe
+
+
+class KillRunning(NamedTuple):
+    job_id: str
+
+
+class Probe(NamedTuple):
+    pass
+
+
+# -- waiter -> dispatcher ----------------------------------------------------------------------
+
+class JobEnded(NamedTuple):
+    job_id: str
+    result: Result
+
+
+class EngineState(NamedTuple):
+    engine: str
+    reachable: bool
+
+
+# -- inside a waiter: helper threads -> main loop ---------------------------------------------
+
+class DockerEvent(NamedTuple):
+    action: str                # one of backend._docker.CONTAINER_EVENTS
+    container_id: str
+    exit_code: Optional[int]   # for "die"
+    at: float                  # the engine's time of the event (epoch seconds)
+
+
+class EventsCovered(NamedTuple):
+    since: float
+
+
+class OutputOverflow(NamedTuple):
+    container_id: str
+
+
+class OutputEnded(NamedTuple):
+    container_id: str
+    complete: bool  # every byte was read; False: read the engine's log instead
+
+
+class Mailbox:
+    """An in-process channel to a thread that waits on pipes: :meth:`put` from any thread;
+    the owner includes :attr:`fileno` in its :func:`~multiprocessing.connection.wait` and
+    calls :meth:`drain` when it is ready. :meth:`close` once, by the owner, at its end."""
+
+    def __init__(self) -> None:
+        self._messages: Deque[Any] = collections.deque()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def fileno(self) -> int:
+        return self._wake_r
+
+    def put(self, message: Any) -> None:
+        self._messages.append(message)
+        try:
+            os.write(self._wake_w, b"!")
+        except OSError:  # full (a wake-up is pending anyway) or closed (the owner ended)
+            pass
+
+    def drain(self) -> Iterator[Any]:
+        """The messages queued so far, oldest first (also those put while draining)."""
+        try:
+            os.read(self._wake_r, 65536)
+        except OSError:  # nothing to read: a put raced with the last drain
+            pass
+        while self._messages:
+            yield self._messages.popleft()
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
