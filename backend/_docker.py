@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from backend._config import InstanceConfig
@@ -26,6 +28,10 @@ API_TIMEOUT = 30
 API_VERSION = "1.41"
 #: Labels put on every container (SPEC §4).
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
+#: The container events a waiter follows: the one list of their names.
+CONTAINER_EVENTS = ("die", "oom", "kill", "destroy")
+#: Stream numbers of Docker's multiplexed attach and log frames.
+STDOUT, STDERR = 1, 2
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "fsize": (128 << 20, 128 << 20), "core": (0, 0)}
 _TMPFS_SIZE = "64m"
@@ -36,7 +42,8 @@ _LOG_FILE_SIZE = 1 << 20
 
 class DockerFailure(Exception):
     """A Docker call failed. ``reason`` is a SPEC §6 reason; ``retryable`` marks an engine
-    that did not answer, so the job may go elsewhere.
+    that did not answer, so the job may go elsewhere; ``not_found``, an engine that answered
+    that the container (or image) does not exist.
 
     From :func:`create_and_start`, ``container_id`` names the container if it was created,
     and ``maybe_created`` tells that the engine may have created one without its answer
@@ -46,15 +53,19 @@ class DockerFailure(Exception):
     container_id: Optional[str] = None
     maybe_created: bool = False
 
-    def __init__(self, reason: str, text: str, retryable: bool = False):
+    def __init__(self, reason: str, text: str, retryable: bool = False,
+                 not_found: bool = False):
         super().__init__(text)
         self.reason = reason
         self.text = text
         self.retryable = retryable
+        self.not_found = not_found
 
 
 def is_not_found(error: BaseException) -> bool:
     """Whether ``error`` is the engine saying that the container (or image) does not exist."""
+    if isinstance(error, DockerFailure):
+        return error.not_found
     return isinstance(error, HttpError) and error.status == 404
 
 
@@ -177,9 +188,10 @@ def translate(error: BaseException, instance: InstanceConfig, image: Optional[st
     if isinstance(error, HttpError):
         if error.status == 404 and image and "image" in error.message.lower():
             return DockerFailure("no_image",
-                                 f"image {image!r} was not found on host {instance.name}")
+                                 f"image {image!r} was not found on host {instance.name}",
+                                 not_found=True)
         return DockerFailure("start_failed", f"host {instance.name} refused the container: "
-                                             f"{error.message}")
+                                             f"{error.message}", not_found=error.status == 404)
     if type(error).__module__ == "ssl" or "SSL" in type(error).__name__:
         return DockerFailure("engine_unreachable",
                              f"TLS failure talking to host {instance.name} "
@@ -326,6 +338,32 @@ def remove_containers(engine: Engine, containers: List[str]) -> Tuple[List[str],
     return failed, True
 
 
+def manager_containers(engine: Engine, manager_id: str) -> List[str]:
+    """Ids of every container of the manager ``manager_id`` on the engine."""
+    return [c["Id"] for c in engine.containers(f"{LABEL_MANAGER}={manager_id}")]
+
+
+def dead_managers_containers(engine: Engine) -> List[str]:
+    """Ids of the containers whose manager (label ``backend.owner``, ``hostname:pid``) was a
+    process of this host that no longer runs: the orphan sweep's targets."""
+    return [c["Id"] for c in engine.containers(LABEL_OWNER)
+            if _owner_is_gone((c.get("Labels") or {}).get(LABEL_OWNER, ""))]
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether ``hostname:pid`` names a process of this host that no longer runs."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
     """Splits Docker's multiplexed stream (8-byte frame headers) into stdout and stderr."""
     out, err = bytearray(), bytearray()
@@ -333,7 +371,7 @@ def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
     position = 0
     while position + 8 <= len(data):
         size = int.from_bytes(view[position + 4:position + 8], "big")
-        target = err if data[position] == 2 else out
+        target = err if data[position] == STDERR else out
         target += view[position + 8:position + 8 + size]
         position += 8 + size
     return bytes(out), bytes(err)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from multiprocessing import reduction
 from typing import Any, Dict, List, Tuple
@@ -117,14 +116,12 @@ class _Worker:
         try:
             client = self.client(name)
             if kind == "leftovers":
-                ids = [c["Id"] for c in client.containers(
-                    f"{_docker.LABEL_MANAGER}={self.manager_id}")]
+                ids = _docker.manager_containers(client, self.manager_id)
                 if ids:
                     logger.warning("%d container(s) of this JobManager were still on %s at "
                                    "its close; removing them", len(ids), name)
             elif kind == "sweep":
-                ids = [c["Id"] for c in client.containers(_docker.LABEL_OWNER)
-                       if _owner_is_gone(c["Labels"].get(_docker.LABEL_OWNER, ""))]
+                ids = _docker.dead_managers_containers(client)
                 if ids:
                     logger.info("removing %d container(s) left by dead managers on %s",
                                 len(ids), name)
@@ -141,20 +138,6 @@ class _Worker:
         if not reachable:
             self.forget(name)
         return failed, reachable
-
-
-def _owner_is_gone(owner: str) -> bool:
-    """Whether ``hostname:pid`` names a process of this host that no longer runs."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def worker_main(connection, instances: List[InstanceConfig], manager_id: str, owner: str,

@@ -53,7 +53,6 @@ logger = logging.getLogger("backend")
 ENGINE_LOST_AFTER = 5.0
 #: Seconds a job's output stream may lag behind its end before its log is read instead.
 STREAM_GRACE = 2.0
-_EVENTS = ["die", "oom", "kill", "destroy"]
 #: Seconds the events of a container not yet watched are kept.
 _EARLY_NOTES_KEPT = 60.0
 _SIGXCPU_EXIT = 128 + 24
@@ -211,7 +210,7 @@ class _Waiter:
             return
         watched = self.watched.get(note[1])
         if watched is None:
-            if kind in ("die", "oom", "kill", "destroy"):
+            if kind in _docker.CONTAINER_EVENTS:
                 self.keep_early(note)
             return
         if kind == "oom":
@@ -470,7 +469,7 @@ class _Waiter:
                 if client is None:
                     client = _docker.connect(self.instance)
                 _, stream = client.events(since, {"type": ["container"], "label": [self.label],
-                                                  "event": _EVENTS})
+                                                  "event": list(_docker.CONTAINER_EVENTS)})
                 self.notify(("events", since))
                 self.notify(("engine", True))
                 delay = 0.1

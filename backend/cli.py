@@ -542,7 +542,6 @@ def _cmd_build(args) -> int:
 
 def _cmd_cleanup(args) -> int:
     from backend import _docker
-    from backend._submitter import _owner_is_gone
 
     status = 0
     for instance in _instances(_settings(args)):
@@ -555,12 +554,9 @@ def _cmd_cleanup(args) -> int:
         with client:
             try:
                 if args.all:
-                    found = client.containers(_docker.LABEL_MANAGER)
+                    ids = [c["Id"] for c in client.containers(_docker.LABEL_MANAGER)]
                 else:
-                    found = [c for c in client.containers(_docker.LABEL_OWNER)
-                             if _owner_is_gone((c.get("Labels") or {}).get(
-                                 _docker.LABEL_OWNER, ""))]
-                ids = [c["Id"] for c in found]
+                    ids = _docker.dead_managers_containers(client)
                 left, _ = _docker.remove_containers(client, ids)
             except Exception as error:  # the engine answered something unexpected
                 sys.stdout.write(f"{instance.name}: failed ({_first_line(error)})\n")
