@@ -1,5 +1,5 @@
 """What every child process of a JobManager shares: exiting when the manager dies, and logging
-to the manager's ``backend`` logger level."""
+to the manager's ``backend`` logger level; and how a process is looked up in ``/proc``."""
 from __future__ import annotations
 
 import logging
@@ -7,8 +7,26 @@ import os
 import sys
 import threading
 import types
+from typing import List, Optional
 
 _START_LOCK = threading.Lock()
+
+
+def proc_stat(pid: int) -> Optional[List[str]]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``[0]`` the state, ``[1]``
+    the parent's pid, ``[11]`` and ``[12]`` user and system clock ticks), or ``None`` when
+    there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            return stream.read().rsplit(b")", 1)[1].decode().split()
+    except (OSError, IndexError):
+        return None
+
+
+def is_running(pid: int) -> bool:
+    """Whether process ``pid`` runs (neither gone nor a zombie)."""
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
 
 
 def exit_with_parent(lifeline) -> None:

@@ -40,7 +40,7 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 from backend import _docker, _submitter, _waiter
-from backend._child import start_process
+from backend._child import is_running, start_process
 from backend._config import InstanceConfig
 from backend._results import failure_result
 from backend._submitter import _JobSpec
@@ -111,11 +111,7 @@ class _Child:
     def is_running(self) -> bool:
         """Whether the process still runs (looked up by pid: a dead forkserver leaves
         ``process.is_alive()`` saying no for children that are alive)."""
-        try:
-            with open(f"/proc/{self.process.pid}/stat") as stream:
-                return stream.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except (OSError, IndexError):
-            return False
+        return is_running(self.process.pid)
 
 
 @dataclass
