@@ -81,15 +81,14 @@ class _Dispatcher(threading.Thread):
         self.leftovers_checked = False    # closing: each engine was asked for our containers
         self.stopping = False
         self.failure: Optional[BaseException] = None
+        # the handlers, by message type (see backend._messages)
         self._commands: Dict[type, Callable[[Any], None]] = {
-            NewJob: self._new_job, KillJob: lambda c: self._kill(self.jobs.get(c.job_id)),
-            KillAll: self._kill_all,
-            RemoveContainer: lambda c: self.removals.add(c.engine, c.container),
-            Close: self._close}
+            NewJob: self._on_new_job, KillJob: self._on_kill_job, KillAll: self._on_kill_all,
+            RemoveContainer: self._on_remove_container, Close: self._on_close}
         self._replies: Dict[type, Callable[[_Child, Any], None]] = {
-            Created: self._created, Started: self._started, StartFailed: self._start_failed,
-            Removed: self._removed, JobEnded: self._job_ended,
-            EngineState: lambda child, m: self._mark_reachable(m.engine, m.reachable, False)}
+            Created: self._on_created, Started: self._on_started,
+            StartFailed: self._on_start_failed, Removed: self._on_removed,
+            JobEnded: self._on_job_ended, EngineState: self._on_engine_state}
 
     def post(self, command: object) -> None:
         """Queues a command (a ``NewJob``, ``KillJob``, ``KillAll``, ``RemoveContainer`` or
@@ -158,7 +157,7 @@ class _Dispatcher(threading.Thread):
             handler(child, message)
 
     # -- commands from other threads -----------------------------------------------------
-    def _new_job(self, command: NewJob) -> None:
+    def _on_new_job(self, command: NewJob) -> None:
         job = command.job
         self.jobs[job.job_id] = job
         self.placement.add(job)
@@ -181,11 +180,17 @@ class _Dispatcher(threading.Thread):
                 waiter.send(KillRunning(job.job_id))  # if it died, its replacement kills
         # submitting: the kill goes with the Watch once the container started
 
-    def _kill_all(self, command: KillAll) -> None:
+    def _on_kill_job(self, command: KillJob) -> None:
+        self._kill(self.jobs.get(command.job_id))
+
+    def _on_kill_all(self, command: KillAll) -> None:
         for job in list(self.jobs.values()):
             self._kill(job)
 
-    def _close(self, command: Close) -> None:
+    def _on_remove_container(self, command: RemoveContainer) -> None:
+        self.removals.add(command.engine, command.container)
+
+    def _on_close(self, command: Close) -> None:
         self.closing = True
         self.close_deadline = time.monotonic() + 2 * STOP_GRACE
 
@@ -250,12 +255,12 @@ class _Dispatcher(threading.Thread):
         self.stopping = True
 
     # -- replies from the children -------------------------------------------------------
-    def _created(self, submitter: _Child, message: Created) -> None:
+    def _on_created(self, submitter: _Child, message: Created) -> None:
         job = self.jobs.get(message.job_id)
         if job is not None:
             job.container_id = message.container_id
 
-    def _started(self, submitter: _Child, message: Started) -> None:
+    def _on_started(self, submitter: _Child, message: Started) -> None:
         stream_fd = _receive_fd(submitter.connection) if message.has_stream else None
         submitter.holding = None
         job = self.jobs.get(message.job_id)
@@ -267,7 +272,7 @@ class _Dispatcher(threading.Thread):
         job.state = JobState.RUNNING
         self.supervisor.watch(job, stream_fd)
 
-    def _start_failed(self, submitter: _Child, message: StartFailed) -> None:
+    def _on_start_failed(self, submitter: _Child, message: StartFailed) -> None:
         submitter.holding = None
         job = self.jobs.get(message.job_id)
         if job is None or job.state is JobState.DONE or job.engine is None:
@@ -283,7 +288,7 @@ class _Dispatcher(threading.Thread):
             self._end(job, failure_result(message.reason, message.text, job.engine,
                                           message.container_id))
 
-    def _removed(self, submitter: _Child, message: Removed) -> None:
+    def _on_removed(self, submitter: _Child, message: Removed) -> None:
         request, submitter.holding = submitter.holding, None
         if not message.reachable:
             self._mark_reachable(message.engine, False)
@@ -291,11 +296,14 @@ class _Dispatcher(threading.Thread):
             self.removals.finished(request, message.failed, message.reachable,
                                    time.monotonic())
 
-    def _job_ended(self, waiter: _Child, message: JobEnded) -> None:
+    def _on_job_ended(self, waiter: _Child, message: JobEnded) -> None:
         waiter.jobs.pop(message.job_id, None)
         job = self.jobs.get(message.job_id)
         if job is not None:
             self._end(job, message.result)
+
+    def _on_engine_state(self, waiter: _Child, message: EngineState) -> None:
+        self._mark_reachable(message.engine, message.reachable, probe=False)
 
     def _mark_reachable(self, engine: str, reachable: bool, probe: bool = True) -> None:
         """Records what a child saw of ``engine``. Jobs and removals are sent only to a

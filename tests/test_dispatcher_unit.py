@@ -207,7 +207,7 @@ def test_close_asks_each_engine_for_leftovers_then_stops():
     dispatcher = make_dispatcher()
     child = submitter(True)
     dispatcher.supervisor.submitters = [child]
-    dispatcher._close(Close())
+    dispatcher._on_close(Close())
     dispatcher._schedule()
     assert child.peer.recv() == RemoveLeftovers("fake") and not dispatcher.stopping
     dispatcher._read_message(child, Removed("fake", (), True))
@@ -221,7 +221,7 @@ def test_close_gives_up_on_an_engine_that_does_not_answer(caplog):
     dispatcher.supervisor.submitters = [submitter(True)]
     dispatcher.placement.set_reachable("fake", False)
     dispatcher.removals.add("fake", "c1")
-    dispatcher._close(Close())
+    dispatcher._on_close(Close())
     dispatcher._schedule()
     assert not dispatcher.stopping  # it may come back before the close deadline
     dispatcher.close_deadline = time.monotonic() - 1
