@@ -33,9 +33,8 @@ import os
 import queue
 import threading
 import time
-from multiprocessing import reduction
-from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from multiprocessing.connection import wait
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from backend import _docker
 from backend._config import InstanceConfig
@@ -46,18 +45,9 @@ from backend._messages import (Close, Created, EngineState, JobEnded, KillAll, K
 from backend._placement import Placement
 from backend._removals import Removals
 from backend._results import failure_result
-from backend._supervisor import STOP_GRACE, ChildKind, Supervisor, _Child
+from backend._supervisor import STOP_GRACE, Supervisor, _Child, receive_fd
 
 logger = logging.getLogger("backend")
-
-
-def _receive_fd(connection: Connection) -> Optional[int]:
-    """The file descriptor a child sent after its message, or None if it died meanwhile."""
-    try:
-        return reduction.recv_handle(connection)
-    except (EOFError, OSError, RuntimeError) as error:
-        logger.debug("no output stream received: %s", error)
-        return None
 
 
 class _Dispatcher(threading.Thread):
@@ -76,19 +66,24 @@ class _Dispatcher(threading.Thread):
         self.done_queue = done_queue
         self.mailbox = Mailbox()
         self.jobs: Dict[str, _Job] = {}
-        self.closing = False              # stop once every job ended and removals are done
-        self.close_deadline = 0.0         # ... or give up retrying removals after this
-        self.leftovers_checked = False    # closing: each engine was asked for our containers
+        #: closing: stop once every job ended and removals are done, or give up retrying
+        #: removals after this (time.monotonic()); None: not closing
+        self.close_deadline: Optional[float] = None
         self.stopping = False
-        self.failure: Optional[BaseException] = None
         # the handlers, by message type (see backend._messages)
         self._commands: Dict[type, Callable[[Any], None]] = {
-            NewJob: self._on_new_job, KillJob: self._on_kill_job, KillAll: self._on_kill_all,
-            RemoveContainer: self._on_remove_container, Close: self._on_close}
+            NewJob: self._on_new_job,
+            KillJob: lambda command: self._kill(self.jobs.get(command.job_id)),
+            KillAll: lambda command: self._kill(*self.jobs.values()),
+            RemoveContainer: lambda command: self.removals.add(command.engine,
+                                                              command.container),
+            Close: self._on_close}
         self._replies: Dict[type, Callable[[_Child, Any], None]] = {
             Created: self._on_created, Started: self._on_started,
             StartFailed: self._on_start_failed, Removed: self._on_removed,
-            JobEnded: self._on_job_ended, EngineState: self._on_engine_state}
+            JobEnded: self._on_job_ended,
+            EngineState: lambda waiter, message: self._mark_reachable(
+                message.engine, message.reachable, probe=False)}
 
     def post(self, command: object) -> None:
         """Queues a command (a ``NewJob``, ``KillJob``, ``KillAll``, ``RemoveContainer`` or
@@ -106,8 +101,7 @@ class _Dispatcher(threading.Thread):
     def run(self) -> None:
         try:
             self._loop()
-        except BaseException as error:  # noqa: BLE001 - must reach someone: logged, then
-            self.failure = error        # every pending job ends with a crash result
+        except BaseException as error:  # noqa: BLE001 - logged, and every pending job ends
             logger.exception("the JobManager's dispatcher failed")
             for job in list(self.jobs.values()):
                 self._end(job, failure_result("start_failed", f"internal error: {error!r}",
@@ -125,28 +119,17 @@ class _Dispatcher(threading.Thread):
                 self._commands[type(command)](command)
             for child in children:
                 if child.connection in ready:
-                    self._read(child)
+                    self.supervisor.read(child, self._read_message)
             for child in self.supervisor.dead(children, ready):
-                self._read(child)  # what it said before dying counts
+                self.supervisor.read(child, self._read_message)  # what it said counts
                 self._replace(child)
             self.removals.release_due(time.monotonic())
             self._schedule()
 
     def _timeout(self) -> Optional[float]:
-        dues = [due for due in (self.removals.next_due(),) if due is not None]
-        if self.closing:
-            dues.append(self.close_deadline)
-        return max(0.0, min(dues) - time.monotonic()) if dues else None
-
-    def _read(self, child: _Child) -> None:
-        """Handles what ``child`` sent; notes the end of file of its pipe."""
-        try:
-            while child.connection.poll():
-                self._read_message(child, child.connection.recv())
-        except EOFError:
-            child.pipe_closed = True
-        except OSError:
-            pass
+        dues = [self.removals.next_due(), self.close_deadline]
+        due = min((d for d in dues if d is not None), default=None)
+        return None if due is None else max(0.0, due - time.monotonic())
 
     def _read_message(self, child: _Child, message: object) -> None:
         handler = self._replies.get(type(message))
@@ -167,31 +150,19 @@ class _Dispatcher(threading.Thread):
                 "over_capacity", f"the system is over capacity: "
                 f"{self.placement.max_queued_jobs} job(s) already wait for a free slot"))
 
-    def _kill(self, job: Optional[_Job]) -> None:
-        if job is None or job.state is JobState.DONE:
-            return
-        job.kill_requested = True
-        if job.state is JobState.QUEUED:
-            self.placement.withdraw(job)
-            self._end(job, failure_result("killed", "The job was killed before it started."))
-        elif job.state is JobState.RUNNING:
-            waiter = self.supervisor.waiter_of(job)
-            if waiter is not None:
-                waiter.send(KillRunning(job.job_id))  # if it died, its replacement kills
-        # submitting: the kill goes with the Watch once the container started
-
-    def _on_kill_job(self, command: KillJob) -> None:
-        self._kill(self.jobs.get(command.job_id))
-
-    def _on_kill_all(self, command: KillAll) -> None:
-        for job in list(self.jobs.values()):
-            self._kill(job)
-
-    def _on_remove_container(self, command: RemoveContainer) -> None:
-        self.removals.add(command.engine, command.container)
+    def _kill(self, *jobs: Optional[_Job]) -> None:
+        for job in [job for job in jobs if job is not None and job.state is not JobState.DONE]:
+            job.kill_requested = True
+            if job.state is JobState.QUEUED:
+                self.placement.withdraw(job)
+                self._end(job, failure_result("killed", "The job was killed before it started."))
+            elif job.state is JobState.RUNNING:
+                waiter = self.supervisor.waiter_of(job)
+                if waiter is not None:
+                    waiter.send(KillRunning(job.job_id))  # if it died, its replacement kills
+            # submitting: the kill goes with the Watch once the container started
 
     def _on_close(self, command: Close) -> None:
-        self.closing = True
         self.close_deadline = time.monotonic() + 2 * STOP_GRACE
 
     # -- giving work ---------------------------------------------------------------------
@@ -215,12 +186,11 @@ class _Dispatcher(threading.Thread):
                 if submitter.send(request):  # else it stays for another submitter
                     self.removals.sent(request)
                     submitter.holding = request
-        if self.closing:
-            self._close_when_done()
+        if self.close_deadline is not None:
+            self._close_when_done(self.close_deadline)
 
     def _submit(self, job: _Job, engine: str, submitter: _Child) -> None:
-        """Sends ``job`` to ``submitter`` for ``engine``; if it never reached that submitter,
-        the job stays first in the queue, for another one."""
+        """Sends ``job`` to ``submitter``; one that does not reach it stays first in line."""
         assert job.spec is not None  # only jobs that need a container are queued
         name = _docker.container_name(job.job_id, self.placement.attempts(job) + 1)
         if not submitter.send(Submit(engine, job.spec, name)):
@@ -229,30 +199,19 @@ class _Dispatcher(threading.Thread):
         job.state, job.engine, job.container_name = JobState.SUBMITTING, engine, name
         submitter.holding = job
 
-    def _close_when_done(self) -> None:
+    def _close_when_done(self, deadline: float) -> None:
         """Once every job ended and its container was removed, asks each engine for the
         containers of this manager still there (none, unless something went wrong), then
         stops. Removals that still fail (an engine down) are given up at the close
         deadline, with a warning."""
-        if self.jobs or self.placement.queue or self.supervisor.busy():
+        if (self.jobs or self.placement.queue or self.supervisor.busy()
+                or self.removals.pending_on_reachable()):
             return
-        if self.removals.pending_on_reachable():
-            return
-        if not self.leftovers_checked:
-            self.leftovers_checked = True
-            reachable = [e for e in self.placement.engines if self.placement.is_reachable(e)]
-            for engine in reachable:
-                self.removals.leftovers(engine)
-            if reachable:
-                self._schedule()
-                return
-        left = self.removals.left()
-        if left and time.monotonic() < self.close_deadline:
-            return
-        for engine, container in left:
-            logger.warning("could not remove container %s on %s before the close deadline; "
-                           "the next JobManager start removes it", container, engine)
-        self.stopping = True
+        if self.removals.ask_for_leftovers():
+            self._schedule()
+        elif not self.removals.left() or time.monotonic() >= deadline:
+            self.removals.give_up()
+            self.stopping = True
 
     # -- replies from the children -------------------------------------------------------
     def _on_created(self, submitter: _Child, message: Created) -> None:
@@ -261,7 +220,7 @@ class _Dispatcher(threading.Thread):
             job.container_id = message.container_id
 
     def _on_started(self, submitter: _Child, message: Started) -> None:
-        stream_fd = _receive_fd(submitter.connection) if message.has_stream else None
+        stream_fd = receive_fd(submitter.connection) if message.has_stream else None
         submitter.holding = None
         job = self.jobs.get(message.job_id)
         if job is None or job.state is JobState.DONE:
@@ -302,9 +261,6 @@ class _Dispatcher(threading.Thread):
         if job is not None:
             self._end(job, message.result)
 
-    def _on_engine_state(self, waiter: _Child, message: EngineState) -> None:
-        self._mark_reachable(message.engine, message.reachable, probe=False)
-
     def _mark_reachable(self, engine: str, reachable: bool, probe: bool = True) -> None:
         """Records what a child saw of ``engine``. Jobs and removals are sent only to a
         reachable engine; the waiters report when it answers again. When a submitter saw
@@ -322,26 +278,20 @@ class _Dispatcher(threading.Thread):
         """The one place a job ends: frees its slot and hands it to the callback managers."""
         if job.state is JobState.DONE:
             return
-        if job.state in (JobState.SUBMITTING, JobState.RUNNING) and job.engine:
-            self.placement.release(job.engine)
-        self.placement.forget(job)
+        self.placement.ended(job)
         job.state, job.result = JobState.DONE, result
         self.jobs.pop(job.job_id, None)
         self.done_queue.put(job)
 
     def _replace(self, child: _Child) -> None:
-        """Replaces a dead child and settles what it held: a submitter's job ends (its
-        container, which may exist in any case, is removed), its removal is pending again;
-        a waiter's running jobs go to its replacement."""
+        """Replaces a dead child and settles what a submitter held: its job ends (its
+        container, which may exist in any case, is removed), its removal is pending again.
+        (A waiter's running jobs go to its replacement.)"""
         if self.stopping:
             return
-        replacement = self.supervisor.replace(child)
+        self.supervisor.replace(child)
         held = child.holding
-        if child.kind is ChildKind.WAITER:
-            for job in child.jobs.values():
-                if job.state is JobState.RUNNING:
-                    self.supervisor.watch(job, waiter=replacement)
-        elif isinstance(held, _Job):
+        if isinstance(held, _Job):
             if held.state is JobState.SUBMITTING and held.engine:
                 self.removals.attempt_failed(held.engine, held.container_id,
                                              held.container_name, True, time.monotonic())

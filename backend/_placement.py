@@ -12,7 +12,7 @@ import itertools
 from typing import Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from backend._config import InstanceConfig
-from backend._job import _Job
+from backend._job import JobState, _Job
 
 #: Engines a job is tried on when its engine does not answer, at most.
 PLACEMENT_TRIES = 3
@@ -118,7 +118,7 @@ class Placement:
         """``engine`` could not start ``job``. Returns whether the job is placed again (it is
         queued first, its slot freed): when the engine did not answer (``retryable``), the job
         was not killed, it was tried fewer than :data:`PLACEMENT_TRIES` times and an engine
-        answers. Otherwise it keeps its slot until :meth:`release`."""
+        answers. Otherwise it keeps its slot until it :meth:`ended`."""
         if retryable:
             self._failed_on.setdefault(job.job_id, set()).add(engine)
         if not (retryable and self.attempts(job) < PLACEMENT_TRIES and not job.kill_requested
@@ -128,11 +128,10 @@ class Placement:
         self.queue.appendleft(job)
         return True
 
-    def release(self, engine: str) -> None:
-        """A job that held a slot on ``engine`` ended."""
-        self.running[engine] -= 1
-
-    def forget(self, job: _Job) -> None:
-        """``job`` ended: its history goes."""
+    def ended(self, job: _Job) -> None:
+        """``job`` ends (called before its state becomes DONE): its slot, if it held one, is
+        free, and its history goes."""
+        if job.state in (JobState.SUBMITTING, JobState.RUNNING) and job.engine:
+            self.running[job.engine] -= 1
         self._attempts.pop(job.job_id, None)
         self._failed_on.pop(job.job_id, None)

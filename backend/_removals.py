@@ -46,6 +46,7 @@ class Removals:
         self._is_reachable = is_reachable
         self._retries: List[_Retry] = []
         self._tries: Dict[str, int] = {}  # container -> failed attempts the engine answered
+        self._leftovers_asked = False
 
     # -- what to remove ------------------------------------------------------------------
     def add(self, engine: str, container: str) -> None:
@@ -155,6 +156,23 @@ class Removals:
                 if not r.unconfirmed or not self._is_reachable(r.engine)] + [
             (engine, c) for engine, pending in self._pending.items() for c in pending
             if isinstance(c, str)]
+
+    def ask_for_leftovers(self) -> bool:
+        """Once, at close: asks every engine that answers for the containers of this manager
+        still there. True if it asked (the requests are pending)."""
+        if self._leftovers_asked:
+            return False
+        self._leftovers_asked = True
+        reachable = [engine for engine in self._pending if self._is_reachable(engine)]
+        for engine in reachable:
+            self.leftovers(engine)
+        return bool(reachable)
+
+    def give_up(self) -> None:
+        """The close deadline passed: what is :meth:`left` is left, with a warning each."""
+        for engine, container in self.left():
+            logger.warning("could not remove container %s on %s before the close deadline; "
+                           "the next JobManager start removes it", container, engine)
 
     def pending(self, engine: str) -> List[_Pending]:
         """What waits for ``engine`` (a copy; for the tests and the logs)."""

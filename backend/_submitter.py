@@ -14,7 +14,7 @@ submitter takes its place. A submitter keeps one connection per engine for its w
     the job's open attach (its stdout and stderr from the very start) follows on the pipe as a
     file descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand
     to the waiter.
-:class:`~backend._messages.Remove`, :class:`~backend._messages.Sweep`, :class:`~backend._messages.RemoveLeftovers`
+``Remove``, ``Sweep``, ``RemoveLeftovers``
     remove those containers (one that does not exist counts as removed), the containers of
     dead managers, or every container of this manager (at close); the reply is ``Removed``.
 :class:`~backend._messages.Exit`

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 from backend import _submitter, _waiter
 from backend._child import is_running, start_process
 from backend._config import InstanceConfig
-from backend._job import _Job
+from backend._job import JobState, _Job
 from backend._messages import Exit, Probe, Removal, Watch
 
 logger = logging.getLogger("backend")
@@ -156,6 +156,17 @@ class Supervisor:
                 dead.append(child)
         return dead
 
+    @staticmethod
+    def read(child: _Child, handle: Callable[[_Child, object], None]) -> None:
+        """Hands each message ``child`` sent to ``handle``; notes the end of its pipe."""
+        try:
+            while child.connection.poll():
+                handle(child, child.connection.recv())
+        except EOFError:
+            child.pipe_closed = True
+        except OSError:
+            pass
+
     def idle_submitters(self) -> List[_Child]:
         return [s for s in self.submitters if s.holding is None and not s.broken]
 
@@ -197,8 +208,9 @@ class Supervisor:
 
     # -- replacing -----------------------------------------------------------------------
     def replace(self, child: _Child) -> _Child:
-        """Puts a new child in the place of ``child``, which died; returns the new one. What
-        ``child`` held is left on it, for the caller to settle."""
+        """Puts a new child in the place of ``child``, which died, and returns it. A waiter's
+        running jobs go to its replacement; what a submitter held is left on it, for the
+        caller to settle."""
         child.connection.close()
         logger.warning("%s process %s died (exit code %s); replacing it", child.kind.value,
                        child.process.pid,
@@ -212,6 +224,9 @@ class Supervisor:
             waiters = self.waiters[child.engine]
             replacement = _restart(lambda: self._start_waiter(config))
             waiters[waiters.index(child)] = replacement
+            for job in child.jobs.values():
+                if job.state is JobState.RUNNING:
+                    self.watch(job, waiter=replacement)
         return replacement
 
     # -- stopping ------------------------------------------------------------------------
@@ -239,6 +254,15 @@ class Supervisor:
             child.process.close()
         self.lifeline.close()
         self.lifeline_writer.close()
+
+
+def receive_fd(connection: Connection) -> Optional[int]:
+    """The file descriptor a child sent after its message, or None if it died meanwhile."""
+    try:
+        return reduction.recv_handle(connection)
+    except (EOFError, OSError, RuntimeError) as error:
+        logger.debug("no output stream received: %s", error)
+        return None
 
 
 def _restart(start: Callable[[], _Child]) -> _Child:

@@ -1,7 +1,7 @@
 """Placement without pipes or processes: the choice of engine, ties, slots, the queue's
 capacity, engines that failed a job, no engine answering, and the retry policy."""
 from backend._config import parse_instances
-from backend._job import _Job
+from backend._job import JobState, _Job
 from backend._messages import JobSpec
 from backend._placement import PLACEMENT_TRIES, Placement
 from backend._task import LocalCheck, Task, snapshot_task
@@ -23,6 +23,7 @@ def place(placement, queued):
     head, engine = placement.next()
     assert head is queued
     placement.placed(queued, engine)
+    queued.state, queued.engine = JobState.SUBMITTING, engine
     return engine
 
 
@@ -44,7 +45,7 @@ def test_a_full_engine_gets_no_job_and_the_job_waits():
     place(placement, second)
     placement.add(third)
     assert placement.next() is None and list(placement.queue) == [third]
-    placement.release("a")
+    placement.ended(first)
     assert placement.next() == (third, "a")
 
 
@@ -120,9 +121,9 @@ def test_a_job_is_tried_on_placement_tries_engines_at_most():
     placement.placed(failing, engine)
     assert not placement.failed(failing, engine, retryable=True)  # the last try
     assert placement.running[engine] == 1  # kept until the job ends
-    placement.release(engine)
-    placement.forget(failing)
-    assert placement.attempts(failing) == 0
+    failing.state, failing.engine = JobState.SUBMITTING, engine
+    placement.ended(failing)
+    assert placement.attempts(failing) == 0 and placement.running[engine] == 0
 
 
 def test_an_error_the_engine_answered_or_a_kill_is_not_retried():
@@ -150,3 +151,5 @@ def test_a_killed_job_leaves_the_queue():
     placement.add(queued)
     assert placement.withdraw(queued) and not placement.withdraw(queued)
     assert not placement.queue
+    placement.ended(queued)  # it held no slot
+    assert placement.running["a"] == 0
