@@ -1,32 +1,43 @@
 """Callback managers: threads of the JobManager's process that deliver results.
 
 Each thread reads the *done queue* (a :class:`queue.Queue` of ended jobs, fed by the dispatcher
-and, for jobs that need no container, by :meth:`JobManager.new_job`). For each job it merges the
-container's part with the local check (SPEC §6), schedules the *deleter* for the job's container
-(before the callback, so that a slow callback never delays the removal), and calls the callback
+thread and, for jobs that need no container, by :meth:`JobManager.new_job`). For each job it
+merges the container's part with the local check (SPEC §6), asks the dispatcher to have a
+submitter remove the job's container (a :class:`~backend._messages.RemoveContainer`, sent
+before the callback, so that a slow callback never delays the removal), and calls the callback
 in this process: a bound method, a closure or a lambda works, and nothing is pickled. A callback
-that raises, even ``SystemExit``, is logged with its traceback; the thread goes on.
+that raises, even ``SystemExit``, is logged with its traceback; the thread goes on. The jobs it
+reads are no longer changed by any other thread.
 """
 from __future__ import annotations
 
 import logging
 import queue
 import threading
-from typing import Callable
+from typing import Callable, Optional
 
+from backend._job import _Job
 from backend._results import make_run, merge
 
 logger = logging.getLogger("backend")
 
 
 class _CallbackManager(threading.Thread):
-    """One callback manager thread. ``None`` on the done queue stops it."""
+    """One callback manager thread. ``None`` on the done queue stops it.
 
-    def __init__(self, index: int, done_queue: "queue.Queue", schedule_deletion: Callable,
-                 delivered: Callable):
+    Args:
+        index: its number, in its thread name.
+        done_queue: the ended jobs.
+        remove_container: ``remove_container(engine, container_id)``, thread-safe.
+        delivered: ``delivered(job)``, called once the job's callback returned (or raised).
+    """
+
+    def __init__(self, index: int, done_queue: "queue.Queue[Optional[_Job]]",
+                 remove_container: Callable[[str, str], None],
+                 delivered: Callable[[_Job], None]):
         super().__init__(name=f"backend-callback-{index}", daemon=True)
         self.done_queue = done_queue
-        self.schedule_deletion = schedule_deletion
+        self.remove_container = remove_container
         self.delivered = delivered
 
     def run(self) -> None:
@@ -39,7 +50,7 @@ class _CallbackManager(threading.Thread):
             finally:
                 self.delivered(job)
 
-    def deliver(self, job) -> None:
+    def deliver(self, job: _Job) -> None:
         try:
             result = merge(job.local, job.result)
             if job.spec is not None and "run" not in result:
@@ -48,8 +59,8 @@ class _CallbackManager(threading.Thread):
             logger.exception("job %s: merging its result failed", job.job_id)
             result = {"result": "crash", "text": "internal error while merging the result",
                       "problems": {}, "run": make_run(reason="bad_output")}
-        if job.container_id and job.instance:
-            self.schedule_deletion(job.instance, job.container_id)
+        if job.container_id and job.engine:
+            self.remove_container(job.engine, job.container_id)
         try:
             job.callback(job.job_id, job.task, result)
         except BaseException:  # noqa: BLE001 - SystemExit included: logged, never silent

@@ -44,9 +44,13 @@ from __future__ import annotations
 import collections
 import os
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Deque, Dict, Iterator, List, NamedTuple, Optional,
+                    Tuple, Union)
 
 from backend._task import _TaskSnapshot
+
+if TYPE_CHECKING:  # _job imports this module
+    from backend._job import _Job
 
 #: A result dict (SPEC §6), or its container part before the merge with the local check.
 Result = Dict[str, Any]
@@ -64,7 +68,7 @@ class JobSpec:
 # -- to the dispatcher, from the JobManager's own threads ------------------------------------
 
 class NewJob(NamedTuple):
-    job: Any  # a backend._dispatcher._Job (not imported here: plain data only crosses pipes)
+    job: _Job  # stays in this process: only its spec crosses a pipe
 
 
 class KillJob(NamedTuple):

@@ -1,79 +1,73 @@
-"""The submitter pool's worker: creates and starts containers, and deletes them.
+"""The submitters: the pool's processes, which create and start containers, and remove them.
 
-Each worker process serves one request at a time from its own pipe to the JobManager's
-dispatcher (see :mod:`backend._dispatcher`), which records which worker holds which job: when a
-worker dies, exactly the job it held fails, and a fresh worker takes its place. A worker keeps
-one Docker client per engine for its whole life.
+Each submitter process serves one request at a time from its own pipe to the JobManager's
+dispatcher (see :mod:`backend._dispatcher`), which records which submitter holds which job or
+removal: when a submitter dies, exactly what it held fails or is tried again, and a fresh
+submitter takes its place. A submitter keeps one connection per engine for its whole life
+(a new one after the engine stopped answering). Its messages are those of
+:mod:`backend._messages`:
 
-Requests (dispatcher → worker) and their replies (worker → dispatcher) are plain tuples:
-
-``("submit", instance_name, spec, container_name)``
-    creates the container under that name (one per attempt, so that a container whose
-    creation was not confirmed can still be removed by name), and replies ``("created",
-    job_id, container_id)`` as soon as the container exists, then
-    ``("started", job_id, container_id, has_stream)`` or
-    ``("failed", job_id, reason, text, container_id, retryable, maybe_created)``
-    (``maybe_created``: the create was sent and not answered). With ``has_stream``, the
-    job's open attach (its stdout and stderr from the very start) follows on the pipe as a file
-    descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand to
-    the waiter.
-``("delete", instance_name, container_ids_or_names)``
-    removes those containers (one that does not exist counts as removed); replies
-    ``("deleted", instance_name, failed, reachable)``: what could not be removed, and whether
-    the engine answered (``False``: the rest was not tried).
-``("sweep", instance_name)``
-    removes the containers of managers whose process is gone; same reply.
-``("leftovers", instance_name)``
-    removes every container of this manager (it is closing, and every job has ended): a
-    last check that nothing is left behind; same reply.
-``None``
-    the worker exits.
+:class:`~backend._messages.Submit`
+    creates the container under the name given (one per attempt, so that a container whose
+    creation was not confirmed can still be removed by name), replies ``Created`` as soon as
+    the container exists, then ``Started`` or ``StartFailed``. With ``Started.has_stream``,
+    the job's open attach (its stdout and stderr from the very start) follows on the pipe as a
+    file descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand
+    to the waiter.
+``Remove``, ``Sweep``, ``RemoveLeftovers``
+    remove those containers (one that does not exist counts as removed), the containers of
+    dead managers, or every container of this manager (at close); the reply is ``Removed``.
+:class:`~backend._messages.Exit`
+    the submitter exits.
 """
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+import socket
 from multiprocessing import reduction
-from typing import Any, Dict, List, Tuple
+from multiprocessing.connection import Connection
+from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from backend import _docker
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
-from backend._task import _TaskSnapshot
+from backend._messages import (Created, Exit, Remove, Removed, RemoveLeftovers, Started,
+                               StartFailed, Submit, Sweep)
 
 logger = logging.getLogger("backend")
 
 
-@dataclass(frozen=True)
-class _JobSpec:
-    """Everything the submitter needs to run one job; plain data only."""
+class _Attach(Protocol):
+    """A job's open attach, as :func:`backend._docker.create_and_start` returns it."""
 
-    job_id: str
-    task: _TaskSnapshot
-    stdin: bytes
+    sock: socket.socket
+
+    def close(self) -> None: ...
 
 
-class _Worker:
-    """One submitter process's state: its clients, one per engine."""
+class _Submitter:
+    """One submitter process's state: its connections, one per engine."""
 
-    def __init__(self, connection, instances: List[InstanceConfig], manager_id: str, owner: str):
+    def __init__(self, connection: Connection, configs: Sequence[InstanceConfig],
+                 manager_id: str, owner: str):
         self.connection = connection
-        self.instances = {instance.name: instance for instance in instances}
+        self.configs = {config.name: config for config in configs}
         self.manager_id = manager_id
         self.owner = owner
-        self.clients: Dict[str, Any] = {}
+        self.engines: Dict[str, _docker.Engine] = {}
 
-    def client(self, name: str):
-        client = self.clients.get(name)
-        if client is None:
-            client = self.clients[name] = _docker.connect(self.instances[name])
-        return client
+    def engine(self, engine: str) -> _docker.Engine:
+        connected = self.engines.get(engine)
+        if connected is None:
+            connected = self.engines[engine] = _docker.connect(self.configs[engine])
+        return connected
 
-    def forget(self, name: str) -> None:
-        client = self.clients.pop(name, None)
-        if client is not None:
-            client.close()
+    def forget(self, engine: str) -> None:
+        """Drops the connection to ``engine``, which did not answer: the next is new."""
+        connected = self.engines.pop(engine, None)
+        if connected is not None:
+            connected.close()
 
     def serve(self) -> None:
         while True:
@@ -81,11 +75,8 @@ class _Worker:
                 request = self.connection.recv()
             except (EOFError, OSError):
                 return
-            if request is None:
-                return
-            kind = request[0]
-            if kind == "submit":
-                reply, stream = self.submit(request[1], request[2], request[3])
+            if isinstance(request, Submit):
+                reply, stream = self.submit(request)
                 self.connection.send(reply)
                 if stream is not None:
                     try:
@@ -93,56 +84,61 @@ class _Worker:
                                               os.getppid())
                     finally:
                         stream.close()
+            elif isinstance(request, (Remove, Sweep, RemoveLeftovers)):
+                failed, reachable = self.remove(request)
+                self.connection.send(Removed(request.engine, tuple(failed), reachable))
             else:
-                self.connection.send(("deleted", request[1], *self.delete(*request)))
+                if not isinstance(request, Exit):
+                    logger.error("submitter: unexpected request %r; exiting", request)
+                return
 
-    def submit(self, name: str, spec: _JobSpec, container_name: str):
+    def submit(self, request: Submit) -> Tuple[Union[Started, StartFailed], Optional[_Attach]]:
+        """Creates and starts a job's container; the reply, and its attach if there is one."""
+        job_id = request.spec.job_id
         try:
-            client = self.client(name)
             container_id, stream = _docker.create_and_start(
-                client, spec, self.manager_id, self.owner, container_name,
-                on_created=lambda cid: self.connection.send(("created", spec.job_id, cid)))
-            return ("started", spec.job_id, container_id, stream is not None), stream
+                self.engine(request.engine), request.spec, self.manager_id, self.owner,
+                request.container_name,
+                on_created=lambda cid: self.connection.send(Created(job_id, cid)))
+            return Started(job_id, container_id, stream is not None), stream
         except _docker.DockerFailure as failure:
             if failure.retryable:
-                self.forget(name)
-            return ("failed", spec.job_id, failure.reason, failure.text,
-                    failure.container_id, failure.retryable, failure.maybe_created), None
+                self.forget(request.engine)
+            return StartFailed(job_id, failure.reason, failure.text, failure.container_id,
+                               failure.retryable, failure.maybe_created), None
 
-    def delete(self, kind: str, name: str, argument=None) -> Tuple[List[str], bool]:
+    def remove(self, request: Union[Remove, Sweep, RemoveLeftovers]) -> Tuple[List[str], bool]:
         """Removes containers; returns what could not be removed and whether the engine
         answered."""
-        ids = list(argument) if kind == "delete" else []
+        name = request.engine
+        containers = list(request.containers) if isinstance(request, Remove) else []
         try:
-            client = self.client(name)
-            if kind == "leftovers":
-                ids = _docker.manager_containers(client, self.manager_id)
-                if ids:
+            engine = self.engine(name)
+            if isinstance(request, RemoveLeftovers):
+                containers = _docker.manager_containers(engine, self.manager_id)
+                if containers:
                     logger.warning("%d container(s) of this JobManager were still on %s at "
-                                   "its close; removing them", len(ids), name)
-            elif kind == "sweep":
-                ids = _docker.dead_managers_containers(client)
-                if ids:
+                                   "its close; removing them", len(containers), name)
+            elif isinstance(request, Sweep):
+                containers = _docker.dead_managers_containers(engine)
+                if containers:
                     logger.info("removing %d container(s) left by dead managers on %s",
-                                len(ids), name)
-            failed, reachable = _docker.remove_containers(client, ids)
-        except Exception as error:  # noqa: BLE001 - reported to the dispatcher as a retry
-            # a listing raises the transport's errors: an engine that stopped answering is
-            # told apart from one that answered something unexpected
-            failure = _docker.translate(error, self.instances[name])
-            if failure.retryable or isinstance(error, _docker.DockerFailure):
-                logger.debug("deleter on %s: %s", name, failure.text)
-            else:
-                logger.exception("deleter on %s failed", name)
-            failed, reachable = ids, not failure.retryable
+                                len(containers), name)
+            failed, reachable = _docker.remove_containers(engine, containers)
+        except _docker.DockerFailure as failure:
+            # one that answered with an error says so in one line: the removal is retried
+            if not failure.retryable:
+                logger.info("submitter: removing containers on %s failed: %s", name,
+                               failure.text)
+            failed, reachable = containers, not failure.retryable
         if not reachable:
             self.forget(name)
         return failed, reachable
 
 
-def worker_main(connection, instances: List[InstanceConfig], manager_id: str, owner: str,
-                log_level: int, lifeline) -> None:
+def submitter_main(connection: Connection, configs: List[InstanceConfig], manager_id: str,
+                   owner: str, log_level: int, lifeline: Connection) -> None:
     """Entry point of a submitter process."""
     exit_with_parent(lifeline)
     configure_logging(log_level)
-    _Worker(connection, instances, manager_id, owner).serve()
+    _Submitter(connection, configs, manager_id, owner).serve()

@@ -45,6 +45,7 @@ from typing import Any, Dict, Optional
 from backend import _docker
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
+from backend._messages import EngineState, Exit, JobEnded, KillRunning, Probe, Watch
 from backend._results import container_result, failure_result, join_head_and_tail
 
 logger = logging.getLogger("backend")
@@ -133,7 +134,7 @@ class _Waiter:
             self.reachable = reachable
             if not reachable:
                 logger.warning("engine %s does not answer", self.instance.name)
-            self.send(("engine", self.instance.name, reachable))
+            self.send(EngineState(self.instance.name, reachable))
 
     # -- main loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -157,11 +158,11 @@ class _Waiter:
                 next_poll = time.monotonic() + self.instance.time_between_polls
 
     def handle_message(self, message) -> None:
-        if message is None:
+        if isinstance(message, Exit):
             self.stopping = True
             return
-        if message[0] == "watch":
-            _, job_id, container_id, limits, started_at, kill_requested, has_stream = message
+        if isinstance(message, Watch):
+            job_id, container_id, limits, started_at, kill_requested, has_stream = message
             stream = _receive_stream(self.connection) if has_stream else None
             if container_id in self.watched:
                 if stream is not None:
@@ -188,11 +189,11 @@ class _Waiter:
                 # it may have ended before our event stream covers (a previous waiter died
                 # holding it): look now rather than at the next poll
                 self.reconcile([watched])
-        elif message[0] == "kill":
-            container_id = self.by_job.get(message[1])
-            if container_id:
-                self.kill(self.watched[container_id], "killed")
-        elif message[0] == "probe":  # a submitter saw the engine fail: report what we see
+        elif isinstance(message, KillRunning):
+            killed = self.by_job.get(message.job_id)
+            if killed:
+                self.kill(self.watched[killed], "killed")
+        elif isinstance(message, Probe):  # a submitter saw the engine fail: report what we see
             self.reachable = None
             if self.client is not None:  # on a new connection, as a submitter makes: an
                 self.client.close()      # engine that stops still serves the ones it has
@@ -331,7 +332,7 @@ class _Waiter:
             result = container_result(stdout, stderr, exit_code, reason, limits,
                                       self.instance.name, watched.container_id, duration)
         self.forget(watched)
-        self.send(("done", watched.job_id, result))
+        self.send(JobEnded(watched.job_id, result))
 
     def forget(self, watched: _Watched) -> None:
         self.watched.pop(watched.container_id, None)
@@ -366,7 +367,7 @@ class _Waiter:
             for watched in list(self.watched.values()):
                 watched.reason = watched.reason or "engine_lost"
                 self.forget(watched)
-                self.send(("done", watched.job_id, failure_result(
+                self.send(JobEnded(watched.job_id, failure_result(
                     "engine_lost", f"host {self.instance.name} stopped answering while the "
                     f"job ran", self.instance.name, watched.container_id,
                     now - watched.started_at)))

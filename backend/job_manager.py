@@ -4,7 +4,8 @@
 and hands the job either to the dispatcher (see :mod:`backend._dispatcher`), which places it on
 the least-loaded engine and drives the submitter pool and the waiters, or straight to the done
 queue when no container is needed. Callback manager threads (:mod:`backend._callback_manager`)
-then deliver every result in this process.
+then deliver every result in this process. The JobManager talks to the dispatcher only with
+the commands of :mod:`backend._messages` (``NewJob``, ``KillJob``, ``KillAll``, ``Close``).
 """
 from __future__ import annotations
 
@@ -24,13 +25,20 @@ from typing import Any, Callable, Dict, List, Optional
 from backend import _docker
 from backend._callback_manager import _CallbackManager
 from backend._config import load_config, parse_instances
-from backend._dispatcher import _Dispatcher, _Job
-from backend._submitter import _JobSpec
-from backend._task import LocalCheck, snapshot_task
+from backend._dispatcher import _Dispatcher
+from backend._job import JobState, _Job
+from backend._messages import Close, JobSpec, KillAll, KillJob, NewJob, RemoveContainer, Result
+from backend._task import LocalCheck, _TaskSnapshot, snapshot_task
 
 logger = logging.getLogger("backend")
 
-Callback = Callable[[str, Any, Dict[str, Any]], Any]
+Callback = Callable[[str, Any, Result], Any]
+
+
+class _JobFuture(Future[Result]):
+    """The future of one job's result (:meth:`JobManager.submit`)."""
+
+    job_id: str
 
 
 class JobManager:
@@ -57,7 +65,7 @@ class JobManager:
                  tasks_directory: Optional[str] = None, callback_manager_count: int = 1,
                  process_pool_size: Optional[int] = None, *,
                  max_queued_jobs: Optional[int] = None, start_method: str = "forkserver"):
-        self._instances = parse_instances(docker_instances)
+        self._configs = parse_instances(docker_instances)
         for name, value, least in (("callback_manager_count", callback_manager_count, 1),
                                    ("process_pool_size", process_pool_size, 1),
                                    ("max_queued_jobs", max_queued_jobs, 0)):
@@ -78,30 +86,30 @@ class JobManager:
         self.manager_id = uuid.uuid4().hex[:16]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self._lock = threading.Condition()
-        self._last_snapshot = None
+        self._last_snapshot: Optional[_TaskSnapshot] = None
         self._pending: Dict[str, _Job] = {}
         self._closed = False
         self._close_started = False
-        self._done_queue: "queue.Queue" = queue.Queue()
+        self._done_queue: "queue.Queue[Optional[_Job]]" = queue.Queue()
         context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             context.set_forkserver_preload(["backend._submitter", "backend._waiter"])
         if process_pool_size is None:
             process_pool_size = min(8, max(2, 2 * (os.cpu_count() or 1)))
-        self._dispatcher = _Dispatcher(context, self._instances, self.manager_id, self._owner,
+        self._dispatcher = _Dispatcher(context, self._configs, self.manager_id, self._owner,
                                        process_pool_size, self._done_queue, max_queued_jobs)
         self._callback_managers = [
-            _CallbackManager(i, self._done_queue, self._schedule_deletion, self._delivered)
+            _CallbackManager(i, self._done_queue, self._remove_container, self._delivered)
             for i in range(callback_manager_count)]
-        if any(i.build_containers_on_start for i in self._instances):
-            self.build_images([i.name for i in self._instances if i.build_containers_on_start])
+        if any(i.build_containers_on_start for i in self._configs):
+            self.build_images([i.name for i in self._configs if i.build_containers_on_start])
         self._dispatcher.start_children()
         self._dispatcher.start()
         for thread in self._callback_managers:
             thread.start()
         atexit.register(_close_at_exit, weakref.ref(self))
         logger.info("JobManager %s started on %s", self.manager_id,
-                    ", ".join(i.name for i in self._instances))
+                    ", ".join(i.name for i in self._configs))
 
     @classmethod
     def from_config(cls, path_or_dict: Any) -> "JobManager":
@@ -132,7 +140,7 @@ class JobManager:
     def submit(self, task: Any, inputdata: Any) -> Future:
         """Like :meth:`new_job`, but returns a :class:`concurrent.futures.Future` of the
         result, with the attribute ``job_id``. Use :meth:`kill_job` to stop it."""
-        future: Future = Future()
+        future: _JobFuture = _JobFuture()
         future.set_running_or_notify_cancel()
         future.job_id = self._new_job(task, inputdata,
                                       lambda job_id, task, result: future.set_result(result))
@@ -157,23 +165,23 @@ class JobManager:
         if not isinstance(local, LocalCheck):
             raise TypeError(f"task.check_answer() must return a LocalCheck, not "
                             f"{type(local).__name__}")
-        spec = None
+        spec: Optional[JobSpec] = None
         if local.need_container:
             if snapshot.environment is None:
                 raise ValueError("the local check needs a container, but task.environment "
                                  "is None")
-            spec = _JobSpec(job_id=job_id, task=snapshot,
-                            stdin=stdin.encode("utf-8") + b"\n")
-        job = _Job(job_id, task, callback, local, spec)
+            spec = JobSpec(job_id=job_id, task=snapshot, stdin=stdin.encode("utf-8") + b"\n")
+        # a job that needs no container is done already: no thread changes it
+        job = _Job(job_id, task, callback, local, spec,
+                   JobState.QUEUED if spec is not None else JobState.DONE)
         with self._lock:
             if self._closed:
                 raise RuntimeError("this JobManager is closed")
             self._pending[job_id] = job
         if spec is None:
-            job.state = "done"
             self._done_queue.put(job)
         else:
-            self._dispatcher.post(("job", job))
+            self._dispatcher.post(NewJob(job))
         return job_id
 
     def kill_job(self, job_id: str) -> bool:
@@ -184,9 +192,9 @@ class JobManager:
         """
         with self._lock:
             job = self._pending.get(job_id)
-        if job is None or job.state == "done":
+        if job is None or job.state is JobState.DONE:
             return False
-        self._dispatcher.post(("kill", job_id))
+        self._dispatcher.post(KillJob(job_id))
         return True
 
     def get_waiting_jobs_count(self) -> int:
@@ -194,8 +202,8 @@ class JobManager:
         with self._lock:
             return len(self._pending)
 
-    def _schedule_deletion(self, instance: str, container_id: str) -> None:
-        self._dispatcher.post(("delete", instance, container_id))
+    def _remove_container(self, engine: str, container_id: str) -> None:
+        self._dispatcher.post(RemoveContainer(engine, container_id))
 
     def _delivered(self, job: _Job) -> None:
         with self._lock:
@@ -211,7 +219,8 @@ class JobManager:
         return sorted(name for name in os.listdir(folder)
                       if os.path.isfile(os.path.join(folder, name, "Dockerfile")))
 
-    def build_images(self, instances: Optional[List[str]] = None) -> Dict[str, Dict[str, Any]]:
+    def build_images(self, instances: Optional[List[str]] = None
+                     ) -> Dict[str, Dict[str, Optional[str]]]:
         """Builds every image of ``containers_directory`` on each instance (all by default).
 
         A build error is logged with the engine's message; it does not raise.
@@ -219,27 +228,28 @@ class JobManager:
         Returns:
             ``{instance_name: {image_tag: None or error text}}``.
         """
-        report: Dict[str, Dict[str, Any]] = {}
-        for instance in self._instances:
-            if instances is not None and instance.name not in instances:
+        report: Dict[str, Dict[str, Optional[str]]] = {}
+        folder = self.containers_directory
+        for config in self._configs:
+            if instances is not None and config.name not in instances:
                 continue
-            report[instance.name] = {}
+            report[config.name] = {}
             try:
-                _docker.connect(instance).close()
+                _docker.connect(config).close()
             except _docker.DockerFailure as failure:
-                logger.error("cannot build images on %s: %s", instance.name, failure.text)
+                logger.error("cannot build images on %s: %s", config.name, failure.text)
                 for name in self.get_container_names():
-                    report[instance.name][instance.container_prefix + name] = failure.text
+                    report[config.name][config.container_prefix + name] = failure.text
                 continue
-            for name in self.get_container_names():
-                tag = instance.container_prefix + name
-                error = _docker.build_image(instance,
-                                            os.path.join(self.containers_directory, name), tag)
+            for name in self.get_container_names():  # none when folder is None
+                assert folder is not None
+                tag = config.container_prefix + name
+                error = _docker.build_image(config, os.path.join(folder, name), tag)
                 if error:
-                    logger.error("building %s on %s failed: %s", tag, instance.name, error)
+                    logger.error("building %s on %s failed: %s", tag, config.name, error)
                 else:
-                    logger.info("built %s on %s", tag, instance.name)
-                report[instance.name][tag] = error
+                    logger.info("built %s on %s", tag, config.name)
+                report[config.name][tag] = error
         return report
 
     # -- shutdown ------------------------------------------------------------------------
@@ -254,7 +264,7 @@ class JobManager:
                 return
             self._close_started = True
         if not wait:
-            self._dispatcher.post(("kill_all",))
+            self._dispatcher.post(KillAll())
         if threading.current_thread() in self._callback_managers:
             threading.Thread(target=self._finish_close, name="backend-close").start()
         else:
@@ -264,7 +274,7 @@ class JobManager:
         with self._lock:
             while self._pending and self._dispatcher.is_alive():
                 self._lock.wait(0.5)
-        self._dispatcher.post(("stop",))
+        self._dispatcher.post(Close())
         self._dispatcher.join()
         for _ in self._callback_managers:
             self._done_queue.put(None)

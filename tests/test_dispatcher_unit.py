@@ -1,15 +1,20 @@
 """The dispatcher's bookkeeping, without engines: children that died before their death is
-seen, containers whose creation was not confirmed, removals on an engine that is down, close."""
+seen, containers whose creation was not confirmed, removals on an engine that is down, close;
+and the submitter's removals on an engine that stopped answering."""
+import logging
 import multiprocessing
 import os
-import logging
 import queue
 import time
 
+from backend import _docker
 from backend._config import parse_instances
-from backend._dispatcher import _Child, _Dispatcher, _Job
+from backend._dispatcher import _Dispatcher
+from backend._job import JobState, _Job
+from backend._messages import (Close, EngineState, JobSpec, Probe, Remove, Removed,
+                               RemoveLeftovers, StartFailed, Submit, Sweep)
 from backend._results import failure_result
-from backend._submitter import _JobSpec
+from backend._supervisor import ChildKind, _Child
 from backend._task import LocalCheck, Task, snapshot_task
 
 CONFIG, OTHER = parse_instances([
@@ -28,80 +33,84 @@ def make_dispatcher(*configs):
 
 
 def close(dispatcher):
-    for end in (dispatcher.lifeline, dispatcher.lifeline_writer):
+    for end in (dispatcher.supervisor.lifeline, dispatcher.supervisor.lifeline_writer):
         end.close()
-    os.close(dispatcher.wake_r)
-    os.close(dispatcher.wake_w)
+    dispatcher.mailbox.close()
 
 
-def worker(alive):
+def submitter(alive):
     ours, theirs = multiprocessing.Pipe()
     if not alive:
         theirs.close()  # as when the process was SIGKILLed a moment ago
-    child = _Child("submitter", Process(), ours)
+    child = _Child(ChildKind.SUBMITTER, Process(), ours)
     child.peer = theirs
     return child
 
 
 def job(job_id="j1"):
     snapshot = snapshot_task(Task("image"), None)
-    return _Job(job_id, Task("image"), print, LocalCheck(),
-                _JobSpec(job_id, snapshot, b"{}\n"))
+    return _Job(job_id, Task("image"), print, LocalCheck(), JobSpec(job_id, snapshot, b"{}\n"))
 
 
 def enqueue(dispatcher):
     """A new job, queued as ``new_job`` queues it."""
     queued = job()
     dispatcher.jobs[queued.job_id] = queued
-    dispatcher.queue.append(queued)
+    dispatcher.placement.add(queued)
     return queued
 
 
 def test_a_job_sent_to_a_dead_submitter_goes_to_another():
     dispatcher = make_dispatcher()
-    dead, alive = worker(False), worker(True)
-    dispatcher.workers = [alive, dead]  # the dead one is tried first (idle.pop())
+    dead, alive = submitter(False), submitter(True)
+    dispatcher.supervisor.submitters = [alive, dead]  # the dead one is tried first (pop())
     queued = enqueue(dispatcher)
     dispatcher._schedule()  # used to raise BrokenPipeError and end the dispatcher
     assert dead.broken and dead.holding is None
-    assert alive.holding is queued and queued.state == "submitting" and queued.tries == 1
-    assert dispatcher.instances["fake"].running == 1
-    assert alive.peer.recv()[0] == "submit"
+    assert alive.holding is queued and queued.state is JobState.SUBMITTING
+    assert dispatcher.placement.attempts(queued) == 1
+    assert dispatcher.placement.running["fake"] == 1
+    assert isinstance(alive.peer.recv(), Submit)
     close(dispatcher)
 
 
 def test_a_job_waits_when_its_only_submitter_is_dead():
     dispatcher = make_dispatcher()
-    dead = worker(False)
-    dispatcher.workers = [dead]
+    dead = submitter(False)
+    dispatcher.supervisor.submitters = [dead]
     queued = enqueue(dispatcher)
     dispatcher._schedule()
-    assert list(dispatcher.queue) == [queued] and queued.state == "queued"
-    assert dispatcher.instances["fake"].running == 0 and queued.tries == 0
+    assert list(dispatcher.placement.queue) == [queued] and queued.state is JobState.QUEUED
+    assert dispatcher.placement.running["fake"] == 0
+    assert dispatcher.placement.attempts(queued) == 0
     dispatcher._schedule()  # a broken submitter gets no more work
-    assert list(dispatcher.queue) == [queued]
+    assert list(dispatcher.placement.queue) == [queued]
     close(dispatcher)
 
 
-def test_deletions_sent_to_a_dead_submitter_are_kept():
+def test_removals_sent_to_a_dead_submitter_are_kept():
     dispatcher = make_dispatcher()
-    dead = worker(False)
-    dispatcher.workers = [dead]
-    dispatcher.instances["fake"].deletions = ["c1", ("sweep",), "c2"]
+    dead = submitter(False)
+    dispatcher.supervisor.submitters = [dead]
+    for item in ("c1", "sweep", "c2"):
+        if item == "sweep":
+            dispatcher.removals.sweep("fake")
+        else:
+            dispatcher.removals.add("fake", item)
     dispatcher._schedule()
-    assert dispatcher.instances["fake"].deletions == ["c1", ("sweep",), "c2"]
+    assert dispatcher.removals.pending("fake") == ["c1", Sweep("fake"), "c2"]
     assert dead.holding is None
     close(dispatcher)
 
 
 def test_a_kill_for_a_dead_waiter_is_left_to_its_replacement():
     dispatcher = make_dispatcher()
-    waiter = worker(False)
-    waiter.kind = "waiter"
+    waiter = submitter(False)
+    waiter.kind, waiter.engine = ChildKind.WAITER, "fake"
     running = job()
-    running.state, running.instance = "running", "fake"
+    running.state, running.engine = JobState.RUNNING, "fake"
     dispatcher.jobs[running.job_id] = running
-    dispatcher.instances["fake"].waiters = [waiter]
+    dispatcher.supervisor.waiters["fake"] = [waiter]
     waiter.jobs[running.job_id] = running
     dispatcher._kill(running)
     assert running.kill_requested and waiter.broken  # the replacement is told at its watch
@@ -110,81 +119,85 @@ def test_a_kill_for_a_dead_waiter_is_left_to_its_replacement():
 
 
 def waiter_of(dispatcher):
-    waiter = worker(True)
-    waiter.kind, waiter.instance = "waiter", "fake"
-    dispatcher.instances["fake"].waiters = [waiter]
+    waiter = submitter(True)
+    waiter.kind, waiter.engine = ChildKind.WAITER, "fake"
+    dispatcher.supervisor.waiters["fake"] = [waiter]
     return waiter
 
 
 def test_a_container_whose_creation_was_not_confirmed_is_removed_by_name():
     dispatcher = make_dispatcher(CONFIG, OTHER)
-    dispatcher.instances["other"].running = 2  # full: the job goes to "fake"
-    submitter = worker(True)
-    dispatcher.workers = [submitter]
+    dispatcher.placement.running["other"] = 2  # full: the job goes to "fake"
+    child = submitter(True)
+    dispatcher.supervisor.submitters = [child]
     waiter = waiter_of(dispatcher)
     queued = enqueue(dispatcher)
     dispatcher._schedule()
-    _, instance, _, first_name = submitter.peer.recv()
-    assert instance == "fake"
-    assert first_name == f"backend-{queued.job_id}-1"
+    first = child.peer.recv()
+    assert first.engine == "fake"
+    assert first.container_name == f"backend-{queued.job_id}-1"
     # the engine stopped while answering the create: no container id, but it may exist
-    dispatcher._from_submitter(submitter, ("failed", queued.job_id, "engine_unreachable",
-                                           "did not answer", None, True, True))
-    fake = dispatcher.instances["fake"]
-    assert fake.deletions == [first_name] and not fake.reachable
-    assert [r[2] for r in dispatcher.retries] == [first_name] * 3
-    assert waiter.peer.recv() == ("probe",)  # its waiter checks, and reports either way
-    assert list(dispatcher.queue) == [queued] and queued.state == "queued"
-    dispatcher._schedule()  # nothing goes to an instance that does not answer
-    assert submitter.holding is None and fake.deletions == [first_name]
-    dispatcher._from_waiter(waiter, ("engine", "fake", True))
+    dispatcher._read_message(child, StartFailed(queued.job_id, "engine_unreachable",
+                                                "did not answer", None, True, True))
+    removals = dispatcher.removals
+    assert removals.pending("fake") == [first.container_name]
+    assert not dispatcher.placement.is_reachable("fake")
+    assert [r[2] for r in removals.retries()] == [first.container_name] * 3
+    assert waiter.peer.recv() == Probe()  # its waiter checks, and reports either way
+    assert list(dispatcher.placement.queue) == [queued] and queued.state is JobState.QUEUED
+    dispatcher._schedule()  # nothing goes to an engine that does not answer
+    assert child.holding is None and removals.pending("fake") == [first.container_name]
+    dispatcher._read_message(waiter, EngineState("fake", True))
     dispatcher._schedule()
     # fake answers again, but the job waits for another engine; fake's removal goes now
-    assert submitter.peer.recv() == ("delete", "fake", [first_name])
-    dispatcher._from_submitter(submitter, ("deleted", "fake", [], True))
+    assert child.peer.recv() == Remove("fake", (first.container_name,))
+    dispatcher._read_message(child, Removed("fake", (), True))
     dispatcher._schedule()
-    assert list(dispatcher.queue) == [queued] and submitter.holding is None
-    dispatcher.instances["other"].running = 0
+    assert list(dispatcher.placement.queue) == [queued] and child.holding is None
+    dispatcher.placement.running["other"] = 0
     dispatcher._schedule()
-    _, instance, _, second_name = submitter.peer.recv()
-    assert instance == "other"
-    assert second_name == f"backend-{queued.job_id}-2"  # the next attempt has its own name
+    second = child.peer.recv()
+    assert second.engine == "other"
+    # the next attempt has its own name
+    assert second.container_name == f"backend-{queued.job_id}-2"
     dispatcher._end(queued, failure_result("killed", "test"))
     close(dispatcher)
 
 
 def test_removals_wait_while_the_engine_does_not_answer():
     dispatcher = make_dispatcher()
-    submitter = worker(True)
-    dispatcher.workers = [submitter]
+    child = submitter(True)
+    dispatcher.supervisor.submitters = [child]
     waiter = waiter_of(dispatcher)
-    fake = dispatcher.instances["fake"]
-    fake.deletions = ["c1", "c2"]
+    removals = dispatcher.removals
+    removals.add("fake", "c1")
+    removals.add("fake", "c2")
     dispatcher._schedule()
-    assert submitter.peer.recv() == ("delete", "fake", ["c1", "c2"])
-    dispatcher._from_submitter(submitter, ("deleted", "fake", ["c1", "c2"], False))
-    assert not fake.reachable and waiter.peer.recv() == ("probe",)
-    assert fake.deletions == ["c1", "c2"] and not dispatcher.deletion_tries  # none counted
+    assert child.peer.recv() == Remove("fake", ("c1", "c2"))
+    dispatcher._read_message(child, Removed("fake", ("c1", "c2"), False))
+    assert not dispatcher.placement.is_reachable("fake") and waiter.peer.recv() == Probe()
+    assert removals.pending("fake") == ["c1", "c2"] and not removals.retries()  # none counted
     dispatcher._schedule()
-    assert submitter.holding is None
-    dispatcher._from_waiter(waiter, ("engine", "fake", True))
+    assert child.holding is None
+    dispatcher._read_message(waiter, EngineState("fake", True))
     dispatcher._schedule()
-    assert submitter.peer.recv() == ("delete", "fake", ["c1", "c2"])
+    assert child.peer.recv() == Remove("fake", ("c1", "c2"))
     close(dispatcher)
 
 
 def test_a_submitter_that_dies_while_creating_leaves_the_name_to_remove():
     dispatcher = make_dispatcher()
-    dispatcher._start_worker = lambda: worker(True)
-    submitter = worker(True)
-    dispatcher.workers = [submitter]
+    dispatcher.supervisor._start_submitter = lambda: submitter(True)
+    child = submitter(True)
+    dispatcher.supervisor.submitters = [child]
     queued = enqueue(dispatcher)
     dispatcher._schedule()
-    dispatcher._replace(submitter)
+    dispatcher._replace(child)
     name = f"backend-{queued.job_id}-1"
-    assert dispatcher.instances["fake"].deletions == [name]
+    assert dispatcher.removals.pending("fake") == [name]
     # its create goes on in the engine: a first removal may find nothing, so it is retried
-    later = [due for due, instance, container, _ in dispatcher.retries if container == name]
+    later = [due for due, engine, container in dispatcher.removals.retries()
+             if container == name]
     assert len(later) == 3 and min(later) > time.monotonic() + 1
     assert dispatcher.done_queue.get_nowait().result["run"]["reason"] == "start_failed"
     close(dispatcher)
@@ -192,12 +205,12 @@ def test_a_submitter_that_dies_while_creating_leaves_the_name_to_remove():
 
 def test_close_asks_each_engine_for_leftovers_then_stops():
     dispatcher = make_dispatcher()
-    submitter = worker(True)
-    dispatcher.workers = [submitter]
-    dispatcher._command(("stop",))
+    child = submitter(True)
+    dispatcher.supervisor.submitters = [child]
+    dispatcher._on_close(Close())
     dispatcher._schedule()
-    assert submitter.peer.recv() == ("leftovers", "fake") and not dispatcher.stopping
-    dispatcher._from_submitter(submitter, ("deleted", "fake", [], True))
+    assert child.peer.recv() == RemoveLeftovers("fake") and not dispatcher.stopping
+    dispatcher._read_message(child, Removed("fake", (), True))
     dispatcher._schedule()
     assert dispatcher.stopping
     close(dispatcher)
@@ -205,10 +218,10 @@ def test_close_asks_each_engine_for_leftovers_then_stops():
 
 def test_close_gives_up_on_an_engine_that_does_not_answer(caplog):
     dispatcher = make_dispatcher()
-    dispatcher.workers = [worker(True)]
-    fake = dispatcher.instances["fake"]
-    fake.reachable, fake.deletions = False, ["c1"]
-    dispatcher._command(("stop",))
+    dispatcher.supervisor.submitters = [submitter(True)]
+    dispatcher.placement.set_reachable("fake", False)
+    dispatcher.removals.add("fake", "c1")
+    dispatcher._on_close(Close())
     dispatcher._schedule()
     assert not dispatcher.stopping  # it may come back before the close deadline
     dispatcher.close_deadline = time.monotonic() - 1
@@ -221,36 +234,36 @@ def test_close_gives_up_on_an_engine_that_does_not_answer(caplog):
 
 def test_an_engine_that_could_not_be_reached_made_no_container():
     dispatcher = make_dispatcher(CONFIG, OTHER)
-    submitter = worker(True)
-    dispatcher.workers = [submitter]
+    child = submitter(True)
+    dispatcher.supervisor.submitters = [child]
     waiter_of(dispatcher)
     queued = enqueue(dispatcher)
     dispatcher._schedule()
-    submitter.peer.recv()
-    dispatcher._from_submitter(submitter, ("failed", queued.job_id, "engine_unreachable",
-                                           "connection refused", None, True, False))
-    assert not dispatcher.instances["fake"].deletions and not dispatcher.retries
-    assert list(dispatcher.queue) == [queued]  # placed again, on "other"
+    child.peer.recv()
+    dispatcher._read_message(child, StartFailed(queued.job_id, "engine_unreachable",
+                                                "connection refused", None, True, False))
+    assert not dispatcher.removals.pending("fake") and not dispatcher.removals.retries()
+    assert list(dispatcher.placement.queue) == [queued]  # placed again, on "other"
     dispatcher._end(queued, failure_result("killed", "test"))
     close(dispatcher)
 
 
 def test_a_listing_on_an_engine_that_stopped_answering_says_so():
-    from backend._submitter import _Worker
+    from backend._submitter import _Submitter
 
     class Down:
         closed = False
 
-        def containers(self, label):
-            raise ConnectionRefusedError("down")
+        def containers(self, label, all_states=True):
+            raise _docker.DockerFailure("engine_unreachable", "down", retryable=True)
 
         def close(self):
             self.closed = True
 
-    deleter = _Worker(None, [CONFIG], "m1", "host:1")
-    client = deleter.clients["fake"] = Down()
-    for kind in ("leftovers", "sweep"):
-        deleter.clients["fake"] = client
+    removing = _Submitter(None, [CONFIG], "m1", "host:1")
+    engine = Down()
+    for request in (RemoveLeftovers("fake"), Sweep("fake")):
+        removing.engines["fake"] = engine
         # not "the engine answered something unexpected": reported as unreachable
-        assert deleter.delete(kind, "fake") == ([], False)
-        assert client.closed and "fake" not in deleter.clients  # a new connection next time
+        assert removing.remove(request) == ([], False)
+        assert engine.closed and "fake" not in removing.engines  # a new connection next time

@@ -5,6 +5,7 @@ import docker
 import pytest
 
 from backend import JobManager
+from backend._job import JobState
 from conftest import PREFIX, IMAGE, ROOT, ok_script, shell
 from engines import PrivateEngine, build_busybox_image
 
@@ -35,9 +36,9 @@ def test_engine_lost_then_back(engines, third_engine):
         dispatcher = manager._dispatcher
         lost = manager.submit(shell("sleep 60"), 1)
         other = manager.submit(shell("sleep 60"), 2)
-        _wait(lambda: all(j.state == "running" for j in dispatcher.jobs.values())
+        _wait(lambda: all(j.state is JobState.RUNNING for j in dispatcher.jobs.values())
               and len(dispatcher.jobs) == 2, 30, "jobs did not start")
-        on_e3 = lost if dispatcher.jobs[lost.job_id].instance == "e3" else other
+        on_e3 = lost if dispatcher.jobs[lost.job_id].engine == "e3" else other
         survivor = other if on_e3 is lost else lost
         killed_at = time.monotonic()
         third_engine.kill()
@@ -47,12 +48,12 @@ def test_engine_lost_then_back(engines, third_engine):
         assert "e3" in result["text"]
         assert not survivor.done()
         # e3 is skipped while it is down
-        _wait(lambda: not dispatcher.instances["e3"].reachable, 10, "e3 not marked down")
+        _wait(lambda: not dispatcher.placement.is_reachable("e3"), 10, "e3 not marked down")
         placed = manager.submit(shell(ok_script()), 3).result(timeout=30)
         assert placed["result"] == "success" and placed["run"]["host"] == "e1"
         # ... and used again once it answers
         third_engine.start()
-        _wait(lambda: dispatcher.instances["e3"].reachable, 30, "e3 not marked up again")
+        _wait(lambda: dispatcher.placement.is_reachable("e3"), 30, "e3 not marked up again")
         hosts = {manager.submit(shell(ok_script("sleep 0.5; ")), i).result(timeout=30)
                  ["run"]["host"] for i in range(2)}
         assert "e3" in hosts
@@ -101,7 +102,7 @@ def test_soak_with_a_killed_process_and_a_restarted_engine(engines, third_engine
         ids = [manager.new_job(shell(ok_script()), i, callback) for i in range(total)]
         _wait(lambda: sum(calls.values()) >= 50, 120, "jobs do not progress")
         # a submitter killed, perhaps while the engine creates a container for it
-        os.kill(manager._dispatcher.workers[0].process.pid, signal.SIGKILL)
+        os.kill(manager._dispatcher.supervisor.submitters[0].process.pid, signal.SIGKILL)
         _wait(lambda: sum(calls.values()) >= 100, 120, "jobs do not progress after a kill")
         # creates in flight: some containers are made, their ids never heard of
         third_engine.restart()

@@ -87,22 +87,23 @@ def test_killed_children_are_replaced(instances, start_method):
     with JobManager(instances, start_method=start_method) as manager:
         sync = JobManagerSync(manager)
         assert sync.new_job(shell(ok_script()), 1, timeout=60)["result"] == "success"
-        worker = manager._dispatcher.workers[0].process
-        os.kill(worker.pid, signal.SIGKILL)
+        submitter = manager._dispatcher.supervisor.submitters[0].process
+        os.kill(submitter.pid, signal.SIGKILL)
         # a waiter dies while it watches a running job: the job is recovered
         future = manager.submit(shell(ok_script("sleep 1.5; ")), 2)
         deadline = time.monotonic() + 20
-        while not any(w.jobs for i in manager._dispatcher.instances.values()
-                      for w in i.waiters):
+        while not any(w.jobs for waiters in manager._dispatcher.supervisor.waiters.values()
+                      for w in waiters):
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        waiter = next(w for i in manager._dispatcher.instances.values() for w in i.waiters
-                      if w.jobs)
+        waiter = next(w for waiters in manager._dispatcher.supervisor.waiters.values()
+                      for w in waiters if w.jobs)
         os.kill(waiter.process.pid, signal.SIGKILL)
         assert future.result(timeout=30)["result"] == "success"
         results = [sync.new_job(shell(ok_script()), i, timeout=60)["result"] for i in range(4)]
         assert results == ["success"] * 4
-        assert worker.pid not in [w.process.pid for w in manager._dispatcher.workers]
+        assert submitter.pid not in [s.process.pid for s in
+                                     manager._dispatcher.supervisor.submitters]
 
 
 def test_library_never_prints(manager, capfd):
@@ -120,9 +121,9 @@ SCRIPT = textwrap.dedent("""
     for i in range(2):
         manager.new_job(Task("busybox", command=["sh", "-c", "sleep 60"]), i, print)
     while len(manager._dispatcher.jobs) < 2 or any(
-            j.state != "running" for j in manager._dispatcher.jobs.values()):
+            j.state.value != "running" for j in manager._dispatcher.jobs.values()):
         time.sleep(0.05)
-    pids = [c.process.pid for c in manager._dispatcher.children()]
+    pids = [c.process.pid for c in manager._dispatcher.supervisor.children()]
     print(json.dumps({"pids": pids, "manager": manager.manager_id}), flush=True)
     time.sleep(120)
 """)
@@ -227,12 +228,12 @@ def test_keyboard_interrupt_in_sync_kills_the_job(manager, interruptible):
 def test_submitter_killed_while_starting_a_job(instances, start_method):
     with JobManager(instances, start_method=start_method) as manager:
         dispatcher = manager._dispatcher
-        for attempt in range(5):  # the kill must land while the worker holds the job
+        for attempt in range(5):  # the kill must land while the submitter holds the job
             future = manager.submit(shell("sleep 30"), attempt)
             holder = None
             deadline = time.monotonic() + 10
             while holder is None and time.monotonic() < deadline:
-                holder = next((w for w in dispatcher.workers
+                holder = next((w for w in dispatcher.supervisor.submitters
                                if getattr(w.holding, "job_id", None) == future.job_id), None)
             if holder is not None:
                 os.kill(holder.process.pid, signal.SIGKILL)
@@ -251,14 +252,15 @@ def test_forkserver_killed_mid_run(instances):
     from multiprocessing import forkserver
     with JobManager(instances) as manager:
         running = manager.submit(shell(ok_script("sleep 1; ")), 1)
-        children = {child.process.pid for child in manager._dispatcher.children()}
+        children = {child.process.pid for child in manager._dispatcher.supervisor.children()}
         os.kill(forkserver._forkserver._forkserver_pid, signal.SIGKILL)
         first = running.result(timeout=30)
         assert first["result"] == "success", first
         # its children go on: none was taken for dead (their sentinels came from it)
-        assert {child.process.pid for child in manager._dispatcher.children()} == children
+        assert {child.process.pid for child in
+                manager._dispatcher.supervisor.children()} == children
         # a child that dies now is replaced through a new forkserver
-        os.kill(manager._dispatcher.workers[0].process.pid, signal.SIGKILL)
+        os.kill(manager._dispatcher.supervisor.submitters[0].process.pid, signal.SIGKILL)
         results = [JobManagerSync(manager).new_job(shell(ok_script()), i, timeout=30)["result"]
                    for i in range(4)]
         assert results == ["success"] * 4

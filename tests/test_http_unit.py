@@ -176,12 +176,12 @@ def test_a_request_the_engine_drops_on_a_reused_connection_is_sent_again(server)
 def test_a_create_tells_whether_the_engine_may_have_made_the_container(server, tmp_path):
     from backend import _docker
     from backend._config import parse_instances
-    from backend._submitter import _JobSpec
+    from backend._messages import JobSpec
     from backend._task import Task, snapshot_task
 
     server, url = server
     server.routes["/v1.41/containers/create"] = lambda out, body: False  # sent, no answer
-    spec = _JobSpec("j1", snapshot_task(Task("image"), None), b"{}\n")
+    spec = JobSpec("j1", snapshot_task(Task("image"), None), b"{}\n")
     for engine_url, maybe_created in ((url, True), (f"unix://{tmp_path}/none.sock", False)):
         [instance] = parse_instances([{"server_url": engine_url, "name": "x"}])
         with _docker.Engine(instance, timeout=5) as engine:

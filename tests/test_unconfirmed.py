@@ -146,7 +146,7 @@ def _proxied(proxy, **options):
 
 def _kill_the_submitter_of(manager, future):
     """SIGKILLs the submitter that is starting ``future``'s job; returns the job's result."""
-    [holder] = [w for w in manager._dispatcher.workers
+    [holder] = [w for w in manager._dispatcher.supervisor.submitters
                 if getattr(w.holding, "job_id", None) == future.job_id]
     os.kill(holder.process.pid, signal.SIGKILL)
     result = future.result(timeout=30)
@@ -195,7 +195,7 @@ def test_a_lost_answer_to_a_create_leaves_no_container(engines, proxy):
         _wait(lambda: not _containers(engines[0], label), 15,
               "the container whose create was not answered was not removed")
         # p1 never stopped answering: its waiter saw nothing, was asked, and said so
-        _wait(lambda: manager._dispatcher.instances["p1"].reachable, 10,
+        _wait(lambda: manager._dispatcher.placement.is_reachable("p1"), 10,
               "p1 was not used again")
 
 

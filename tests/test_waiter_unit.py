@@ -6,6 +6,7 @@ import pytest
 
 from backend import _docker, _waiter
 from backend._config import parse_instances
+from backend._messages import EngineState, JobEnded, Probe, Watch
 from backend._task import merge_limits
 
 [INSTANCE] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake"}])
@@ -68,27 +69,27 @@ def make_waiter(client, monkeypatch):
 def test_reconcile_finishes_a_job_whose_die_event_was_lost(monkeypatch):
     client = FakeClient([{"Id": "c1", "State": "exited"}])
     waiter, connection = make_waiter(client, monkeypatch)
-    waiter.handle_message(("watch", "j1", "c1", merge_limits({}), time.time(), False, False))
-    [(kind, job_id, result)] = [m for m in connection.sent if m[0] == "done"]
-    assert (kind, job_id, result["result"]) == ("done", "j1", "success")
+    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
+    [(job_id, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
+    assert (job_id, result["result"]) == ("j1", "success")
     assert result["run"]["stderr"] == "log\n"
 
 
 def test_a_vanished_container_ends_with_reason_removed(monkeypatch):
     waiter, connection = make_waiter(FakeClient([]), monkeypatch)
-    waiter.handle_message(("watch", "j1", "c1", merge_limits({}), time.time(), False, False))
-    [(_, _, result)] = [m for m in connection.sent if m[0] == "done"]
+    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
+    [(_, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
     assert result["result"] == "crash" and result["run"]["reason"] == "removed"
 
 
 def test_a_running_container_is_left_alone_until_its_event(monkeypatch):
     waiter, connection = make_waiter(FakeClient([{"Id": "c1", "State": "running"}]),
                                      monkeypatch)
-    waiter.handle_message(("watch", "j1", "c1", merge_limits({}), time.time(), False, False))
-    assert not [m for m in connection.sent if m[0] == "done"]
+    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
+    assert not [m for m in connection.sent if isinstance(m, JobEnded)]
     waiter.handle_note(("die", "c1", 0, time.time()))
     waiter.handle_note(("die", "c1", 0, time.time()))  # a replayed event changes nothing
-    assert len([m for m in connection.sent if m[0] == "done"]) == 1
+    assert len([m for m in connection.sent if isinstance(m, JobEnded)]) == 1
 
 
 def test_event_stream_resumes_with_since(monkeypatch):
@@ -122,8 +123,8 @@ def test_a_die_event_before_the_watch_message_ends_the_job_without_a_listing(mon
     waiter, connection = make_waiter(client, monkeypatch)
     waiter.handle_note(("events", time.time() - 1))
     waiter.handle_note(("die", "c1", 0, time.time()))  # a short job: it ended first
-    waiter.handle_message(("watch", "j1", "c1", merge_limits({}), time.time(), False, False))
-    [(_, job_id, result)] = [m for m in connection.sent if m[0] == "done"]
+    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
+    [(job_id, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
     assert (job_id, result["result"]) == ("j1", "success")
     assert client.listings == 0 and not waiter.early_notes
 
@@ -133,9 +134,9 @@ def test_a_job_older_than_our_events_is_looked_up_at_once(monkeypatch):
     client = FakeClient([{"Id": "c1", "State": "exited"}])
     waiter, connection = make_waiter(client, monkeypatch)
     waiter.handle_note(("events", time.time()))
-    waiter.handle_message(("watch", "j1", "c1", merge_limits({}), time.time() - 30, False, False))
+    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time() - 30, False, False))
     assert client.listings == 1
-    assert [m[1] for m in connection.sent if m[0] == "done"] == ["j1"]
+    assert [m.job_id for m in connection.sent if isinstance(m, JobEnded)] == ["j1"]
 
 
 def test_early_events_are_forgotten_after_a_while(monkeypatch):
@@ -167,7 +168,7 @@ def test_a_job_with_its_own_stream_is_collected_without_reading_the_log(monkeypa
     waiter.handle_note(("die", "c1", 0, time.time()))
     assert not connection.sent  # ended, but the stream's last bytes may still come
     waiter.handle_note(("stream_end", "c1", "complete"))
-    [(_, job_id, result)] = [m for m in connection.sent if m[0] == "done"]
+    [(job_id, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
     assert (result["result"], result["text"]) == ("failed", "from the stream")
     assert result["run"]["stderr"] == "err\n"
 
@@ -180,7 +181,7 @@ def test_a_stream_that_does_not_end_falls_back_to_the_log(monkeypatch):
     clock = [time.monotonic() + _waiter.STREAM_GRACE + 1]
     monkeypatch.setattr(_waiter.time, "monotonic", lambda: clock[0])
     waiter.poll()
-    [(_, _, result)] = [m for m in connection.sent if m[0] == "done"]
+    [(_, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
     assert result["result"] == "success" and result["run"]["stderr"] == "log\n"  # the log's
 
 
@@ -225,8 +226,8 @@ def test_a_probe_reports_the_engine_even_when_nothing_changed(monkeypatch):
     waiter.poll()  # nothing watched, the engine answers: no listing, nothing to say
     assert old.listings == 0 and connection.sent == []
     # a submitter saw the engine fail, the dispatcher marked it down: it must hear back
-    waiter.handle_message(("probe",))
-    assert connection.sent == [("engine", "fake", True)]
+    waiter.handle_message(Probe())
+    assert connection.sent == [EngineState("fake", True)]
     # looked at on a new connection: a stopping engine still serves those it has
     assert old.closed and new.listings == 1 and old.listings == 0
 
@@ -235,10 +236,10 @@ def test_an_idle_waiter_reports_an_engine_back(monkeypatch):
     client = DownClient([])
     waiter, connection = make_waiter(client, monkeypatch)
     monkeypatch.setattr(_docker, "connect", lambda instance: client)
-    waiter.handle_message(("probe",))
-    assert connection.sent == [("engine", "fake", False)]
+    waiter.handle_message(Probe())
+    assert connection.sent == [EngineState("fake", False)]
     waiter.poll()  # still down: nothing new
-    assert connection.sent == [("engine", "fake", False)] and client.listings == 2
+    assert connection.sent == [EngineState("fake", False)] and client.listings == 2
     client.up = True
     waiter.poll()  # nothing watched, but the engine is in doubt: it is looked at
-    assert connection.sent[-1] == ("engine", "fake", True)
+    assert connection.sent[-1] == EngineState("fake", True)

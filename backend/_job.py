@@ -1,0 +1,60 @@
+"""The JobManager's record of one job, and the states it goes through.
+
+A :class:`_Job` is made by :meth:`backend.job_manager.JobManager.new_job` (in the caller's
+thread), then changed only by the dispatcher thread (:mod:`backend._dispatcher`) until the
+dispatcher puts it on the done queue; the callback managers read it afterwards. A job that
+needs no container is made :attr:`JobState.DONE` and goes straight to the done queue: no
+thread changes it then.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from backend._messages import JobSpec, Result
+from backend._task import LocalCheck
+
+
+class JobState(enum.Enum):
+    """Where a job is; it only ever moves forward, except SUBMITTING -> QUEUED when an engine
+    that did not answer sends it to another one."""
+
+    QUEUED = "queued"          # waits for a free slot (backend._placement)
+    SUBMITTING = "submitting"  # a submitter creates and starts its container
+    RUNNING = "running"        # a waiter watches its container
+    DONE = "done"              # on the done queue, or delivered
+
+
+@dataclass(eq=False)
+class _Job:
+    """One job. Written by the JobManager at its creation, then by the dispatcher thread only
+    (every field below ``spec``), until it is on the done queue.
+
+    Attributes:
+        job_id: the job's id (a uuid4 hex).
+        task: the user's task object, handed back to the callback.
+        callback: ``callback(job_id, task, result)``, called by a callback manager.
+        local: the task's local check, merged with the container's part (SPEC §6).
+        spec: what a submitter needs to run it; ``None`` for a job that needs no container.
+        state: see :class:`JobState`.
+        engine: the name of the engine of its current (or last) attempt.
+        container_id: its container's id, once the engine reported it.
+        container_name: the name of the current attempt's container, known before creation.
+        kill_requested: :meth:`~backend.job_manager.JobManager.kill_job` was called.
+        started_at: epoch seconds its container started at.
+        result: the container's part of its result, set when it ends.
+    """
+
+    job_id: str
+    task: Any  # the user's task: any object with the attributes of backend.Task
+    callback: Callable[[str, Any, Result], Any]
+    local: LocalCheck
+    spec: Optional[JobSpec]
+    state: JobState = JobState.QUEUED
+    engine: Optional[str] = None
+    container_id: Optional[str] = None
+    container_name: Optional[str] = None
+    kill_requested: bool = False
+    started_at: Optional[float] = None
+    result: Optional[Result] = None

@@ -1,0 +1,292 @@
+"""Supervision of a JobManager's children: the submitter pool and the waiters of every engine.
+
+Owns the child processes and their pipes: starting them from the multiprocessing context with
+the *lifeline* (:func:`backend._child.exit_with_parent`), telling their deaths (a sentinel, or
+for a child whose forkserver died, the end of file on its pipe), replacing them, which child
+holds which job or removal, handing running jobs to waiters, and stopping them all at shutdown
+(:data:`STOP_GRACE` to exit, then TERM, then KILL). The dispatcher thread
+(:mod:`backend._dispatcher`) owns the one instance and is its only caller; what a dead child
+held is the dispatcher's to settle.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import signal
+import time
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+
+from backend import _submitter, _waiter
+from backend._child import is_running, start_process
+from backend._config import InstanceConfig
+from backend._job import JobState, _Job
+from backend._messages import Exit, Probe, Removal, Watch
+
+logger = logging.getLogger("backend")
+
+#: Seconds the children get to exit at shutdown before TERM, then as long before KILL.
+STOP_GRACE = 5.0
+
+#: What a submitter works on: a job whose container it starts, or a removal.
+Holding = Union[_Job, Removal]
+
+
+class ChildKind(enum.Enum):
+    SUBMITTER = "submitter"
+    WAITER = "waiter"
+
+
+class _Child:
+    """A child process with our end of its pipe, and what it holds.
+
+    Attributes:
+        kind: submitter or waiter.
+        engine: a waiter's engine (a submitter serves them all).
+        holding: a submitter's job or removal in progress.
+        jobs: a waiter's jobs, by id.
+        orphaned: its sentinel came from a forkserver that died: the child runs on, and the
+            end of file on its pipe is what tells its death.
+        pipe_closed: its pipe reached end of file.
+        broken: a send to it failed: it died and its death is not seen yet; no more work.
+    """
+
+    def __init__(self, kind: ChildKind, process: Any, connection: Connection,
+                 engine: Optional[str] = None):
+        self.kind = kind
+        self.process = process  # a multiprocessing process of the context
+        self.connection = connection
+        self.engine = engine
+        self.holding: Optional[Holding] = None
+        self.jobs: Dict[str, _Job] = {}
+        self.orphaned = False
+        self.pipe_closed = False
+        self.broken = False
+
+    def send(self, message: object) -> bool:
+        """Sends ``message``; False (and ``broken``) if the child is gone. Its death is
+        handled where its sentinel or pipe says so; what it holds is dealt with there."""
+        try:
+            self.connection.send(message)
+            return True
+        except (OSError, ValueError) as error:
+            logger.debug("%s process %s does not read its pipe: %s", self.kind.value,
+                         self.process.pid, error)
+            self.broken = True
+            return False
+
+    def is_running(self) -> bool:
+        """Whether the process still runs (looked up by pid: a dead forkserver leaves
+        ``process.is_alive()`` saying no for children that are alive)."""
+        return is_running(self.process.pid)
+
+
+class Supervisor:
+    """The children of one JobManager. See the module docstring."""
+
+    def __init__(self, context: Any, configs: Sequence[InstanceConfig], manager_id: str,
+                 owner: str, log_level: int):
+        self.context = context  # a multiprocessing context
+        self.configs = list(configs)
+        self.manager_id = manager_id
+        self.owner = owner
+        self.log_level = log_level
+        # children read end of file here when this process dies (see _child.exit_with_parent)
+        self.lifeline, self.lifeline_writer = context.Pipe(duplex=False)
+        self.submitters: List[_Child] = []
+        self.waiters: Dict[str, List[_Child]] = {config.name: [] for config in configs}
+
+    # -- starting ------------------------------------------------------------------------
+    def start(self, pool_size: int) -> None:
+        """Starts the submitter pool and every engine's waiters."""
+        self.submitters = [self._start_submitter() for _ in range(pool_size)]
+        for config in self.configs:
+            self.waiters[config.name] = [self._start_waiter(config)
+                                         for _ in range(config.waiters)]
+
+    def _start_submitter(self) -> _Child:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(
+            target=_submitter.submitter_main, name="backend-submitter", daemon=True,
+            args=(theirs, self.configs, self.manager_id, self.owner, self.log_level,
+                  self.lifeline))
+        start_process(process)
+        theirs.close()
+        return _Child(ChildKind.SUBMITTER, process, ours)
+
+    def _start_waiter(self, config: InstanceConfig) -> _Child:
+        ours, theirs = self.context.Pipe()
+        process = self.context.Process(
+            target=_waiter.waiter_main, name=f"backend-waiter-{config.name}", daemon=True,
+            args=(theirs, config, self.manager_id, self.log_level, self.lifeline))
+        start_process(process)
+        theirs.close()
+        return _Child(ChildKind.WAITER, process, ours, config.name)
+
+    # -- looking at them -----------------------------------------------------------------
+    def children(self) -> List[_Child]:
+        return self.submitters + [w for waiters in self.waiters.values() for w in waiters]
+
+    @staticmethod
+    def waitables(children: Iterable[_Child]) -> List[Any]:
+        """The pipes and sentinels of ``children`` to wait on."""
+        waitables: List[Any] = []
+        for child in children:
+            waitables.append(child.connection)
+            if not child.orphaned:
+                waitables.append(child.process.sentinel)
+        return waitables
+
+    def dead(self, children: Iterable[_Child], ready: Set[Any]) -> List[_Child]:
+        """Which of ``children`` died, from what :func:`~multiprocessing.connection.wait`
+        returned (``ready``). A sentinel of a child that runs on came from its forkserver,
+        which died: the child is orphaned, its pipe's end of file tells its death."""
+        dead = []
+        for child in children:
+            if not child.orphaned and child.process.sentinel in ready:
+                if child.is_running():
+                    logger.info("%s process %s outlived its forkserver", child.kind.value,
+                                child.process.pid)
+                    child.orphaned = True
+                    continue
+                dead.append(child)
+            elif child.orphaned and child.pipe_closed:
+                dead.append(child)
+        return dead
+
+    @staticmethod
+    def read(child: _Child, handle: Callable[[_Child, object], None]) -> None:
+        """Hands each message ``child`` sent to ``handle``; notes the end of its pipe."""
+        try:
+            while child.connection.poll():
+                handle(child, child.connection.recv())
+        except EOFError:
+            child.pipe_closed = True
+        except OSError:
+            pass
+
+    def idle_submitters(self) -> List[_Child]:
+        return [s for s in self.submitters if s.holding is None and not s.broken]
+
+    def busy(self) -> bool:
+        """Whether a submitter holds a job or a removal."""
+        return any(s.holding is not None for s in self.submitters)
+
+    def waiter_of(self, job: _Job) -> Optional[_Child]:
+        for waiter in self.waiters.get(job.engine or "", []):
+            if job.job_id in waiter.jobs:
+                return waiter
+        return None
+
+    # -- telling them --------------------------------------------------------------------
+    def watch(self, job: _Job, stream_fd: Optional[int] = None,
+              waiter: Optional[_Child] = None) -> None:
+        """Hands a running job to a waiter (the least busy of its engine by default), with its
+        output stream when there is one (the waiter reads the engine's log otherwise). The
+        stream's descriptor is closed here."""
+        assert job.engine and job.spec and job.container_id and job.started_at is not None
+        if waiter is None:
+            waiter = min(self.waiters[job.engine], key=lambda w: len(w.jobs))
+        waiter.jobs[job.job_id] = job  # if the waiter died, its replacement is given the job
+        try:
+            if waiter.send(Watch(job.job_id, job.container_id, job.spec.task.limits,
+                                 job.started_at, job.kill_requested, stream_fd is not None)) \
+                    and stream_fd is not None:
+                reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
+        except OSError as error:
+            logger.debug("the output stream of %s was not passed: %s", job.job_id, error)
+        finally:
+            if stream_fd is not None:
+                os.close(stream_fd)
+
+    def probe(self, engine: str) -> None:
+        """Asks the waiters of ``engine`` to look at it now and report what they see."""
+        for waiter in self.waiters[engine]:
+            waiter.send(Probe())
+
+    # -- replacing -----------------------------------------------------------------------
+    def replace(self, child: _Child) -> _Child:
+        """Puts a new child in the place of ``child``, which died, and returns it. A waiter's
+        running jobs go to its replacement; what a submitter held is left on it, for the
+        caller to settle."""
+        child.connection.close()
+        logger.warning("%s process %s died (exit code %s); replacing it", child.kind.value,
+                       child.process.pid,
+                       "unknown" if child.orphaned else child.process.exitcode)
+        if child.kind is ChildKind.SUBMITTER:
+            replacement = _restart(self._start_submitter)
+            self.submitters[self.submitters.index(child)] = replacement
+        else:
+            assert child.engine is not None
+            config = next(c for c in self.configs if c.name == child.engine)
+            waiters = self.waiters[child.engine]
+            replacement = _restart(lambda: self._start_waiter(config))
+            waiters[waiters.index(child)] = replacement
+            for job in child.jobs.values():
+                if job.state is JobState.RUNNING:
+                    self.watch(job, waiter=replacement)
+        return replacement
+
+    # -- stopping ------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Tells every child to exit; TERM, then KILL, the ones that do not in time."""
+        children = self.children()
+        for child in children:
+            try:
+                child.connection.send(Exit())
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + STOP_GRACE
+        for child in children:
+            child.process.join(max(0.0, deadline - time.monotonic()))
+        for child in children:
+            if child.orphaned:
+                _end_orphan(child, deadline)
+            elif child.process.is_alive():
+                child.process.terminate()
+                child.process.join(STOP_GRACE)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
+            child.connection.close()
+            child.process.close()
+        self.lifeline.close()
+        self.lifeline_writer.close()
+
+
+def receive_fd(connection: Connection) -> Optional[int]:
+    """The file descriptor a child sent after its message, or None if it died meanwhile."""
+    try:
+        return reduction.recv_handle(connection)
+    except (EOFError, OSError, RuntimeError) as error:
+        logger.debug("no output stream received: %s", error)
+        return None
+
+
+def _restart(start: Callable[[], _Child]) -> _Child:
+    """Starts a replacement child; retries briefly, as a forkserver that was just killed is
+    only replaced once it has been reaped."""
+    for attempt in range(20):
+        try:
+            return start()
+        except OSError as error:
+            logger.warning("starting a replacement child failed (%s); retrying", error)
+            time.sleep(0.1 * (attempt + 1))
+    return start()
+
+
+def _end_orphan(child: _Child, deadline: float) -> None:
+    """Waits for a child whose forkserver died to exit (it was told to), then TERM, KILL."""
+    for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        if sig is not None:
+            try:
+                os.kill(child.process.pid, sig)
+            except OSError:
+                return
+            deadline = time.monotonic() + STOP_GRACE
+        while child.is_running() and time.monotonic() < deadline:
+            time.sleep(0.02)  # no event tells an orphan's end: its parent is gone
+        if not child.is_running():
+            return
