@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional
 __all__ = ["Task", "LocalCheck", "DEFAULT_LIMITS", "merge_limits"]
 
 #: Limits applied to every job, merged under ``task.limits`` (SPEC §4).
-DEFAULT_LIMITS: Dict[str, float] = {
+DEFAULT_LIMITS: Dict[str, Optional[float]] = {
     "time": 30,            # CPU seconds
     "hard_time": None,     # wall seconds; None means 3 x time
     "memory": 100,         # MiB, swap off
@@ -53,11 +53,12 @@ def merge_limits(limits: Optional[Mapping[str, Any]]) -> Dict[str, float]:
         if key in _INTEGER_LIMITS and value != int(value):
             raise ValueError(f"limit {key!r} must be a whole number, not {value!r}")
         merged[key] = int(value) if key in _INTEGER_LIMITS else value
-    if merged["hard_time"] is None:
-        merged["hard_time"] = 3 * merged["time"]
-    if merged["memory"] < 6:
+    # only hard_time may be None here (3 x time by default); "time" is a validated number
+    time_limit = merged["time"] or 0
+    result = {key: 3 * time_limit if value is None else value for key, value in merged.items()}
+    if result["memory"] < 6:
         raise ValueError("limit 'memory' must be at least 6 MiB (the engine refuses less)")
-    return merged
+    return result
 
 
 @dataclass(frozen=True)
