@@ -6,26 +6,26 @@ images are :mod:`backend._demo`'s) and prints a summary; ``run`` runs one job an
 result as JSON; ``batch`` runs the jobs of a JSON-lines file and writes their results as JSON
 lines; ``hosts`` shows each engine's state; ``build`` builds the images of a containers
 directory; ``cleanup`` removes containers left behind by managers that died. Engines are
-reached only through :mod:`backend._docker`. This module is the only place of the package that
-writes to stdout; it runs in the caller's main thread.
+reached only through :mod:`backend._docker`; tables, progress bars and summaries are
+:mod:`backend._cli_output`'s. These two are the only modules of the package that write to
+stdout; they run in the caller's main thread.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import logging
 import os
 import sys
 import time
-from typing import (TYPE_CHECKING, Any, Callable, Counter, Dict, List, NoReturn, Optional,
-                    Sequence, TextIO, Tuple)
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from backend import _docker
-from backend._config import InstanceConfig, load_config, parse_instances
+from backend._config import InstanceConfig, parse_instances, settings_from
+from backend._cli_output import Progress, Tally, first_line, table
 
 if TYPE_CHECKING:  # imported on use: the public API's imports cost only the commands using it
-    from backend import JobManager, Task
+    from backend import JobManager
 
 logger = logging.getLogger("backend.cli")
 
@@ -33,10 +33,7 @@ DEFAULT_URL = "unix:///var/run/docker.sock"
 #: Exit codes of ``run`` by result status.
 EXIT_CODES = {"success": 0, "failed": 1, "error": 1, "timeout": 2, "overflow": 2,
               "crash": 3, "killed": 3}
-STATUS_ORDER = ("success", "failed", "error", "timeout", "overflow", "crash", "killed")
 ENGINE_HELP = f"an engine URL; repeat for several (default: DOCKER_HOST, else {DEFAULT_URL})"
-#: A summary table's row key: (status, reason, engine).
-RowKey = Tuple[str, str, str]
 
 
 class CliError(Exception):
@@ -59,6 +56,10 @@ def _config_of(url: str) -> InstanceConfig:
         return parse_instances([{"server_url": url}])[0]
     except ValueError as error:
         raise CliError(str(error)) from None
+
+
+def _default_url() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_URL
 
 
 def _answers(url: str, timeout: float = 3.0) -> bool:
@@ -88,64 +89,6 @@ def _demo_engines(urls: Optional[List[str]]) -> List[str]:
                    f"engine's URL")
 
 
-# -- progress and summaries, shared by demo and batch ---------------------------------------
-
-class _Progress:
-    """A progress bar on ``stream``: redrawn on a terminal, else a line per tenth done."""
-
-    def __init__(self, stream: TextIO, total: int, width: int = 40) -> None:
-        self.stream, self.total, self.width = stream, total, width
-        self.live = stream.isatty()
-        self.done = 0
-        if self.live:
-            self._write(self._bar())
-
-    def _bar(self) -> str:
-        filled = self.width * self.done // self.total if self.total else self.width
-        return f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}"
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-    def step(self) -> None:
-        """One more job done."""
-        self.done += 1
-        if self.live:
-            self._write("\r" + self._bar())
-        elif self.done == self.total or self.done % max(1, self.total // 10) == 0:
-            self._write(self._bar() + "\n")
-
-    def end(self) -> None:
-        """Ends the redrawn line (on a terminal)."""
-        if self.live:
-            self._write("\n")
-
-
-def _row_key(result: Dict[str, Any]) -> RowKey:
-    run = result.get("run") or {}
-    return result["result"], run.get("reason") or "-", run.get("host") or "-"
-
-
-def _status_rank(status: str) -> int:
-    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
-
-
-def _write_summary(rows: Counter[RowKey], total: int, elapsed: float, suffix: str = "") -> None:
-    """The table of (status, reason, engine) counts, the count by status and the rate."""
-    ordered = sorted(rows.items(), key=lambda item: (_status_rank(item[0][0]), item[0]))
-    sys.stdout.write(_table(("status", "reason", "engine", "jobs"),
-                            [(*key, str(count)) for key, count in ordered], right=(3,)))
-    by_status: Counter[str] = collections.Counter()
-    for (status, _, _), count in rows.items():
-        by_status[status] += count
-    sys.stdout.write("By status: " + ", ".join(
-        f"{s} {n}" for s, n in sorted(by_status.items(), key=lambda item: _status_rank(item[0])))
-        + "\n")
-    sys.stdout.write(f"{total} jobs in {elapsed:.1f} s: "
-                     f"{total / elapsed if elapsed else 0:.1f} jobs/s{suffix}\n")
-
-
 # -- demo ----------------------------------------------------------------------------------
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -154,7 +97,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     urls = _demo_engines(args.engine)
     out = sys.stdout
     out.write(f"Engines: {', '.join(urls)}\n")
-    rows: Counter[RowKey] = collections.Counter()
+    tally = Tally()
     examples: Dict[str, str] = {}
     try:
         with _demo.Demo(urls) as demo:
@@ -163,23 +106,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             demo.build()
             jobs = _demo.submissions(args.jobs)
             out.write(f"Grading {len(jobs)} submissions of 'print the sum of two numbers'...\n")
-            progress = _Progress(out, len(jobs))
+            progress = Progress(out, len(jobs))
             start = time.monotonic()
             for job, result in demo.grade(jobs, args.timeout):
                 progress.step()
-                rows[_row_key(result)] += 1
+                tally.add(result)
                 if job.label != "answer" or result["result"] not in examples:
                     examples.setdefault(f"{result['result']} ({job.label})", result["text"])
             elapsed = time.monotonic() - start
             progress.end()
     except _demo.DemoError as error:
-        raise CliError(_first_line(error)) from None
+        raise CliError(first_line(error)) from None
     out.write("\n")
-    _write_summary(rows, len(jobs), elapsed)
+    tally.write(out, elapsed)
     out.write("\nSome results:\n")
     for label, text in sorted(examples.items()):
-        out.write(f"  {label}: {_first_line(text)[:100]}\n")
-    missing = _demo.missing_outcomes(status for status, _, _ in rows)
+        out.write(f"  {label}: {first_line(text)[:100]}\n")
+    missing = _demo.missing_outcomes(tally.statuses())
     if missing:
         raise CliError(f"the demo did not show the outcome(s) {', '.join(missing)}")
     return 0
@@ -194,7 +137,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         inputdata = json.loads(args.input)
     except ValueError as error:
         raise CliError(f"--input is not JSON: {error}") from None
-    url = args.engine or os.environ.get("DOCKER_HOST") or DEFAULT_URL
+    url = args.engine or _default_url()
     if not _answers(url):
         raise CliError(f"the Docker engine {url} does not answer (set DOCKER_HOST or --engine)")
     limits: Dict[str, float] = {"time": args.time}
@@ -215,41 +158,13 @@ def _settings(args: argparse.Namespace, containers_directory: Optional[str] = No
     """JobManager keyword arguments from ``--config`` or ``--engine``/``--prefix``/
     ``--max-jobs``, validated (a bad value is a :class:`CliError` with the ValueError's text).
     """
-    instances: List[Dict[str, Any]]
-    if args.config:
-        if args.engine:
-            raise CliError("give either --config or --engine, not both")
-        if not os.path.isfile(args.config):
-            raise CliError(f"configuration file {args.config} not found")
-        try:
-            settings = load_config(args.config)
-        except json.JSONDecodeError as error:
-            raise CliError(f"{args.config}: not JSON: {error}") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise CliError(f"cannot read {args.config}: {error}") from None
-        except ValueError as error:
-            raise CliError(f"{args.config}: {error}") from None
-        listed = settings["docker_instances"]
-        if not isinstance(listed, list) or not all(isinstance(i, dict) for i in listed):
-            raise CliError(f"{args.config}: docker_instances must be a list of dicts")
-        instances = [dict(i) for i in listed]
-    else:
-        urls = args.engine or [os.environ.get("DOCKER_HOST") or DEFAULT_URL]
-        instances = [{"server_url": url} for url in urls]
-        settings = {}
-    for instance in instances:
-        if args.prefix is not None:
-            instance["container_prefix"] = args.prefix
-        if args.max_jobs is not None:
-            instance["max_concurrent_jobs"] = args.max_jobs
-    settings["docker_instances"] = instances
-    if containers_directory is not None:
-        settings["containers_directory"] = containers_directory
+    if args.config and args.engine:
+        raise CliError("give either --config or --engine, not both")
     try:
-        parse_instances(instances)
+        return settings_from(args.config, args.engine or [_default_url()], args.prefix,
+                             args.max_jobs, containers_directory)
     except ValueError as error:
         raise CliError(str(error)) from None
-    return settings
 
 
 def _instances(settings: Dict[str, Any]) -> List[InstanceConfig]:
@@ -265,85 +180,23 @@ def _open_manager(settings: Dict[str, Any]) -> "JobManager":
         raise CliError(str(error)) from None
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()
-           ) -> str:
-    """A plain text table, columns separated by two spaces."""
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-
-    def fmt(row: Sequence[str]) -> str:
-        cells = [str(cell).rjust(w) if i in right else str(cell).ljust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths))]
-        return "  ".join(cells).rstrip()
-
-    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _first_line(text: object) -> str:
-    text = str(text or "").strip()
-    return text.splitlines()[0] if text else ""
-
-
 # -- batch ---------------------------------------------------------------------------------
-
-_JOB_KEYS = {"image", "command", "input", "limits", "id"}
-
-
-def _read_jobs(path: str) -> List[Tuple[int, Any, "Task", Any]]:
-    """``(line number, id, task, input)`` of every job of a JSON-lines file."""
-    from backend import Task
-
-    try:
-        with open(path, encoding="utf-8") as stream:
-            lines = stream.readlines()
-    except FileNotFoundError:
-        raise CliError(f"input file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CliError(f"cannot read {path}: {error}") from None
-    jobs = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            job = json.loads(line)
-        except ValueError as error:
-            raise CliError(f"{where}: not JSON: {error}") from None
-        if not isinstance(job, dict):
-            raise CliError(f"{where}: a job must be a JSON object, not {type(job).__name__}")
-        unknown = sorted(set(job) - _JOB_KEYS)
-        if unknown:
-            raise CliError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: "
-                           f"{', '.join(sorted(_JOB_KEYS))}")
-        image = job.get("image")
-        if not isinstance(image, str) or not image:
-            raise CliError(f"{where}: 'image' (an image name) is missing")
-        command = job.get("command")
-        if isinstance(command, str):
-            command = ["sh", "-c", command]
-        elif command is not None and not (isinstance(command, list)
-                                          and all(isinstance(c, str) for c in command)):
-            raise CliError(f"{where}: 'command' must be a string or a list of strings")
-        try:
-            task = Task(image, command=command, limits=job.get("limits"))
-        except (ValueError, TypeError) as error:
-            raise CliError(f"{where}: {error}") from None
-        jobs.append((number, job.get("id", number), task, job.get("input")))
-    if not jobs:
-        raise CliError(f"{path} holds no job")
-    return jobs
-
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     from backend import JobManagerBuffer
 
-    jobs = _read_jobs(args.input)
+    from backend._task import read_jobs_file
+
+    try:
+        jobs = read_jobs_file(args.input)
+    except ValueError as error:
+        raise CliError(str(error)) from None
     settings = _settings(args)
     try:
         out = open(args.output, "w", encoding="utf-8")
     except OSError as error:
         raise CliError(f"cannot write {args.output}: {error}") from None
-    rows: Counter[RowKey] = collections.Counter()
+    tally = Tally()
     with out, _open_manager(settings) as manager:
         buffer = JobManagerBuffer(manager)
         start = time.monotonic()
@@ -354,14 +207,14 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             except (TypeError, ValueError) as error:
                 raise CliError(f"{args.input}, line {number}: {error}") from None
         total = len(jobs)
-        progress = _Progress(sys.stderr, total)
+        progress = Progress(sys.stderr, total)
         try:
             for key, result in buffer.as_completed(timeout=args.timeout):
                 number, job_id = where[key]
                 out.write(json.dumps({"id": job_id, "line": number, "result": result},
                                      ensure_ascii=False) + "\n")
                 out.flush()
-                rows[_row_key(result)] += 1
+                tally.add(result)
                 progress.step()
         except TimeoutError:
             progress.end()
@@ -370,7 +223,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                            f"{args.output})") from None
         elapsed = time.monotonic() - start
         progress.end()
-    _write_summary(rows, total, elapsed, f"; results in {args.output}")
+    tally.write(sys.stdout, elapsed, f"; results in {args.output}")
     return 0
 
 
@@ -397,10 +250,10 @@ def _cmd_hosts(args: argparse.Namespace) -> int:
                 running = len(engine.containers(_docker.LABEL_MANAGER, all_states=False))
         except _docker.DockerFailure as failure:
             rows.append((config.name, "no", "-", "-", "-", "-", capacity))
-            problems.append(f"{config.name}: {_first_line(failure.text)}")
+            problems.append(f"{config.name}: {first_line(failure.text)}")
             continue
         rows.append((config.name, "yes", kind, version, api, str(running), capacity))
-    sys.stdout.write(_table(("engine", "reachable", "kind", "version", "api", "running jobs",
+    sys.stdout.write(table(("engine", "reachable", "kind", "version", "api", "running jobs",
                              "capacity"), rows, right=(5, 6)))
     for problem in problems:
         sys.stdout.write(f"unreachable: {problem}\n")
@@ -433,8 +286,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         for tag, error in sorted(images.items()):
             if error:
                 failed += 1
-            rows.append((tag, engine, f"error: {_first_line(error)}" if error else "ok"))
-    sys.stdout.write(_table(("image", "engine", "build"), rows))
+            rows.append((tag, engine, f"error: {first_line(error)}" if error else "ok"))
+    sys.stdout.write(table(("image", "engine", "build"), rows))
     built = len(rows) - failed
     sys.stdout.write(f"{built} built, {failed} failed\n")
     return 1 if failed else 0
@@ -454,7 +307,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
                 left, _ = _docker.remove_containers(engine, ids)
         except _docker.DockerFailure as failure:
             what = "failed" if failure.reason != "engine_unreachable" else "unreachable"
-            sys.stdout.write(f"{config.name}: {what} ({_first_line(failure.text)})\n")
+            sys.stdout.write(f"{config.name}: {what} ({first_line(failure.text)})\n")
             status = 1
             continue
         line = f"{config.name}: removed {len(ids) - len(left)} container(s)"
