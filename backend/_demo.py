@@ -133,6 +133,7 @@ class Demo:
 
     def __init__(self, urls: Sequence[str]) -> None:
         self.urls = list(urls)
+        self.root = Path()  # the demo's files, once entered
         self._folder: Optional[tempfile.TemporaryDirectory[str]] = None
         self._manager: Optional[JobManager] = None
 
