@@ -29,14 +29,20 @@ ensure: venv
 test: venv ensure
 	@status=0; \
 	$(PY) -m pytest -q tests || status=$$?; \
+	$(PY) -m mypy backend || status=$$?; \
 	$(MAKE) --no-print-directory docs || status=$$?; \
 	exit $$status
 
 docs: venv
 	$(PY) -m sphinx -W -q -b html docs docs/_build/html
 
+# the demo on two private engines under DEMO_ROOT, stopped however it ends (failure, Ctrl-C)
+DEMO_ROOT ?= /tmp/djm-demo
 demo: venv ensure
-	$(PY) -m backend demo
+	@trap '$(PY) scripts/engines.py stop --root $(DEMO_ROOT)' EXIT; trap 'exit 130' INT TERM; \
+	$(PY) scripts/engines.py start --count 2 --root $(DEMO_ROOT) && \
+	$(PY) -m backend demo $$($(PY) scripts/engines.py urls --root $(DEMO_ROOT) | \
+	                         sed 's/^/--engine /')
 
 bench: venv ensure
 	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'

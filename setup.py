@@ -7,10 +7,12 @@ setup(
                 "in the caller's process",
     license="MIT",
     packages=find_packages(include=["backend", "backend.*"]),
+    # the demo's images (``jobmanager demo`` works installed) and the PEP 561 marker
+    package_data={"backend": ["py.typed", "demo/*/Dockerfile", "demo/containers/*/*"]},
     python_requires=">=3.9",
     install_requires=["docker>=6.1"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
+        "test": ["pytest>=7", "pytest-timeout", "mypy"],
         "docs": ["sphinx>=7"],
         "bench": ["matplotlib"],
     },

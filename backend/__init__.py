@@ -9,6 +9,13 @@ import only the private modules they run, do not pay for the public API's import
 """
 import importlib
 import logging
+from typing import TYPE_CHECKING, List
+
+if TYPE_CHECKING:  # what __getattr__ returns, for type checkers (nothing is imported at run time)
+    from backend._task import DEFAULT_LIMITS, LocalCheck, Task
+    from backend.job_manager import JobManager
+    from backend.job_manager_buffer import JobManagerBuffer
+    from backend.job_manager_sync import JobManagerSync
 
 __all__ = ["JobManager", "JobManagerSync", "JobManagerBuffer", "Task", "LocalCheck",
            "DEFAULT_LIMITS"]
@@ -30,5 +37,5 @@ def __getattr__(name: str) -> object:
     return value
 
 
-def __dir__() -> list:
+def __dir__() -> List[str]:
     return sorted(set(globals()) | set(__all__))

@@ -175,3 +175,45 @@ def load_config(path_or_dict: Any) -> Dict[str, Any]:
     if "docker_instances" not in raw:
         raise ValueError("configuration has no 'docker_instances'")
     return {CONFIG_KEYS[key]: value for key, value in raw.items()}
+
+
+def settings_from(config_file: Optional[str], urls: List[str], prefix: Optional[str] = None,
+                  max_jobs: Optional[int] = None, containers_directory: Optional[str] = None
+                  ) -> Dict[str, Any]:
+    """JobManager keyword arguments from a ``from_config`` file, else from engine URLs, with
+    every engine's ``container_prefix`` and ``max_concurrent_jobs`` overridden when given;
+    validated. For the command line's ``--config``/``--engine``/``--prefix``/``--max-jobs``.
+
+    Raises:
+        ValueError: the file is missing, unreadable, not JSON or wrong, or a value is wrong;
+            the message names the file.
+    """
+    instances: List[Dict[str, Any]]
+    settings: Dict[str, Any] = {}
+    if config_file:
+        if not os.path.isfile(config_file):
+            raise ValueError(f"configuration file {config_file} not found")
+        try:
+            settings = load_config(config_file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{config_file}: not JSON: {error}") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"cannot read {config_file}: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"{config_file}: {error}") from None
+        listed = settings["docker_instances"]
+        if not isinstance(listed, list) or not all(isinstance(i, dict) for i in listed):
+            raise ValueError(f"{config_file}: docker_instances must be a list of dicts")
+        instances = [dict(i) for i in listed]
+    else:
+        instances = [{"server_url": url} for url in urls]
+    for instance in instances:
+        if prefix is not None:
+            instance["container_prefix"] = prefix
+        if max_jobs is not None:
+            instance["max_concurrent_jobs"] = max_jobs
+    settings["docker_instances"] = instances
+    if containers_directory is not None:
+        settings["containers_directory"] = containers_directory
+    parse_instances(instances)
+    return settings

@@ -91,6 +91,23 @@ class Engine:
     def version(self) -> Dict[str, Any]:
         return self.http.json("GET", "/version")
 
+    def ping(self) -> bool:
+        """Whether the engine answers ``GET /_ping`` with ``OK`` (SHIM: helper B's contract)."""
+        try:
+            return self.http.call("GET", "/_ping").strip() == b"OK"
+        except Exception as error:  # noqa: BLE001 - translated
+            raise translate(error, self.instance) from error
+
+    def image_exists(self, tag: str) -> bool:
+        """Whether the engine has image ``tag`` (SHIM: helper B's contract)."""
+        try:
+            self.http.json("GET", self._path("/images/{}/json", tag))
+        except Exception as error:  # noqa: BLE001 - translated
+            if is_not_found(error):
+                return False
+            raise translate(error, self.instance) from error
+        return True
+
     def create(self, options: Dict[str, Any], name: Optional[str] = None) -> str:
         params = {"name": name} if name else None
         return self.http.json("POST", self._path("/containers/create"), params,

@@ -3,19 +3,21 @@
 A :class:`Task` is the user's description of a job's environment; the JobManager reads it once,
 when the job is submitted, into a plain, validated :class:`_TaskSnapshot` that can cross a
 process boundary. The task object itself never leaves the JobManager's process: it is handed
-back, unchanged, to the callback.
+back, unchanged, to the callback. :func:`read_jobs_file` reads tasks from the JSON-lines file
+of the command line's ``batch``.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 __all__ = ["Task", "LocalCheck", "DEFAULT_LIMITS", "merge_limits"]
 
 #: Limits applied to every job, merged under ``task.limits`` (SPEC §4).
-DEFAULT_LIMITS: Dict[str, float] = {
+DEFAULT_LIMITS: Dict[str, Optional[float]] = {
     "time": 30,            # CPU seconds
     "hard_time": None,     # wall seconds; None means 3 x time
     "memory": 100,         # MiB, swap off
@@ -53,11 +55,12 @@ def merge_limits(limits: Optional[Mapping[str, Any]]) -> Dict[str, float]:
         if key in _INTEGER_LIMITS and value != int(value):
             raise ValueError(f"limit {key!r} must be a whole number, not {value!r}")
         merged[key] = int(value) if key in _INTEGER_LIMITS else value
-    if merged["hard_time"] is None:
-        merged["hard_time"] = 3 * merged["time"]
-    if merged["memory"] < 6:
+    # only hard_time may be None here (3 x time by default); "time" is a validated number
+    time_limit = merged["time"] or 0
+    result = {key: 3 * time_limit if value is None else value for key, value in merged.items()}
+    if result["memory"] < 6:
         raise ValueError("limit 'memory' must be at least 6 MiB (the engine refuses less)")
-    return merged
+    return result
 
 
 @dataclass(frozen=True)
@@ -198,3 +201,69 @@ def _resolve_directory(directory: Any, tasks_directory: Optional[str]) -> str:
                           for sock in _FORBIDDEN_MOUNTS):
         raise ValueError(f"task directory {path!r} would expose the host or the Docker socket")
     return path
+
+
+#: Keys of a job in a JSON-lines jobs file.
+JOB_KEYS = {"image", "command", "input", "limits", "id"}
+
+
+class JobLine(NamedTuple):
+    """A job of a JSON-lines file: its line number, its ``id`` (the line number when not
+    given), its task and its input."""
+
+    line: int
+    job_id: Any
+    task: Task
+    inputdata: Any
+
+
+
+
+def read_jobs_file(path: str) -> List[JobLine]:
+    """Every job of a JSON-lines file (the command line's ``batch`` input): one JSON object a
+    line, keys :data:`JOB_KEYS`; a string ``command`` is run with ``sh -c``; blank lines
+    count in the numbering.
+
+    Raises:
+        ValueError: the file cannot be read, holds no job, or a line is wrong; the message
+            names the file and the line.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            lines = stream.readlines()
+    except FileNotFoundError:
+        raise ValueError(f"input file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    jobs: List[JobLine] = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            job = json.loads(line)
+        except ValueError as error:
+            raise ValueError(f"{where}: not JSON: {error}") from None
+        if not isinstance(job, dict):
+            raise ValueError(f"{where}: a job must be a JSON object, not {type(job).__name__}")
+        unknown = sorted(set(job) - JOB_KEYS)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: "
+                           f"{', '.join(sorted(JOB_KEYS))}")
+        image = job.get("image")
+        if not isinstance(image, str) or not image:
+            raise ValueError(f"{where}: 'image' (an image name) is missing")
+        command = job.get("command")
+        if isinstance(command, str):
+            command = ["sh", "-c", command]
+        elif command is not None and not (isinstance(command, list)
+                                          and all(isinstance(c, str) for c in command)):
+            raise ValueError(f"{where}: 'command' must be a string or a list of strings")
+        try:
+            task = Task(image, command=command, limits=job.get("limits"))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{where}: {error}") from None
+        jobs.append(JobLine(number, job.get("id", number), task, job.get("input")))
+    if not jobs:
+        raise ValueError(f"{path} holds no job")
+    return jobs

@@ -1,38 +1,39 @@
-"""Command line interface: ``jobmanager`` (or ``python -m backend``).
+"""Command line interface: ``jobmanager`` (or ``python -m backend``): argument parsing and
+printing only.
 
-Commands: ``demo`` grades about forty submissions of a small shell exercise over one or two
-Docker engines and prints a summary; ``run`` runs one job and prints its result as JSON;
-``batch`` runs the jobs of a JSON-lines file and writes their results as JSON lines; ``hosts``
-shows each engine's state; ``build`` builds the images of a containers directory; ``cleanup``
-removes containers left behind by managers that died. This module is the only place of the
-package that writes to stdout.
+Commands: ``demo`` grades about forty submissions of a small shell exercise (its logic and
+images are :mod:`backend._demo`'s) and prints a summary; ``run`` runs one job and prints its
+result as JSON; ``batch`` runs the jobs of a JSON-lines file and writes their results as JSON
+lines; ``hosts`` shows each engine's state; ``build`` builds the images of a containers
+directory; ``cleanup`` removes containers left behind by managers that died. Engines are
+reached only through :mod:`backend._docker`; tables, progress bars and summaries are
+:mod:`backend._cli_output`'s. These two are the only modules of the package that write to
+stdout; they run in the caller's main thread.
 """
 from __future__ import annotations
 
 import argparse
-import collections
-import importlib.util
 import json
 import logging
 import os
-import random
 import sys
 import time
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+
+from backend import _docker
+from backend._config import InstanceConfig, parse_instances, settings_from
+from backend._cli_output import Progress, Tally, first_line, table
+
+if TYPE_CHECKING:  # imported on use: the public API's imports cost only the commands using it
+    from backend import JobManager
 
 logger = logging.getLogger("backend.cli")
 
 DEFAULT_URL = "unix:///var/run/docker.sock"
-BUSYBOX_IMAGE = "backend-test-busybox"
-DEMO_ENGINES_ROOT = "/tmp/djm-demo"
-DEMO_PREFIX = "djm-demo-"
 #: Exit codes of ``run`` by result status.
 EXIT_CODES = {"success": 0, "failed": 1, "error": 1, "timeout": 2, "overflow": 2,
               "crash": 3, "killed": 3}
-STATUS_ORDER = ("success", "failed", "error", "timeout", "overflow", "crash", "killed")
-
-_REPO = Path(__file__).resolve().parent.parent
+ENGINE_HELP = f"an engine URL; repeat for several (default: DOCKER_HOST, else {DEFAULT_URL})"
 
 
 class CliError(Exception):
@@ -42,240 +43,104 @@ class CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr."""
 
-    def error(self, message):  # noqa: D102 - argparse's hook
+    def error(self, message: str) -> NoReturn:  # noqa: D102 - argparse's hook
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # -- engines -------------------------------------------------------------------------------
 
+def _config_of(url: str) -> InstanceConfig:
+    """The configuration of the engine at ``url`` (named by its URL); a bad URL is a
+    :class:`CliError`."""
+    try:
+        return parse_instances([{"server_url": url}])[0]
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def _default_url() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_URL
+
+
 def _answers(url: str, timeout: float = 3.0) -> bool:
     """Whether the engine at ``url`` answers a ping."""
-    from backend._http import Client
     try:
-        with Client(url, timeout=timeout) as client:
-            return client.call("GET", "/_ping").strip() == b"OK"
-    except Exception:  # any failure means: not usable
+        with _docker.connect(_config_of(url), timeout=timeout) as engine:
+            return engine.ping()
+    except _docker.DockerFailure:
         return False
 
 
-def _load_engines_module():
-    """``scripts/engines.py`` of the source checkout, or ``None`` (installed package)."""
-    path = _REPO / "scripts" / "engines.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("_backend_engines", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and the like look the module up
-    spec.loader.exec_module(module)
-    return module
-
-
-def _find_engines(count: int) -> Tuple[List[Tuple[str, str]], Callable[[], None]]:
-    """Engines to use: ``[(name, url)]`` and a function that stops those we started.
-
-    ``DOCKER_HOST`` if it answers, else the system engine, else ``count`` private engines under
-    :data:`DEMO_ENGINES_ROOT` started with ``scripts/engines.py``.
-    """
-    env_url = os.environ.get("DOCKER_HOST")
-    if env_url:
-        if _answers(env_url):
-            return [("engine", env_url)], lambda: None
-        logger.warning("DOCKER_HOST=%s does not answer; looking further", env_url)
-    if _answers(DEFAULT_URL):
-        return [("engine", DEFAULT_URL)], lambda: None
-    engines = _load_engines_module()
-    if engines is None:
-        raise CliError("no Docker engine answers (DOCKER_HOST, /var/run/docker.sock): start "
-                       "one, or set DOCKER_HOST to an engine's URL")
-    started = [engines.PrivateEngine(f"e{i}", Path(DEMO_ENGINES_ROOT) / f"e{i}")
-               for i in range(1, count + 1)]
-
-    def stop():
-        for engine in started:
-            try:
-                engine.stop()
-            except Exception as error:  # keep stopping the others
-                logger.warning("could not stop engine %s: %s", engine.name, error)
-
-    sys.stdout.write(f"No Docker engine answers: starting {count} private engines under "
-                     f"{DEMO_ENGINES_ROOT}...\n")
-    sys.stdout.flush()
-    try:
-        for engine in started:
-            if not engine.answers():
-                engine.start()
-    except Exception as error:
-        stop()
-        raise CliError(f"cannot start a private engine ({error}); start a Docker engine or "
-                       f"set DOCKER_HOST") from None
-    return [(engine.name, engine.url) for engine in started], stop
-
-
-def _ensure_busybox(url: str) -> None:
-    """Builds the busybox base image on ``url`` (with ``scripts/engines.py``), or checks that
-    the engine has it."""
-    engines = _load_engines_module()
-    if engines is not None and os.path.exists(getattr(engines, "BUSYBOX_BINARY", "/bin/busybox")):
-        try:
-            engines.build_busybox_image(url, BUSYBOX_IMAGE)
-            return
-        except Exception as error:
-            raise CliError(f"cannot build {BUSYBOX_IMAGE} on {url}: {error}") from None
-    from backend._http import Client
-    try:
-        with Client(url, timeout=30) as client:
-            client.json("GET", client.path("/images/{}/json", BUSYBOX_IMAGE))
-    except Exception:
-        raise CliError(f"the engine {url} has no image {BUSYBOX_IMAGE}, and it cannot be built "
-                       f"here (needs scripts/engines.py and /bin/busybox of busybox-static)"
-                       ) from None
+def _demo_engines(urls: Optional[List[str]]) -> List[str]:
+    """The engines of the demo: every ``--engine`` (each must answer), else the first that
+    answers of ``DOCKER_HOST`` and the system engine."""
+    if urls:
+        silent = [url for url in urls if not _answers(url)]
+        if silent:
+            raise CliError(f"the Docker engine(s) {', '.join(silent)} do not answer")
+        return urls
+    candidates = [url for url in (os.environ.get("DOCKER_HOST"), DEFAULT_URL) if url]
+    for url in candidates:
+        if _answers(url):
+            return [url]
+        logger.info("%s does not answer", url)
+    raise CliError(f"no Docker engine answers ({', '.join(candidates)}): start one (dockerd; "
+                   f"in a checkout, make demo starts private ones) or set DOCKER_HOST to an "
+                   f"engine's URL")
 
 
 # -- demo ----------------------------------------------------------------------------------
 
-#: Shell snippets for "print the sum of $1 and $2".
-RIGHT = ["echo $(($1 + $2))", "expr $1 + $2", "echo $(($2 + $1))"]
-WRONG = ["echo $(($1 - $2))", "echo $(($1 * $2))", "echo $1$2", "echo $(($1 + $2 + 1))"]
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from backend import _demo
 
-
-def _demo_jobs(task_factory, count: int = 40) -> List[Tuple[str, Any, Dict[str, Any]]]:
-    """``(label, task, inputdata)`` for the demo: right and wrong answers plus one of each
-    kind of misbehaviour."""
-    rng = random.Random(7)
-    grader = task_factory("grader")
-    special = [
-        ("loops forever", task_factory("grader", limits={"time": 1}),
-         "while :; do :; done"),
-        ("eats memory", task_factory("grader", limits={"memory": 20}),
-         "x=$(yes | head -c 300000000); echo ${#x}"),
-        ("prints without end", task_factory("grader", limits={"output": 10000}),
-         "yes >&2"),
-        ("missing image", task_factory("no-such-grader"), "echo $(($1 + $2))"),
-        ("broken grader", task_factory("grader", command=[
-            "sh", "-c", "cat > /dev/null; echo 'grader: segmentation fault' >&2; exit 139"]),
-         "echo $(($1 + $2))"),
-    ]
-    jobs = []
-    for i in range(count - len(special)):
-        code = rng.choice(RIGHT) if i % 3 else rng.choice(WRONG)
-        jobs.append(("answer", grader,
-                     {"code": code, "a": rng.randint(-50, 99), "b": rng.randint(0, 99)}))
-    for position, (label, task, code) in zip((3, 9, 15, 21, 27), special):
-        jobs.insert(position, (label, task, {"code": code, "a": 1, "b": 2}))
-    return jobs
-
-
-def _progress(done: int, total: int, width: int = 40) -> str:
-    filled = width * done // total if total else width
-    return f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-
-
-def _cmd_demo(args) -> int:
-    from backend import JobManager, JobManagerBuffer, Task
-
-    containers = _REPO / "examples" / "containers"
-    if not (containers / "grader" / "Dockerfile").is_file():
-        raise CliError(f"the demo needs examples/containers/grader of the source checkout "
-                       f"(not found in {_REPO})")
-    engines, stop_engines = _find_engines(args.engines)
+    urls = _demo_engines(args.engine)
+    out = sys.stdout
+    out.write(f"Engines: {', '.join(urls)}\n")
+    tally = Tally()
+    examples: Dict[str, str] = {}
     try:
-        for _, url in engines:
-            _ensure_busybox(url)
-        instances = [{"server_url": url, "name": name, "container_prefix": DEMO_PREFIX,
-                      "time_between_polls": 0.25} for name, url in engines]
-        out = sys.stdout
-        out.write(f"Engines: {', '.join(f'{n} ({u})' for n, u in engines)}\n")
-        with JobManager(instances, containers_directory=str(containers)) as manager:
-            out.write("Building the grader image...\n")
+        with _demo.Demo(urls) as demo:
+            out.write("Building the images...\n")
             out.flush()
-            for engine, report in manager.build_images().items():
-                for tag, error in report.items():
-                    if error:
-                        raise CliError(f"building {tag} on {engine} failed: "
-                                       f"{error.splitlines()[0] if error else error}")
-
-            def task_factory(environment, **options):
-                command = options.pop("command", None)
-                return Task(environment, command=command, **options)
-
-            jobs = _demo_jobs(task_factory, args.jobs)
-            buffer = JobManagerBuffer(manager)
+            demo.build()
+            jobs = _demo.submissions(args.jobs)
             out.write(f"Grading {len(jobs)} submissions of 'print the sum of two numbers'...\n")
+            progress = Progress(out, len(jobs))
             start = time.monotonic()
-            labels = {}
-            for label, task, inputdata in jobs:
-                labels[buffer.new_job(task, inputdata)] = label
-            rows: Dict[Tuple[str, str, str], int] = collections.Counter()
-            examples: Dict[str, Tuple[str, str]] = {}
-            done = 0
-            live = out.isatty()  # a redrawn bar on a terminal, a line per tenth otherwise
-            if live:
-                out.write(_progress(0, len(jobs)))
-                out.flush()
-            for job_id, result in buffer.as_completed(timeout=args.timeout):
-                done += 1
-                run = result.get("run") or {}
-                rows[(result["result"], run.get("reason") or "-", run.get("host") or "-")] += 1
-                if labels[job_id] != "answer" or result["result"] not in examples:
-                    examples.setdefault(f"{result['result']} ({labels[job_id]})",
-                                        (result["result"], result["text"]))
-                if live or done == len(jobs) or done % max(1, len(jobs) // 10) == 0:
-                    out.write(_progress(done, len(jobs)).lstrip("\r")
-                              if not live else _progress(done, len(jobs)))
-                    out.write("" if live else "\n")
-                    out.flush()
+            for job, result in demo.grade(jobs, args.timeout):
+                progress.step()
+                tally.add(result)
+                if job.label != "answer" or result["result"] not in examples:
+                    examples.setdefault(f"{result['result']} ({job.label})", result["text"])
             elapsed = time.monotonic() - start
-            if live:
-                out.write("\n")
-        _print_summary(rows, examples, len(jobs), elapsed)
-    finally:
-        stop_engines()
-    missing = [s for s in ("success", "failed", "timeout", "overflow", "crash")
-               if not any(key[0] == s for key in rows)]
+            progress.end()
+    except _demo.DemoError as error:
+        raise CliError(first_line(error)) from None
+    out.write("\n")
+    tally.write(out, elapsed)
+    out.write("\nSome results:\n")
+    for label, text in sorted(examples.items()):
+        out.write(f"  {label}: {first_line(text)[:100]}\n")
+    missing = _demo.missing_outcomes(tally.statuses())
     if missing:
         raise CliError(f"the demo did not show the outcome(s) {', '.join(missing)}")
     return 0
 
 
-def _print_summary(rows, examples, total: int, elapsed: float) -> None:
-    out = sys.stdout
-    header = ("status", "reason", "engine", "jobs")
-    lines = [(status, reason, host, str(count)) for (status, reason, host), count in
-             sorted(rows.items(), key=lambda item: (STATUS_ORDER.index(item[0][0]), item[0]))]
-    widths = [max(len(row[i]) for row in [header] + lines) for i in range(4)]
-
-    def fmt(row):
-        return "  ".join(cell.ljust(w) if i < 3 else cell.rjust(w)
-                         for i, (cell, w) in enumerate(zip(row, widths)))
-
-    out.write("\n" + fmt(header) + "\n" + "  ".join("-" * w for w in widths) + "\n")
-    for row in lines:
-        out.write(fmt(row) + "\n")
-    by_status = collections.Counter()
-    for (status, _, _), count in rows.items():
-        by_status[status] += count
-    out.write("\nBy status: " + ", ".join(f"{s} {by_status[s]}" for s in STATUS_ORDER
-                                          if by_status[s]) + "\n")
-    out.write(f"{total} jobs in {elapsed:.1f} s: {total / elapsed if elapsed else 0:.1f} "
-              f"jobs/s\n\nSome results:\n")
-    for label, (_, text) in sorted(examples.items()):
-        first = text.splitlines()[0] if text else ""
-        out.write(f"  {label}: {first[:100]}\n")
-
-
 # -- run -----------------------------------------------------------------------------------
 
-def _cmd_run(args) -> int:
+def _cmd_run(args: argparse.Namespace) -> int:
     from backend import JobManager, JobManagerSync, Task
 
     try:
         inputdata = json.loads(args.input)
     except ValueError as error:
         raise CliError(f"--input is not JSON: {error}") from None
-    url = args.engine or os.environ.get("DOCKER_HOST") or DEFAULT_URL
+    url = args.engine or _default_url()
     if not _answers(url):
         raise CliError(f"the Docker engine {url} does not answer (set DOCKER_HOST or --engine)")
-    limits = {"time": args.time}
+    limits: Dict[str, float] = {"time": args.time}
     if args.memory is not None:
         limits["memory"] = args.memory
     task = Task(args.image, command=["sh", "-c", args.command] if args.command else None,
@@ -288,54 +153,25 @@ def _cmd_run(args) -> int:
 
 # -- configuration shared by batch, hosts, build and cleanup ---------------------------------
 
-def _settings(args, containers_directory: Optional[str] = None) -> Dict[str, Any]:
+def _settings(args: argparse.Namespace, containers_directory: Optional[str] = None
+              ) -> Dict[str, Any]:
     """JobManager keyword arguments from ``--config`` or ``--engine``/``--prefix``/
     ``--max-jobs``, validated (a bad value is a :class:`CliError` with the ValueError's text).
     """
-    from backend._config import load_config, parse_instances
-
-    if args.config:
-        if args.engine:
-            raise CliError("give either --config or --engine, not both")
-        if not os.path.isfile(args.config):
-            raise CliError(f"configuration file {args.config} not found")
-        try:
-            settings = load_config(args.config)
-        except json.JSONDecodeError as error:
-            raise CliError(f"{args.config}: not JSON: {error}") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise CliError(f"cannot read {args.config}: {error}") from None
-        except ValueError as error:
-            raise CliError(f"{args.config}: {error}") from None
-        instances = settings["docker_instances"]
-        if not isinstance(instances, list) or not all(isinstance(i, dict) for i in instances):
-            raise CliError(f"{args.config}: docker_instances must be a list of dicts")
-        instances = [dict(i) for i in instances]
-    else:
-        urls = args.engine or [os.environ.get("DOCKER_HOST") or DEFAULT_URL]
-        instances = [{"server_url": url} for url in urls]
-        settings = {}
-    for instance in instances:
-        if args.prefix is not None:
-            instance["container_prefix"] = args.prefix
-        if args.max_jobs is not None:
-            instance["max_concurrent_jobs"] = args.max_jobs
-    settings["docker_instances"] = instances
-    if containers_directory is not None:
-        settings["containers_directory"] = containers_directory
+    if args.config and args.engine:
+        raise CliError("give either --config or --engine, not both")
     try:
-        parse_instances(instances)
+        return settings_from(args.config, args.engine or [_default_url()], args.prefix,
+                             args.max_jobs, containers_directory)
     except ValueError as error:
         raise CliError(str(error)) from None
-    return settings
 
 
-def _instances(settings: Dict[str, Any]):
-    from backend._config import parse_instances
+def _instances(settings: Dict[str, Any]) -> List[InstanceConfig]:
     return parse_instances(settings["docker_instances"])
 
 
-def _open_manager(settings: Dict[str, Any]):
+def _open_manager(settings: Dict[str, Any]) -> "JobManager":
     """A JobManager for ``settings``; a bad value is a :class:`CliError`."""
     from backend import JobManager
     try:
@@ -344,87 +180,23 @@ def _open_manager(settings: Dict[str, Any]):
         raise CliError(str(error)) from None
 
 
-def _table(header: Sequence[str], rows: List[Sequence[str]], right: Sequence[int] = ()
-           ) -> str:
-    """A plain text table, columns separated by two spaces."""
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-
-    def fmt(row):
-        cells = [str(cell).rjust(w) if i in right else str(cell).ljust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths))]
-        return "  ".join(cells).rstrip()
-
-    lines = [fmt(header), "  ".join("-" * w for w in widths)] + [fmt(row) for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _first_line(text: Any) -> str:
-    text = str(text or "").strip()
-    return text.splitlines()[0] if text else ""
-
-
 # -- batch ---------------------------------------------------------------------------------
 
-_JOB_KEYS = {"image", "command", "input", "limits", "id"}
-
-
-def _read_jobs(path: str) -> List[Tuple[int, Any, Any, Any]]:
-    """``(line number, id, task, input)`` of every job of a JSON-lines file."""
-    from backend import Task
-
-    try:
-        with open(path, encoding="utf-8") as stream:
-            lines = stream.readlines()
-    except FileNotFoundError:
-        raise CliError(f"input file {path} not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise CliError(f"cannot read {path}: {error}") from None
-    jobs = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            job = json.loads(line)
-        except ValueError as error:
-            raise CliError(f"{where}: not JSON: {error}") from None
-        if not isinstance(job, dict):
-            raise CliError(f"{where}: a job must be a JSON object, not {type(job).__name__}")
-        unknown = sorted(set(job) - _JOB_KEYS)
-        if unknown:
-            raise CliError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: "
-                           f"{', '.join(sorted(_JOB_KEYS))}")
-        image = job.get("image")
-        if not isinstance(image, str) or not image:
-            raise CliError(f"{where}: 'image' (an image name) is missing")
-        command = job.get("command")
-        if isinstance(command, str):
-            command = ["sh", "-c", command]
-        elif command is not None and not (isinstance(command, list)
-                                          and all(isinstance(c, str) for c in command)):
-            raise CliError(f"{where}: 'command' must be a string or a list of strings")
-        try:
-            task = Task(image, command=command, limits=job.get("limits"))
-        except (ValueError, TypeError) as error:
-            raise CliError(f"{where}: {error}") from None
-        jobs.append((number, job.get("id", number), task, job.get("input")))
-    if not jobs:
-        raise CliError(f"{path} holds no job")
-    return jobs
-
-
-def _cmd_batch(args) -> int:
+def _cmd_batch(args: argparse.Namespace) -> int:
     from backend import JobManagerBuffer
 
-    jobs = _read_jobs(args.input)
+    from backend._task import read_jobs_file
+
+    try:
+        jobs = read_jobs_file(args.input)
+    except ValueError as error:
+        raise CliError(str(error)) from None
     settings = _settings(args)
     try:
         out = open(args.output, "w", encoding="utf-8")
     except OSError as error:
         raise CliError(f"cannot write {args.output}: {error}") from None
-    err = sys.stderr
-    live = err.isatty()
-    rows: Dict[Tuple[str, str, str], int] = collections.Counter()
+    tally = Tally()
     with out, _open_manager(settings) as manager:
         buffer = JobManagerBuffer(manager)
         start = time.monotonic()
@@ -434,72 +206,55 @@ def _cmd_batch(args) -> int:
                 where[buffer.new_job(task, inputdata)] = (number, job_id)
             except (TypeError, ValueError) as error:
                 raise CliError(f"{args.input}, line {number}: {error}") from None
-        total, done = len(jobs), 0
-        if live:
-            err.write(_progress(0, total))
-            err.flush()
+        total = len(jobs)
+        progress = Progress(sys.stderr, total)
         try:
             for key, result in buffer.as_completed(timeout=args.timeout):
-                done += 1
                 number, job_id = where[key]
                 out.write(json.dumps({"id": job_id, "line": number, "result": result},
                                      ensure_ascii=False) + "\n")
                 out.flush()
-                run = result.get("run") or {}
-                rows[(result["result"], run.get("reason") or "-", run.get("host") or "-")] += 1
-                if live:
-                    err.write(_progress(done, total))
-                elif done == total or done % max(1, total // 10) == 0:
-                    err.write(_progress(done, total).lstrip("\r") + "\n")
-                err.flush()
+                tally.add(result)
+                progress.step()
         except TimeoutError:
-            if live:
-                err.write("\n")
-            raise CliError(f"{total - done} of {total} job(s) still running after "
-                           f"{args.timeout:g} s: killed ({done} result(s) in {args.output})"
-                           ) from None
+            progress.end()
+            raise CliError(f"{total - progress.done} of {total} job(s) still running after "
+                           f"{args.timeout:g} s: killed ({progress.done} result(s) in "
+                           f"{args.output})") from None
         elapsed = time.monotonic() - start
-        if live:
-            err.write("\n")
-    ordered = sorted(rows.items(), key=lambda item: (
-        STATUS_ORDER.index(item[0][0]) if item[0][0] in STATUS_ORDER else len(STATUS_ORDER),
-        item[0]))
-    sys.stdout.write(_table(("status", "reason", "engine", "jobs"),
-                            [(*key, str(count)) for key, count in ordered], right=(3,)))
-    by_status = collections.Counter()
-    for (status, _, _), count in rows.items():
-        by_status[status] += count
-    sys.stdout.write("By status: " + ", ".join(f"{s} {n}" for s, n in sorted(
-        by_status.items(), key=lambda item: STATUS_ORDER.index(item[0])
-        if item[0] in STATUS_ORDER else 99)) + "\n")
-    sys.stdout.write(f"{total} jobs in {elapsed:.1f} s: "
-                     f"{total / elapsed if elapsed else 0:.1f} jobs/s; results in "
-                     f"{args.output}\n")
+        progress.end()
+    tally.write(sys.stdout, elapsed, f"; results in {args.output}")
     return 0
 
 
 # -- hosts ---------------------------------------------------------------------------------
 
-def _cmd_hosts(args) -> int:
-    from backend import _docker
+def _describe(version: Dict[str, Any]) -> Tuple[str, str, str]:
+    """``(kind, version, API version)`` of an engine from its ``/version`` answer: Podman's
+    names a component "Podman Engine" (its compatible API otherwise looks like Docker's)."""
+    api = str(version.get("ApiVersion") or "?")
+    for component in version.get("Components") or []:
+        if isinstance(component, dict) and component.get("Name") == "Podman Engine":
+            return "Podman", str(component.get("Version") or version.get("Version") or "?"), api
+    return "Docker", str(version.get("Version") or "?"), api
 
+
+def _cmd_hosts(args: argparse.Namespace) -> int:
     rows, problems = [], []
-    for instance in _instances(_settings(args)):
-        capacity = str(instance.max_concurrent_jobs) if instance.max_concurrent_jobs \
+    for config in _instances(_settings(args)):
+        capacity = str(config.max_concurrent_jobs) if config.max_concurrent_jobs \
             else "unlimited"
         try:
-            client = _docker.connect(instance, timeout=args.timeout)
-            with client:
-                version = client.version().get("Version", "?")
-                running = len(client.containers(_docker.LABEL_MANAGER, all_states=False))
-        except Exception as error:  # any failure means: not reachable
-            text = error.text if isinstance(error, _docker.DockerFailure) else str(error)
-            rows.append((instance.name, "no", "-", "-", capacity))
-            problems.append(f"{instance.name}: {_first_line(text)}")
+            with _docker.connect(config, timeout=args.timeout) as engine:
+                kind, version, api = _describe(engine.version())
+                running = len(engine.containers(_docker.LABEL_MANAGER, all_states=False))
+        except _docker.DockerFailure as failure:
+            rows.append((config.name, "no", "-", "-", "-", "-", capacity))
+            problems.append(f"{config.name}: {first_line(failure.text)}")
             continue
-        rows.append((instance.name, "yes", version, str(running), capacity))
-    sys.stdout.write(_table(("engine", "reachable", "docker", "running jobs", "capacity"),
-                            rows, right=(3, 4)))
+        rows.append((config.name, "yes", kind, version, api, str(running), capacity))
+    sys.stdout.write(table(("engine", "reachable", "kind", "version", "api", "running jobs",
+                             "capacity"), rows, right=(5, 6)))
     for problem in problems:
         sys.stdout.write(f"unreachable: {problem}\n")
     return 1 if problems else 0
@@ -507,7 +262,7 @@ def _cmd_hosts(args) -> int:
 
 # -- build ---------------------------------------------------------------------------------
 
-def _cmd_build(args) -> int:
+def _cmd_build(args: argparse.Namespace) -> int:
     settings = _settings(args, args.containers_directory)
     folder = settings.get("containers_directory")
     if not folder:
@@ -531,8 +286,8 @@ def _cmd_build(args) -> int:
         for tag, error in sorted(images.items()):
             if error:
                 failed += 1
-            rows.append((tag, engine, f"error: {_first_line(error)}" if error else "ok"))
-    sys.stdout.write(_table(("image", "engine", "build"), rows))
+            rows.append((tag, engine, f"error: {first_line(error)}" if error else "ok"))
+    sys.stdout.write(table(("image", "engine", "build"), rows))
     built = len(rows) - failed
     sys.stdout.write(f"{built} built, {failed} failed\n")
     return 1 if failed else 0
@@ -540,29 +295,22 @@ def _cmd_build(args) -> int:
 
 # -- cleanup -------------------------------------------------------------------------------
 
-def _cmd_cleanup(args) -> int:
-    from backend import _docker
-
+def _cmd_cleanup(args: argparse.Namespace) -> int:
     status = 0
-    for instance in _instances(_settings(args)):
+    for config in _instances(_settings(args)):
         try:
-            client = _docker.connect(instance)
+            with _docker.connect(config) as engine:
+                if args.all:
+                    ids = [c["Id"] for c in engine.containers(_docker.LABEL_MANAGER)]
+                else:
+                    ids = _docker.dead_managers_containers(engine)
+                left, _ = _docker.remove_containers(engine, ids)
         except _docker.DockerFailure as failure:
-            sys.stdout.write(f"{instance.name}: unreachable ({_first_line(failure.text)})\n")
+            what = "failed" if failure.reason != "engine_unreachable" else "unreachable"
+            sys.stdout.write(f"{config.name}: {what} ({first_line(failure.text)})\n")
             status = 1
             continue
-        with client:
-            try:
-                if args.all:
-                    ids = [c["Id"] for c in client.containers(_docker.LABEL_MANAGER)]
-                else:
-                    ids = _docker.dead_managers_containers(client)
-                left, _ = _docker.remove_containers(client, ids)
-            except Exception as error:  # the engine answered something unexpected
-                sys.stdout.write(f"{instance.name}: failed ({_first_line(error)})\n")
-                status = 1
-                continue
-        line = f"{instance.name}: removed {len(ids) - len(left)} container(s)"
+        line = f"{config.name}: removed {len(ids) - len(left)} container(s)"
         if left:
             line += f", {len(left)} could not be removed"
             status = 1
@@ -572,16 +320,14 @@ def _cmd_cleanup(args) -> int:
 
 # -- entry point ---------------------------------------------------------------------------
 
-def _common_options() -> argparse.ArgumentParser:
+def _common_options() -> _Parser:
     """``--config``, ``--engine``, ``--prefix``, ``--max-jobs``: for the commands that use a
     configuration."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     group = common.add_argument_group("configuration")
     group.add_argument("--config", metavar="FILE",
                        help="a JobManager.from_config JSON file (instead of --engine)")
-    group.add_argument("--engine", action="append", metavar="URL",
-                       help="an engine URL; repeat for several (default: DOCKER_HOST, else "
-                            f"{DEFAULT_URL})")
+    group.add_argument("--engine", action="append", metavar="URL", help=ENGINE_HELP)
     group.add_argument("--prefix", metavar="PREFIX",
                        help="container_prefix of every engine (prefixed to image names)")
     group.add_argument("--max-jobs", type=int, metavar="N",
@@ -602,61 +348,65 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND",
                                      parser_class=_Parser)
     commands.required = True
-    demo = commands.add_parser("demo", help="grade ~40 submissions over one or two engines")
+    common = _common_options()
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], summary: str,
+                description: Optional[str] = None, configured: bool = False
+                ) -> argparse.ArgumentParser:
+        """A sub-command running ``func``; ``configured`` adds the configuration options."""
+        sub = commands.add_parser(name, help=summary, description=description or summary,
+                                  parents=[common] if configured else [])
+        sub.set_defaults(func=func)
+        return sub
+
+    demo = command("demo", _cmd_demo, "grade ~40 submissions over one or more engines",
+                   "Grades ~40 submissions of a small shell exercise over the engines (builds "
+                   "its images from the host's /bin/busybox of busybox-static) and prints a "
+                   "summary of every outcome.")
     demo.add_argument("--jobs", type=int, default=40, help="submissions to grade (default 40)")
-    demo.add_argument("--engines", type=int, default=2,
-                      help="private engines to start when none answers (default 2)")
+    demo.add_argument("--engine", action="append", metavar="URL", help=ENGINE_HELP)
     demo.add_argument("--timeout", type=float, default=180,
                       help="seconds the grading may take (default 180)")
-    demo.set_defaults(func=_cmd_demo)
-    run = commands.add_parser(
-        "run", help="run one job and print its result as JSON",
-        description="Runs one job and prints its result. Exit code: 0 success, 1 failed or "
-                    "error, 2 timeout or overflow, 3 crash or killed.")
+    run = command("run", _cmd_run, "run one job and print its result as JSON",
+                  "Runs one job and prints its result. Exit code: 0 success, 1 failed or "
+                  "error, 2 timeout or overflow, 3 crash or killed.")
     run.add_argument("--image", required=True, help="image to run")
     run.add_argument("--command", help="shell command, run with sh -c")
     run.add_argument("--input", default="null", help="the job's input, as JSON")
     run.add_argument("--time", type=float, default=30, help="CPU seconds (default 30)")
     run.add_argument("--memory", type=int, help="MiB of memory (default 100)")
     run.add_argument("--engine", help="engine URL (default: DOCKER_HOST, else the system's)")
-    run.set_defaults(func=_cmd_run)
-
-    common = _common_options()
-    batch = commands.add_parser(
-        "batch", parents=[common], help="run the jobs of a JSON-lines file",
-        description='Runs every job of IN (one JSON object a line: {"image": ..., "command": '
-                    '[...] or "shell string", "input": ..., "limits": {...}, "id": ...}), '
-                    'writes each result to OUT as a JSON line {"id", "line", "result"} in the '
-                    "order the jobs end, shows progress on stderr and a summary on stdout.")
+    batch = command(
+        "batch", _cmd_batch, "run the jobs of a JSON-lines file",
+        'Runs every job of IN (one JSON object a line: {"image": ..., "command": [...] or '
+        '"shell string", "input": ..., "limits": {...}, "id": ...}), writes each result to '
+        'OUT as a JSON line {"id", "line", "result"} in the order the jobs end, shows '
+        "progress on stderr and a summary on stdout.", configured=True)
     batch.add_argument("input", metavar="IN.jsonl", help="the jobs")
     batch.add_argument("output", metavar="OUT.jsonl", help="where to write the results")
     batch.add_argument("--timeout", type=float,
                        help="seconds the whole batch may take (default: no limit)")
-    batch.set_defaults(func=_cmd_batch)
-    hosts = commands.add_parser(
-        "hosts", parents=[common], help="show each engine's state",
-        description="Shows, per engine: whether it answers, its Docker version, the running "
-                    "containers of ours (label backend.manager) and its capacity "
-                    "(max_concurrent_jobs). Exit code 1 if an engine is unreachable.")
+    hosts = command(
+        "hosts", _cmd_hosts, "show each engine's state",
+        "Shows, per engine: whether it answers, its kind (Docker or Podman), version and API "
+        "version, the running containers of ours (label backend.manager) and its capacity "
+        "(max_concurrent_jobs). Exit code 1 if an engine is unreachable.", configured=True)
     hosts.add_argument("--timeout", type=float, default=5,
                        help="seconds to wait for each engine (default 5)")
-    hosts.set_defaults(func=_cmd_hosts)
-    build = commands.add_parser(
-        "build", parents=[common], help="build the images of a containers directory",
-        description="Builds every sub-folder (with a Dockerfile) of the containers directory "
-                    "on every engine, tagged container_prefix + folder name. Exit code 1 if "
-                    "a build failed.")
+    build = command(
+        "build", _cmd_build, "build the images of a containers directory",
+        "Builds every sub-folder (with a Dockerfile) of the containers directory on every "
+        "engine, tagged container_prefix + folder name. Exit code 1 if a build failed.",
+        configured=True)
     build.add_argument("--containers-directory", metavar="DIR",
                        help="the folder to build (default: containers_directory of --config)")
-    build.set_defaults(func=_cmd_build)
-    cleanup = commands.add_parser(
-        "cleanup", parents=[common], help="remove containers left by dead managers",
-        description="Removes the containers of ours whose manager (label backend.owner = "
-                    "hostname:pid) ran on this host and is gone; with --all, every container "
-                    "labelled backend.manager, running jobs included.")
+    cleanup = command(
+        "cleanup", _cmd_cleanup, "remove containers left by dead managers",
+        "Removes the containers of ours whose manager (label backend.owner = hostname:pid) "
+        "ran on this host and is gone; with --all, every container labelled backend.manager, "
+        "running jobs included.", configured=True)
     cleanup.add_argument("--all", action="store_true",
                          help="remove every container of ours, even of live managers")
-    cleanup.set_defaults(func=_cmd_cleanup)
     return parser
 
 
@@ -667,7 +417,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
     except CliError as error:
         sys.stdout.flush()
         sys.stderr.write(f"error: {error}\n")

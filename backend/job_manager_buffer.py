@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
+from backend._messages import Result
 from backend.job_manager import JobManager
 
 
@@ -18,11 +19,11 @@ class JobManagerBuffer:
     def __init__(self, job_manager: JobManager):
         self.job_manager = job_manager
         self._condition = threading.Condition()
-        self._waiting: set = set()
-        self._results: Dict[str, Dict[str, Any]] = {}
-        self._fetched: set = set()
+        self._waiting: Set[str] = set()
+        self._results: Dict[str, Result] = {}
+        self._fetched: Set[str] = set()
 
-    def _callback(self, job_id: str, task: Any, result: Dict[str, Any]) -> None:
+    def _callback(self, job_id: str, task: Any, result: Result) -> None:
         with self._condition:
             self._waiting.discard(job_id)
             self._results[job_id] = result
@@ -51,7 +52,7 @@ class JobManagerBuffer:
         with self._condition:
             return job_id in self._results
 
-    def get_result(self, job_id: str) -> Dict[str, Any]:
+    def get_result(self, job_id: str) -> Result:
         """Returns a finished job's result, once.
 
         Raises:
@@ -85,7 +86,7 @@ class JobManagerBuffer:
             return True
 
     def as_completed(self, ids: Optional[Iterable[str]] = None,
-                     timeout: Optional[float] = None) -> Iterator[Tuple[str, Dict[str, Any]]]:
+                     timeout: Optional[float] = None) -> Iterator[Tuple[str, Result]]:
         """Yields ``(job_id, result)`` as jobs end, fetching each result.
 
         Args:

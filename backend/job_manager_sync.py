@@ -5,6 +5,7 @@ import threading
 import time
 from typing import Any, Dict, Optional
 
+from backend._messages import Result
 from backend.job_manager import JobManager
 
 #: Seconds to wait for a killed job's result before giving up on it.
@@ -24,7 +25,7 @@ class JobManagerSync:
         self.job_manager = job_manager
 
     def new_job(self, task: Any, inputdata: Any, timeout: Optional[float] = None
-                ) -> Dict[str, Any]:
+                ) -> Result:
         """Runs a job and returns its result.
 
         Args:
@@ -36,9 +37,9 @@ class JobManagerSync:
             KeyboardInterrupt: the job is killed, then the interrupt propagates.
         """
         done = threading.Event()
-        box: Dict[str, Any] = {}
+        box: Dict[str, Result] = {}
 
-        def callback(job_id, task, result):
+        def callback(job_id: str, task: Any, result: Result) -> None:
             box["result"] = result
             done.set()
 

@@ -32,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "scripts"))
 
+from backend._child import proc_stat  # noqa: E402 - the checkout's package, found above
+
 IMAGE = "backend-test-busybox"
 JOBS = {"trivial": "read line; echo '{\"result\": \"success\"}'",
         "1s": "read line; sleep 1; echo '{\"result\": \"success\"}'"}
@@ -44,12 +46,9 @@ def _tree(root_pid: int):
     children = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stream:
-                    fields = stream.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(entry))
+            fields = proc_stat(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))
     found, todo = {root_pid}, [root_pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -64,9 +63,10 @@ def _usage(pids):
     cpu, rss, pss = 0.0, 0, 0
     tick = os.sysconf("SC_CLK_TCK")
     for pid in pids:
+        fields = proc_stat(pid)
+        if fields is None:
+            continue
         try:
-            with open(f"/proc/{pid}/stat") as stream:
-                fields = stream.read().rsplit(")", 1)[1].split()
             cpu += sum(int(value) for value in fields[11:15]) / tick
             with open(f"/proc/{pid}/smaps_rollup") as stream:
                 for line in stream:
@@ -199,11 +199,11 @@ def _container_config(script, i):
     """The very create body our JobManager sends (limits, hardening, labels aside)."""
     from backend import _docker
     from backend._config import parse_instances
-    from backend._submitter import _JobSpec
+    from backend._messages import JobSpec
     from backend._task import Task, snapshot_task
 
     [instance] = parse_instances([{"server_url": "unix:///unused.sock"}])
-    spec = _JobSpec(str(i), snapshot_task(Task(IMAGE, command=["sh", "-c", script],
+    spec = JobSpec(str(i), snapshot_task(Task(IMAGE, command=["sh", "-c", script],
                                                limits=LIMITS), None), b"")
     config = _docker.container_options(spec, instance, "bench", "bench")
     config.pop("Labels")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +23,77 @@ def run(args, engine=None, timeout=100):
                           text=True, timeout=timeout)
 
 
+def installed_package(tmp_path):
+    """The package as ``pip install .`` lays it out (``setup.py build``: its modules and package
+    data), built from a copy of the checkout into ``tmp_path``; returns the folder to put on
+    ``PYTHONPATH``."""
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "backend", source / "backend",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "README.rst", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "setup.py", "-q", "build", "--build-base",
+                    str(tmp_path / "build")], cwd=source, check=True, capture_output=True,
+                   timeout=120)
+    site = tmp_path / "build" / "lib"
+    for data in ("py.typed", "demo/busybox/Dockerfile", "demo/containers/grader/Dockerfile",
+                 "demo/containers/grader/grade.sh"):
+        assert (site / "backend" / data).is_file(), f"{data} is not package data"
+    return site
+
+
+#: The console script's entry (setup.py: jobmanager=backend.cli:main), checking that the
+#: package is the installed one.
+ENTRY = ("import sys, backend; from backend.cli import main; "
+         "assert backend.__file__.startswith(sys.argv[1]), backend.__file__; "
+         "sys.exit(main(sys.argv[2:]))")
+
+
 @pytest.mark.timeout(300)
-def test_demo_shows_every_outcome(engines):
-    completed = run(["-m", "backend", "demo"], engines[0], timeout=240)
+def test_demo_shows_every_outcome(engines, tmp_path):
+    """Installed (not run from the checkout) and in an empty folder, on DOCKER_HOST."""
+    site = installed_package(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = dict(os.environ, DOCKER_HOST=engines[0].url, PYTHONPATH=str(site))
+    completed = subprocess.run([sys.executable, "-c", ENTRY, str(site), "demo"], cwd=empty,
+                               env=env, capture_output=True, text=True, timeout=240)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert "Traceback" not in completed.stderr
     table = completed.stdout.split("status", 1)[1]
     for status in ("success", "failed", "timeout", "overflow", "crash"):
         assert f"\n{status} " in table, completed.stdout
     assert "jobs/s" in completed.stdout
+    assert not list(empty.iterdir())  # nothing written where it runs
+
+
+def test_demo_without_an_engine_is_one_line(tmp_path):
+    completed = run(["-m", "backend", "demo", "--engine", f"unix://{tmp_path}/none.sock"],
+                    timeout=60)
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+    assert "does not answer" in completed.stderr or "do not answer" in completed.stderr
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/none.sock")
+    completed = subprocess.run([sys.executable, "-m", "backend", "demo"], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=60)
+    if completed.returncode != 0:  # unless the system engine answers
+        assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+        assert "DOCKER_HOST" in completed.stderr
+
+
+def test_demo_submissions_show_every_outcome_kind():
+    from backend import _demo
+
+    jobs = _demo.submissions(40)
+    assert len(jobs) == 40  # the same every time:
+    assert [job.inputdata for job in jobs] == [job.inputdata for job in _demo.submissions(40)]
+    labels = [job.label for job in jobs]
+    assert labels.count("answer") == 35
+    assert {"loops forever", "eats memory", "prints without end", "missing image",
+            "broken grader"} < set(labels)
+    assert _demo.missing_outcomes(["success", "failed", "crash"]) == ["timeout", "overflow"]
+    assert _demo.missing_outcomes(_demo.EXPECTED_OUTCOMES) == []
 
 
 def test_unknown_command_is_one_line_on_stderr():
@@ -204,22 +267,50 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "--max-jobs" in err
 
 
+def hosts_rows(out):
+    """``{engine: {column: cell}}`` of the table ``hosts`` prints (its header's columns are
+    separated by two spaces)."""
+    lines = out.splitlines()
+    columns = [cell.strip() for cell in lines[0].split("  ") if cell.strip()]
+    rows = {}
+    for line in lines[2:]:
+        if line.strip() and not line.startswith("unreachable"):
+            cells = line.split()
+            rows[cells[0]] = dict(zip(columns, [cells[0], *cells[1:]]))
+    return rows
+
+
 def test_hosts_shows_reachable_and_unreachable_engines(engines, tmp_path, capsys):
     bogus = f"unix://{tmp_path}/bogus.sock"
     code, out, err = cli_main(["hosts", *engine_flags(engines), "--engine", bogus,
                                "--max-jobs", "7"], capsys)
     assert code == 1, out + err  # an engine is unreachable
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip()
-            and not line.startswith("unreachable")}
+    rows = hosts_rows(out)
     for engine in engines:
-        assert rows[engine.url][1] == "yes", out
-        assert rows[engine.url][2][0].isdigit(), out  # the Docker version
-        assert rows[engine.url][3:] == ["0", "7"], out
-    assert rows[bogus][1] == "no", out
+        row = rows[engine.url]
+        assert row["reachable"] == "yes", out
+        assert row["kind"] == "Docker", out
+        assert row["version"][0].isdigit(), out  # the Docker version
+        assert row["api"].startswith("1."), out
+        assert [row["running jobs"], row["capacity"]] == ["0", "7"], out
+    assert rows[bogus]["reachable"] == "no", out
     assert f"unreachable: {bogus}: " in out
     code, out, err = cli_main(["hosts", "--engine", engines[0].url], capsys)
     assert code == 0, err
     assert "100" in out.splitlines()[2]  # the default capacity
+
+
+@pytest.mark.parametrize("version, expected", [
+    ({"Version": "20.10.24", "ApiVersion": "1.41",
+      "Components": [{"Name": "Engine", "Version": "20.10.24"}]},
+     ("Docker", "20.10.24", "1.41")),
+    ({"Version": "4.9.3", "ApiVersion": "1.41",
+      "Components": [{"Name": "Podman Engine", "Version": "4.9.3"}]},
+     ("Podman", "4.9.3", "1.41")),
+    ({}, ("Docker", "?", "?")),
+])
+def test_hosts_names_the_engine_kind(version, expected):
+    assert cli._describe(version) == expected
 
 
 def test_build_reports_each_image_and_engine(engines, tmp_path, capsys):

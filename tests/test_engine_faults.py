@@ -6,6 +6,7 @@ import pytest
 
 from backend import JobManager
 from backend._job import JobState
+from helpers import wait_for
 from conftest import PREFIX, IMAGE, ROOT, ok_script, shell
 from engines import PrivateEngine, build_busybox_image
 
@@ -19,13 +20,6 @@ def third_engine(engines):
     engine.stop()
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(180)
 def test_engine_lost_then_back(engines, third_engine):
     instances = [{"server_url": third_engine.url, "name": "e3", "container_prefix": PREFIX,
@@ -36,7 +30,7 @@ def test_engine_lost_then_back(engines, third_engine):
         dispatcher = manager._dispatcher
         lost = manager.submit(shell("sleep 60"), 1)
         other = manager.submit(shell("sleep 60"), 2)
-        _wait(lambda: all(j.state is JobState.RUNNING for j in dispatcher.jobs.values())
+        wait_for(lambda: all(j.state is JobState.RUNNING for j in dispatcher.jobs.values())
               and len(dispatcher.jobs) == 2, 30, "jobs did not start")
         on_e3 = lost if dispatcher.jobs[lost.job_id].engine == "e3" else other
         survivor = other if on_e3 is lost else lost
@@ -48,12 +42,12 @@ def test_engine_lost_then_back(engines, third_engine):
         assert "e3" in result["text"]
         assert not survivor.done()
         # e3 is skipped while it is down
-        _wait(lambda: not dispatcher.placement.is_reachable("e3"), 10, "e3 not marked down")
+        wait_for(lambda: not dispatcher.placement.is_reachable("e3"), 10, "e3 not marked down")
         placed = manager.submit(shell(ok_script()), 3).result(timeout=30)
         assert placed["result"] == "success" and placed["run"]["host"] == "e1"
         # ... and used again once it answers
         third_engine.start()
-        _wait(lambda: dispatcher.placement.is_reachable("e3"), 30, "e3 not marked up again")
+        wait_for(lambda: dispatcher.placement.is_reachable("e3"), 30, "e3 not marked up again")
         hosts = {manager.submit(shell(ok_script("sleep 0.5; ")), i).result(timeout=30)
                  ["run"]["host"] for i in range(2)}
         assert "e3" in hosts
@@ -63,7 +57,7 @@ def test_engine_lost_then_back(engines, third_engine):
         # waited, and is sent once e3 answers
         with docker.APIClient(base_url=third_engine.url, version="1.41") as client:
             label = f"backend.manager={manager.manager_id}"
-            _wait(lambda: not client.containers(all=True, filters={"label": label}), 40,
+            wait_for(lambda: not client.containers(all=True, filters={"label": label}), 40,
                   "the lost job's container was never removed")
 
 
@@ -100,19 +94,16 @@ def test_soak_with_a_killed_process_and_a_restarted_engine(engines, third_engine
 
     with JobManager(instances) as manager:
         ids = [manager.new_job(shell(ok_script()), i, callback) for i in range(total)]
-        _wait(lambda: sum(calls.values()) >= 50, 120, "jobs do not progress")
+        wait_for(lambda: sum(calls.values()) >= 50, 120, "jobs do not progress")
         # a submitter killed, perhaps while the engine creates a container for it
         os.kill(manager._dispatcher.supervisor.submitters[0].process.pid, signal.SIGKILL)
-        _wait(lambda: sum(calls.values()) >= 100, 120, "jobs do not progress after a kill")
+        wait_for(lambda: sum(calls.values()) >= 100, 120, "jobs do not progress after a kill")
         # creates in flight: some containers are made, their ids never heard of
         third_engine.restart()
         assert all_done.wait(240), f"{total - sum(calls.values())} job(s) never ended"
         # removed while the manager runs, not only by its check for leftovers at close
         mine = f"backend.manager={manager.manager_id}"
-        deadline = time.monotonic() + 30
-        while left(mine):
-            assert time.monotonic() < deadline, f"containers left: {left(mine)}"
-            time.sleep(0.2)
+        wait_for(lambda: not left(mine), 30, f"containers of {mine} left")
     assert not left(), "the JobManager closed with containers left"
     for client in clients:
         client.close()

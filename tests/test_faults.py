@@ -12,6 +12,7 @@ import docker
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
+from backend._child import is_running
 from conftest import ok_script, our_containers, shell
 
 NOWHERE = {"server_url": "unix:///nonexistent/docker.sock", "name": "nowhere"}
@@ -129,15 +130,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _running(pid):
-    """Whether ``pid`` is a process that is not a zombie (it may vanish as we look)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stream:
-            return stream.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_manager_sigkill_children_exit_and_next_manager_sweeps(engines, instances,
                                                                start_method):
     process = subprocess.Popen([sys.executable, "-c", SCRIPT, json.dumps(instances),
@@ -153,7 +145,7 @@ def test_manager_sigkill_children_exit_and_next_manager_sweeps(engines, instance
     deadline = time.monotonic() + 10
     alive = set(info["pids"])
     while alive and time.monotonic() < deadline:
-        alive = {pid for pid in alive if _running(pid)}
+        alive = {pid for pid in alive if is_running(pid)}
         time.sleep(0.1)
     assert not alive, "children outlived their SIGKILLed manager"
     left = [c for c in our_containers(engines)

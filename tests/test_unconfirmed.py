@@ -8,12 +8,12 @@ import signal
 import socket
 import tempfile
 import threading
-import time
 
 import docker
 import pytest
 
 from backend import JobManager
+from helpers import wait_for
 from conftest import PREFIX, ok_script, shell
 
 CREATE = b"POST /v1.41/containers/create"
@@ -127,13 +127,6 @@ class CreateProxy:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def _containers(engine, label):
     with docker.APIClient(base_url=engine.url, version="1.41") as client:
         return client.containers(all=True, filters={"label": label})
@@ -172,7 +165,7 @@ def test_a_submitter_killed_while_the_engine_creates_leaves_no_container(engines
         [made] = _containers(engines[0], label)  # made, but its id never reached us
         assert made["Names"] == [f"/backend-{future.job_id}-1"]
         _kill_the_submitter_of(manager, future)
-        _wait(lambda: not _containers(engines[0], label), 15,
+        wait_for(lambda: not _containers(engines[0], label), 15,
               "the container of the killed submitter was not removed")
         # the manager goes on
         assert manager.submit(shell(ok_script()), 2).result(timeout=30)["result"] == "success"
@@ -192,10 +185,10 @@ def test_a_lost_answer_to_a_create_leaves_no_container(engines, proxy):
         # placed again on the other engine, under its second name
         assert result["result"] == "success" and result["run"]["host"] == "e2", result
         label = f"backend.manager={manager.manager_id}"
-        _wait(lambda: not _containers(engines[0], label), 15,
+        wait_for(lambda: not _containers(engines[0], label), 15,
               "the container whose create was not answered was not removed")
         # p1 never stopped answering: its waiter saw nothing, was asked, and said so
-        _wait(lambda: manager._dispatcher.placement.is_reachable("p1"), 10,
+        wait_for(lambda: manager._dispatcher.placement.is_reachable("p1"), 10,
               "p1 was not used again")
 
 
@@ -211,5 +204,5 @@ def test_a_container_created_after_its_killed_submitter_was_cleaned_up_is_remove
         proxy.release.set()  # the engine creates it only now
         assert proxy.created.wait(15) and b" 201 " in proxy.answer, proxy.answer
         label = f"backend.manager={manager.manager_id}"
-        _wait(lambda: not _containers(engines[0], label), 15,
+        wait_for(lambda: not _containers(engines[0], label), 15,
               "a container created after the first removal was not removed")
