@@ -248,7 +248,7 @@ def container_options(spec, instance: InstanceConfig, manager_id: str, owner: st
         "Memory": memory, "MemorySwap": memory, "PidsLimit": int(limits["processes"]),
         "NanoCpus": int(limits["cpus"] * 1e9), "CapDrop": ["ALL"],
         "SecurityOpt": ["no-new-privileges"], "Ulimits": ulimits, "Init": features.init,
-        "NetworkMode": "default",
+        "NetworkMode": "default" if task.network else features.no_network_mode,
         # "local" where the engine has it, not "json-file": json-file splits long lines at
         # 16 KiB and re-encodes each piece as UTF-8, mangling a character cut in two; "local"
         # keeps the bytes as they are (_features.LOG_DRIVERS says what else is used)

@@ -68,6 +68,9 @@ class Features:
         log_options: which of the log options (``max-size``...) that driver takes.
         init: whether ``HostConfig.Init`` is asked for (the engine has an init binary).
         nproc: an explicit RLIMIT_NPROC ``(soft, hard)`` to give, or None to give none.
+        no_network_mode: the ``NetworkMode`` of a job without network: Docker's
+            ``default`` with ``NetworkDisabled`` (a loopback only); Podman ignores
+            ``NetworkDisabled`` (the container gets a bridge and eth0) and needs ``none``.
         reports_oom: whether the engine tells a container killed for its memory
             (``OOMKilled``, the ``oom`` event); see :func:`unreported_oom`.
         fallbacks: one line per difference from Docker's defaults, as logged.
@@ -80,6 +83,7 @@ class Features:
     log_options: Tuple[str, ...] = _LOG_OPTIONS["local"]
     init: bool = True
     nproc: Optional[Tuple[int, int]] = None
+    no_network_mode: str = "default"
     reports_oom: bool = True
     fallbacks: Tuple[str, ...] = field(default=())
 
@@ -158,6 +162,7 @@ def detect(version: Mapping[str, Any], info: Mapping[str, Any], api_version: str
     return Features(kind=kind, version=str(version.get("Version", "")),
                     api_version=api_version, log_driver=log_driver,
                     log_options=_LOG_OPTIONS.get(log_driver, ()), init=init, nproc=nproc,
+                    no_network_mode="none" if kind is EngineKind.PODMAN else "default",
                     reports_oom=reports_oom, fallbacks=tuple(fallbacks))
 
 
