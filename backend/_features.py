@@ -170,14 +170,14 @@ def detect(version: Mapping[str, Any], info: Mapping[str, Any], api_version: str
 SIGKILL_EXIT = 137
 
 
-def unreported_oom(features: Features, state: Mapping[str, Any],
+def unreported_oom(features: Optional[Features], state: Mapping[str, Any],
                    killed_from_outside: bool) -> bool:
     """Whether a container that ended (``state``: its inspected ``State``) was killed for its
     memory on an engine that does not say so: SIGKILL's exit code, and no ``kill`` event
     (nobody killed it through the API). A SIGKILL sent to its process from the engine's host
     counts as a memory kill too; a memory kill of a child whose parent goes on is not seen.
     """
-    return (not features.reports_oom and not state.get("OOMKilled")
+    return (features is not None and not features.reports_oom and not state.get("OOMKilled")
             and state.get("ExitCode") == SIGKILL_EXIT and not killed_from_outside)
 
 

@@ -288,7 +288,7 @@ class _Waiter:
                         return  # a stale event: the container runs again?
                     exit_code = state.get("ExitCode", exit_code)
                     watched.oom = watched.oom or bool(state.get("OOMKilled")) or \
-                        _features.unreported_oom(client.features, state,
+                        _features.unreported_oom(getattr(client, "features", None), state,
                                                  watched.killed_from_outside)
                 if watched.stream_state == "complete":
                     stdout, stderr = bytes(watched.stdout), bytes(watched.stderr_head)
