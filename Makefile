@@ -21,7 +21,8 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e '.[test,docs]'
 	touch $@
 
-# apt-get install docker.io busybox-static when missing (needs root then)
+# what the engine kinds (Docker 20.10, Docker 28.5, Podman 4.3) and the docs (graphviz) need,
+# installed when missing (needs root then); quick when all is there
 ensure: venv
 	$(PY) scripts/engines.py ensure
 

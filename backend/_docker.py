@@ -17,6 +17,7 @@ import os
 import socket
 from typing import Any, Dict, List, Optional, Tuple
 
+from backend import _features
 from backend._config import InstanceConfig
 from backend._http import Client, HttpError, adopt, parse_frames
 
@@ -24,8 +25,9 @@ logger = logging.getLogger("backend")
 
 #: Seconds any single Docker API call may take (streams excepted).
 API_TIMEOUT = 30
-#: The Engine API version we speak (Docker 20.10); an older engine is spoken to in its own.
-API_VERSION = "1.41"
+#: The oldest Engine API version we speak; :func:`connect` negotiates the one spoken to each
+#: engine, up to :data:`backend._features.MAX_API_VERSION` (see :mod:`backend._features`).
+API_VERSION = _features.MIN_API_VERSION
 #: Labels put on every container (SPEC §4).
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
 #: The container events a waiter follows: the one list of their names.
@@ -75,6 +77,8 @@ class Engine:
     def __init__(self, instance: InstanceConfig, timeout: float = API_TIMEOUT):
         self.instance = instance
         self.http = Client(instance.server_url, instance.tls, timeout, API_VERSION)
+        #: What the engine supports; :func:`connect` detects it (Docker's defaults until then).
+        self.features = _features.Features(_features.EngineKind.DOCKER, "", API_VERSION)
 
     def close(self) -> None:
         self.http.close()
@@ -177,24 +181,30 @@ def connect(instance: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
     """Returns an :class:`Engine` for ``instance``, after checking that it answers; TLS is
     verified with the given CA whatever the environment says (``REQUESTS_CA_BUNDLE``...).
 
+    Negotiates the Engine API version (:func:`backend._features.negotiate`, from the
+    unversioned ``/version``) and detects the engine's features (``/info``), kept as
+    ``engine.features`` for :func:`container_options`; each fallback is logged once.
+
     Raises:
-        DockerFailure: ``engine_unreachable`` when the engine does not answer.
+        DockerFailure: ``engine_unreachable`` when the engine does not answer;
+            ``start_failed`` when it speaks no API version in our range (the text names both).
     """
     engine = None
     try:
         engine = Engine(instance, timeout)
-        api = engine.version().get("ApiVersion", API_VERSION)
+        version = engine.version()
+        engine.http.api_version = _features.negotiate(version, instance.name)
+        info = engine.http.json("GET", engine.http.path("/info"))
+        engine.features = _features.detect(version, info, engine.http.api_version,
+                                           instance.name)
     except Exception as error:  # noqa: BLE001 - translated below
         if engine is not None:
             engine.close()
+        if isinstance(error, _features.UnsupportedEngine):
+            raise DockerFailure("start_failed", str(error)) from error
         raise translate(error, instance) from error
-    if _version_tuple(api) < _version_tuple(API_VERSION):
-        engine.http.api_version = api  # older engine: speak its version
+    _features.log_fallbacks(engine.features, instance.server_url)
     return engine
-
-
-def _version_tuple(version: str) -> Tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))
 
 
 def translate(error: BaseException, instance: InstanceConfig, image: Optional[str] = None
@@ -229,30 +239,38 @@ def _size_in_bytes(megabytes: float) -> int:
     return int(megabytes) * 1024 * 1024
 
 
-def container_options(spec, instance: InstanceConfig, manager_id: str, owner: str
-                      ) -> Dict[str, Any]:
+def container_options(spec, instance: InstanceConfig, manager_id: str, owner: str,
+                      features: Optional[_features.Features] = None) -> Dict[str, Any]:
     """The body of ``POST /containers/create`` for a job: limits, hardening, labels.
 
     Like ``docker run -i``: stdin open for one attach (``StdinOnce``), so that the job sees
-    end of file once its input is written.
+    end of file once its input is written. ``features`` (the engine's, see
+    :mod:`backend._features`; Docker's defaults when None) choose the log driver, the init
+    process and the rlimits an engine would otherwise add on its own.
     """
+    if features is None:
+        features = _features.Features(_features.EngineKind.DOCKER, "", API_VERSION)
     task = spec.task
     limits = task.limits
     cpu_seconds = max(1, math.ceil(limits["time"]))
     ulimits = [{"Name": "cpu", "Soft": cpu_seconds, "Hard": cpu_seconds + 1}]
     ulimits += [{"Name": name, "Soft": soft, "Hard": hard}
                 for name, (soft, hard) in _FIXED_ULIMITS.items()]
+    if features.nproc:
+        ulimits.append({"Name": "nproc", "Soft": features.nproc[0], "Hard": features.nproc[1]})
     memory = _size_in_bytes(limits["memory"])
+    log_options = {"max-size": str(max(int(limits["output"]), _LOG_FILE_SIZE)), "max-file": "2",
+                   "compress": "false"}
     host_config: Dict[str, Any] = {
         "Memory": memory, "MemorySwap": memory, "PidsLimit": int(limits["processes"]),
         "NanoCpus": int(limits["cpus"] * 1e9), "CapDrop": ["ALL"],
-        "SecurityOpt": ["no-new-privileges"], "Ulimits": ulimits, "Init": True,
-        "NetworkMode": "default",
-        # "local", not "json-file": json-file splits long lines at 16 KiB and re-encodes each
-        # piece as UTF-8, mangling a character cut in two; "local" keeps the bytes as they are
-        "LogConfig": {"Type": "local", "Config": {
-            "max-size": str(max(int(limits["output"]), _LOG_FILE_SIZE)), "max-file": "2",
-            "compress": "false"}},
+        "SecurityOpt": ["no-new-privileges"], "Ulimits": ulimits, "Init": features.init,
+        "NetworkMode": "default" if task.network else features.no_network_mode,
+        # "local" where the engine has it, not "json-file": json-file splits long lines at
+        # 16 KiB and re-encodes each piece as UTF-8, mangling a character cut in two; "local"
+        # keeps the bytes as they are (_features.LOG_DRIVERS says what else is used)
+        "LogConfig": {"Type": features.log_driver, "Config": {
+            key: value for key, value in log_options.items() if key in features.log_options}},
     }
     if task.directory:
         host_config["Binds"] = [f"{task.directory}:/task:ro"]
@@ -298,7 +316,7 @@ def create_and_start(engine: Engine, spec, manager_id: str, owner: str, name: st
             the container, if created, is left for the caller to remove.
     """
     instance = engine.instance
-    options = container_options(spec, instance, manager_id, owner)
+    options = container_options(spec, instance, manager_id, owner, engine.features)
     container_id = None
     keep_output = engine.http.plain
     try:
@@ -408,12 +426,17 @@ def build_image(instance: InstanceConfig, folder: str, tag: str, timeout: float 
             client_cert = (options["client_cert"], options["client_key"])
         tls = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=options.get("ca_cert"),
                                    verify=options.get("verify", True))
+    try:  # docker-py speaks the version connect() negotiates, as our own calls do
+        with connect(instance) as engine:
+            api_version = engine.http.api_version
+    except DockerFailure as failure:
+        return failure.text
     url = instance.server_url
     if tls and url.startswith("tcp://"):
         url = "https://" + url[len("tcp://"):]
     try:
         with docker.APIClient(base_url=url, tls=tls, timeout=timeout,
-                              version=API_VERSION) as client:
+                              version=api_version) as client:
             client.trust_env = False  # never let *_CA_BUNDLE or proxies from the environment win
             for chunk in client.build(path=folder, tag=tag, rm=True, forcerm=True, decode=True):
                 if "error" in chunk:

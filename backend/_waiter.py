@@ -42,7 +42,7 @@ from multiprocessing import reduction
 from multiprocessing.connection import wait
 from typing import Any, Dict, Optional
 
-from backend import _docker
+from backend import _docker, _features
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
 from backend._messages import EngineState, Exit, JobEnded, KillRunning, Probe, Watch
@@ -288,7 +288,9 @@ class _Waiter:
                     if state.get("Running"):
                         return  # a stale event: the container runs again?
                     exit_code = state.get("ExitCode", exit_code)
-                    watched.oom = watched.oom or bool(state.get("OOMKilled"))
+                    watched.oom = watched.oom or bool(state.get("OOMKilled")) or \
+                        _features.unreported_oom(getattr(client, "features", None), state,
+                                                 watched.killed_from_outside)
                 if watched.stream_state == "complete":
                     stdout, stderr = bytes(watched.stdout), bytes(watched.stderr_head)
                     if watched.output_seen > watched.limits["output"]:

@@ -34,6 +34,13 @@ SIGKILLs whatever is still left.  (``start`` also kills a containerd left withou
 removes ``containerd.pid``: dockerd would otherwise try to re-use a dead, zombie or hung
 containerd named there and fail with "timeout waiting for containerd to start".)
 
+Engine kinds (:data:`KINDS`, :func:`make_engine`): ``docker20`` is the system's ``dockerd``
+(Debian 12's Docker 20.10); ``docker28`` is Debian sid's ``docker.io`` (Docker 28.5), unpacked
+under ``/var/cache/djm`` without touching the system's apt sources, run on the system's
+containerd and runc and started with ``DOCKER_MIN_API_VERSION=1.44`` (it refuses older clients
+as Docker 29 does); ``podman`` is :class:`PodmanEngine`, Podman 4.3's Docker-compatible
+service.  ``ensure --kinds ...`` installs what each kind needs (and graphviz for the docs).
+
 Only the standard library is needed, except for :func:`build_busybox_image` (docker-py).
 """
 
@@ -57,11 +64,15 @@ __all__ = [
     "BUSYBOX_TAG",
     "DEFAULT_ROOT",
     "EngineError",
+    "KINDS",
+    "PodmanEngine",
     "PrivateEngine",
     "build_busybox_image",
     "engine_answers",
     "engines_under",
+    "ensure_kinds",
     "ensure_packages",
+    "make_engine",
 ]
 
 BUSYBOX_TAG = "backend-test-busybox"
@@ -69,6 +80,16 @@ DEFAULT_ROOT = "/tmp/djm"
 BUSYBOX_BINARY = "/bin/busybox"
 BUSYBOX_DOCKERFILE_DIR = Path(__file__).resolve().parent.parent / "tests" / "images" / "busybox"
 APT_PACKAGES = ("docker.io", "busybox-static")
+#: The engine kinds the tests run on.
+KINDS = ("docker20", "docker28", "podman")
+#: Packages for the docs and for the Podman kind (apt); sid's docker.io for docker28 (cached).
+DOCS_PACKAGES = ("graphviz",)
+PODMAN_PACKAGES = ("podman", "catatonit", "runc")
+CACHE = Path("/var/cache/djm")
+DOCKER28_DIR = CACHE / "docker-28.5"
+DOCKER28_DOCKERD = DOCKER28_DIR / "usr" / "sbin" / "dockerd"
+#: Docker 29's floor, which Docker 28.5 applies when told so.
+DOCKER28_MIN_API = "1.44"
 
 
 class EngineError(RuntimeError):
@@ -111,6 +132,101 @@ def ensure_packages() -> bool:
     if not _dockerd_binary():
         raise EngineError("apt-get installed docker.io but no dockerd binary was found")
     return True
+
+
+def _apt_install(packages: list[str]) -> None:
+    if os.geteuid() != 0:
+        raise EngineError(f"{' '.join(packages)} missing and we are not root: install them "
+                          "with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdin=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages],
+                   check=True, env=env, stdin=subprocess.DEVNULL)
+
+
+def _ensure_apt(packages: tuple[str, ...]) -> bool:
+    missing = [p for p in packages if not _dpkg_installed(p)]
+    if missing:
+        _apt_install(missing)
+    return bool(missing)
+
+
+def _debian_mirror() -> str:
+    """The Debian mirror apt already uses here (deb822 ``URIs:`` or a ``deb`` line)."""
+    files = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = line.split()
+            uris = words[1:] if words[:1] == ["URIs:"] else words[1:2] if words[:1] == ["deb"] \
+                else []
+            for uri in uris:
+                if uri.rstrip("/").endswith("/debian"):
+                    return uri
+    raise EngineError("no Debian mirror found in /etc/apt: cannot fetch sid's docker.io")
+
+
+def ensure_docker28() -> bool:
+    """Sid's ``docker.io`` unpacked under :data:`DOCKER28_DIR` (downloaded once, with a
+    private apt state: the system's sources and lists are not touched)."""
+    if os.access(DOCKER28_DOCKERD, os.X_OK):
+        return False
+    if os.geteuid() != 0:
+        raise EngineError(f"{DOCKER28_DOCKERD} is missing and we are not root")
+    private = CACHE / "sid"
+    (private / "sources.list.d").mkdir(parents=True, exist_ok=True)
+    (private / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (private / "sources.list.d" / "sid.sources").write_text(
+        f"Types: deb\nURIs: {_debian_mirror()}\nSuites: sid\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    options = ["-o", "Dir::Etc::sourcelist=/dev/null",
+               "-o", f"Dir::Etc::sourceparts={private / 'sources.list.d'}",
+               "-o", f"Dir::State::Lists={private / 'lists'}",
+               "-o", f"Dir::Cache={private / 'cache'}", "-o", "APT::Sandbox::User=root"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        subprocess.run(["apt-get", *options, "update", "-qq"], check=True, env=env,
+                       stdin=subprocess.DEVNULL)
+        for old in private.glob("docker.io_*.deb"):
+            old.unlink()
+        subprocess.run(["apt-get", *options, "download", "-qq", "docker.io"], check=True,
+                       env=env, cwd=private, stdin=subprocess.DEVNULL)
+        package = next(private.glob("docker.io_*.deb"))
+        unpacked = Path(tempfile.mkdtemp(prefix="docker28-", dir=CACHE))
+        subprocess.run(["dpkg-deb", "-x", str(package), str(unpacked)], check=True)
+    except (subprocess.CalledProcessError, StopIteration, OSError) as error:
+        raise EngineError(f"fetching Debian sid's docker.io failed: {error}") from error
+    shutil.rmtree(DOCKER28_DIR, ignore_errors=True)
+    unpacked.rename(DOCKER28_DIR)  # at once: a half-unpacked folder never looks present
+    return True
+
+
+def ensure_kinds(kinds: tuple[str, ...] = KINDS, docs: bool = True) -> list[str]:
+    """Installs what the engine ``kinds`` (and the docs) need; returns what was installed.
+
+    Quick when all is there (dpkg-query and a file check). Raises :class:`EngineError` with
+    one line naming the kind whose tools could not be installed.
+    """
+    installed = []
+    steps = [("docker20", ensure_packages)]
+    steps += [("docker28", ensure_docker28), ("podman", lambda: _ensure_apt(PODMAN_PACKAGES))]
+    if docs:
+        steps.append(("docs", lambda: _ensure_apt(DOCS_PACKAGES)))
+    for kind, step in steps:
+        if kind != "docs" and kind not in kinds:
+            continue
+        if kind == "docker28":
+            ensure_packages()  # it runs on the system's containerd and runc
+        try:
+            if step():
+                installed.append(kind)
+        except (EngineError, subprocess.CalledProcessError, OSError) as error:
+            raise EngineError(f"the tools of engine kind {kind} could not be installed: "
+                              f"{error}") from error
+    return installed
 
 
 # --------------------------------------------------------------------------- ping
@@ -330,10 +446,19 @@ class PrivateEngine:
 
     # -- control
 
-    def _command(self) -> list[str]:
+    kind = "docker20"
+
+    def _binary(self) -> str:
         dockerd = _dockerd_binary()
         if not dockerd:
             raise EngineError("dockerd not found: run ensure_packages() (apt-get install docker.io)")
+        return dockerd
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _command(self) -> list[str]:
+        dockerd = self._binary()
         cmd = [dockerd, "--host", self.url,
                "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
                "--pidfile", str(self.pidfile),
@@ -380,7 +505,7 @@ class PrivateEngine:
             log.flush()
             self._proc = subprocess.Popen(
                 self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True)
+                start_new_session=True, close_fds=True, env=self._env())
         if not self._wait_answers(self._proc.pid, timeout):
             code = self._proc.poll()
             if code is None:
@@ -509,14 +634,240 @@ class PrivateEngine:
         self.stop()
 
 
-def engines_under(root: str | os.PathLike) -> list[PrivateEngine]:
-    """The engines whose directories (``e1``, ``e2``, …) exist under ``root``, by number."""
+class Docker28Engine(PrivateEngine):
+    """A private Docker 28.5 (Debian sid's ``dockerd``, see :func:`ensure_docker28`) that
+    refuses clients below Engine API 1.44, as Docker 29 does.  Everything else is
+    :class:`PrivateEngine`'s (the system's containerd and runc)."""
+
+    kind = "docker28"
+
+    def _binary(self) -> str:
+        if not os.access(DOCKER28_DOCKERD, os.X_OK):
+            raise EngineError(f"{DOCKER28_DOCKERD} is missing: run engines.py ensure")
+        return str(DOCKER28_DOCKERD)
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ, DOCKER_MIN_API_VERSION=DOCKER28_MIN_API)
+
+
+class PodmanEngine:
+    """A private Podman service (``podman system service``) whose files all live under ``root``.
+
+    ``root/docker.sock`` (the Docker-compatible API), ``root/s`` (storage), ``root/r`` (run
+    root), ``root/t`` (libpod's tmp dir: exit files, events), ``root/containers.conf`` (runc,
+    cgroupfs, file events: crun does not run on this machine's hybrid cgroups),
+    ``root/podman.log``.  The service's working directory is ``root``: conmon 2.1.6 writes its
+    ``oom`` markers there.
+
+    Podman has no daemon owning the containers: each runs under its own ``conmon``, which
+    outlives the service.  :meth:`kill` SIGKILLs the service only, so running containers go on
+    (unlike Docker's, whose processes are SIGKILLed by the next :meth:`start`); a later
+    :meth:`start` serves them again, still running.  :meth:`stop` removes every container
+    (``podman rm -af``), ends the service, then SIGKILLs any conmon left with its container's
+    processes and unmounts what is left under ``root``.
+    """
+
+    kind = "podman"
+
+    def __init__(self, name: str, root: str | os.PathLike):
+        self.name = name
+        self.root = Path(root).absolute()
+        self.sock_path = self.root / "docker.sock"
+        self.log_path = self.root / "podman.log"
+        self.conf_path = self.root / "containers.conf"
+        if len(str(self.sock_path)) > 100:
+            raise ValueError(f"root {str(self.root)!r} is too long for a unix socket path")
+        self._proc: subprocess.Popen | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<PodmanEngine {self.name} {self.url} {state}>"
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.sock_path}"
+
+    def _base(self) -> list[str]:
+        podman = shutil.which("podman")
+        if not podman:
+            raise EngineError("podman not found: run engines.py ensure (apt-get install podman)")
+        return [podman, "--root", str(self.root / "s"), "--runroot", str(self.root / "r"),
+                "--tmpdir", str(self.root / "t")]
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ, CONTAINERS_CONF=str(self.conf_path))
+
+    def _write_conf(self) -> None:
+        for d in ("s", "r", "t"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        self.conf_path.write_text(
+            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n'
+            f'events_logger = "file"\ntmp_dir = "{self.root / "t"}"\n'
+            f'events_logfile_path = "{self.root / "t" / "events.log"}"\n')
+
+    def _is_ours(self, pid: int, names: tuple[str, ...]) -> bool:
+        args = _cmdline(pid)
+        if not args or os.path.basename(args[0]) not in names:
+            return False
+        marker = str(self.root) + "/"
+        return any(a.startswith(marker) or f"={marker}" in a for a in args)
+
+    def _service_pids(self) -> list[int]:
+        return [p for p in _all_pids() if _alive(p) and self._is_ours(p, ("podman",))
+                and "service" in _cmdline(p)]
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of this engine's live service, or None."""
+        pids = self._service_pids()
+        return pids[0] if pids else None
+
+    def leftovers(self, kind: str = "") -> list[int]:
+        """Live processes of ours other than the service: ``conmon`` (kind ``"conmon"``) and
+        podman's short-lived ``container cleanup`` commands (kind ``"podman"``)."""
+        names = ("conmon",) if kind == "conmon" else ("podman",) if kind == "podman" \
+            else ("conmon", "podman")
+        service = set(self._service_pids())
+        return [p for p in _all_pids() if p not in service and _alive(p)
+                and self._is_ours(p, names)]
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def answers(self, timeout: float = 2.0) -> bool:
+        return engine_answers(self.url, timeout)
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def start(self, timeout: float = 30) -> "PodmanEngine":
+        """Start the service unless it answers already; wait until it answers."""
+        if self.answers():
+            return self
+        self._kill_pids(self._service_pids())
+        self.sock_path.unlink(missing_ok=True)
+        self._write_conf()
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} start {self.name}\n".encode())
+            log.flush()
+            self._proc = subprocess.Popen(
+                [*self._base(), "system", "service", "--time=0", self.url],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                start_new_session=True, close_fds=True, env=self._env())
+        deadline = time.monotonic() + timeout
+        while not self.answers(timeout=1.0):
+            if self._proc.poll() is not None or time.monotonic() >= deadline:
+                code = self._proc.poll()
+                self._kill_pids([self._proc.pid])
+                raise EngineError(
+                    f"podman engine {self.name} at {self.url} did not answer within {timeout}s"
+                    f" ({'exit code ' + str(code) if code is not None else 'killed'});"
+                    f" end of {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return self
+
+    def _kill_pids(self, pids: list[int]) -> None:
+        for p in pids:
+            _signal(p, signal.SIGKILL)
+        if self._proc is not None and self._proc.pid in pids:
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        _wait_dead(pids, 5)
+
+    def kill(self) -> None:
+        """SIGKILL the service at once (for fault tests); containers go on under conmon."""
+        self._kill_pids(self._service_pids())
+        self._proc = None
+
+    def stop(self, timeout: float = 20) -> None:
+        """Remove every container, end the service, then SIGKILL and unmount what is left."""
+        if self.conf_path.exists():
+            try:
+                subprocess.run([*self._base(), "rm", "--all", "--force", "--time", "0"],
+                               env=self._env(), cwd=self.root, stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=timeout, check=False)
+            except (subprocess.TimeoutExpired, EngineError, OSError):
+                pass
+        pids = self._service_pids()
+        for p in pids:
+            _signal(p, signal.SIGTERM)
+        if not _wait_dead(pids, timeout):
+            self._kill_pids(pids)
+        if self._proc is not None:
+            self._proc.wait()
+            self._proc = None
+        _wait_dead(self.leftovers("podman"), 5)  # cleanup commands finish by themselves
+        left = self.leftovers()
+        tree = _descendants(left)
+        for p in tree:
+            _signal(p, signal.SIGKILL)
+        _wait_dead(tree, 5)
+        PrivateEngine._unmount_all(self)  # type: ignore[arg-type]
+
+    def _mounts(self) -> list[str]:
+        return PrivateEngine._mounts(self)  # type: ignore[arg-type]
+
+    def _dockerd_pids(self) -> list[int]:  # for PrivateEngine._unmount_all
+        return self._service_pids()
+
+    def purge(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self, timeout: float = 30) -> "PodmanEngine":
+        self.stop()
+        return self.start(timeout=timeout)
+
+    def __enter__(self) -> "PodmanEngine":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def make_engine(kind: str, name: str, root: str | os.PathLike):
+    """A private engine of ``kind`` (one of :data:`KINDS`) named ``name`` under ``root``."""
+    classes = {"docker20": PrivateEngine, "docker28": Docker28Engine, "podman": PodmanEngine}
+    if kind not in classes:
+        raise ValueError(f"unknown engine kind {kind!r}: one of {', '.join(KINDS)}")
+    return classes[kind](name, root)
+
+
+#: The first letter of an engine's directory names its kind (e1 docker20, d1 docker28, p1 podman).
+KIND_PREFIXES = {"docker20": "e", "docker28": "d", "podman": "p"}
+
+
+def engines_under(root: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> list:
+    """The engines whose directories (``e1``, ``d1``, ``p1``, …) exist under ``root``, by kind
+    (:data:`KIND_PREFIXES`) and number."""
     root = Path(root)
-    names = [p.name for p in root.glob("e*") if p.is_dir() and p.name[1:].isdigit()]
-    return [PrivateEngine(n, root / n) for n in sorted(names, key=lambda n: int(n[1:]))]
+    found = []
+    for kind in kinds:
+        prefix = KIND_PREFIXES[kind]
+        names = [p.name for p in root.glob(prefix + "*")
+                 if p.is_dir() and p.name[1:].isdigit()]
+        found += [make_engine(kind, n, root / n) for n in sorted(names, key=lambda n: int(n[1:]))]
+    return found
 
 
 # --------------------------------------------------------------------------- image
+
+
+def api_version(url: str) -> str:
+    """The Engine API version the library speaks to the engine at ``url`` (its negotiation,
+    :func:`backend._features.negotiate`): for docker-py clients of tests and scripts."""
+    import docker
+
+    from backend._features import MIN_API_VERSION, negotiate
+
+    with docker.APIClient(base_url=url, version=MIN_API_VERSION, timeout=10) as client:
+        return negotiate(client.version(api_version=False), url)
+
 
 
 def build_busybox_image(url: str, tag: str = BUSYBOX_TAG, timeout: float = 120) -> str:
@@ -533,7 +884,7 @@ def build_busybox_image(url: str, tag: str = BUSYBOX_TAG, timeout: float = 120) 
     with tempfile.TemporaryDirectory(prefix="djm-bb-") as ctx:
         shutil.copy(BUSYBOX_DOCKERFILE_DIR / "Dockerfile", ctx)
         shutil.copy(BUSYBOX_BINARY, os.path.join(ctx, "busybox"))
-        client = docker.APIClient(base_url=url, timeout=timeout)
+        client = docker.APIClient(base_url=url, timeout=timeout, version=api_version(url))
         try:
             image_id = None
             for chunk in client.build(path=ctx, tag=tag, rm=True, forcerm=True, decode=True):
@@ -557,7 +908,9 @@ def _each(engines: list[PrivateEngine], action) -> None:
 
 def _cmd_start(args) -> int:
     root = Path(args.root)
-    engines = [PrivateEngine(f"e{i}", root / f"e{i}") for i in range(1, args.count + 1)]
+    prefix = KIND_PREFIXES[args.kind]
+    engines = [make_engine(args.kind, f"{prefix}{i}", root / f"{prefix}{i}")
+               for i in range(1, args.count + 1)]
 
     def start(eng: PrivateEngine) -> None:
         eng.start(timeout=args.timeout)
@@ -572,7 +925,7 @@ def _cmd_start(args) -> int:
 
 def _cmd_stop(args) -> int:
     engines = engines_under(args.root)
-    _each(engines, PrivateEngine.purge if args.purge else PrivateEngine.stop)
+    _each(engines, lambda eng: eng.purge() if args.purge else eng.stop())
     for eng in engines:
         print(f"{eng.name} {'removed' if args.purge else 'stopped'}")
     return 0
@@ -586,18 +939,25 @@ def _cmd_urls(args) -> int:
 
 
 def _cmd_ensure(args) -> int:
-    installed = ensure_packages()
-    print("installed " + " ".join(APT_PACKAGES) if installed else "packages present")
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise EngineError(f"unknown engine kinds {sorted(unknown)}: {', '.join(KINDS)}")
+    installed = ensure_kinds(kinds, docs=not args.no_docs)
+    print("installed for " + " ".join(installed) if installed else "packages present")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="engines.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("ensure", help="apt-get install docker.io busybox-static when missing")
+    p = sub.add_parser("ensure", help="install what the engine kinds and the docs need")
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated engine kinds")
+    p.add_argument("--no-docs", action="store_true", help="not graphviz")
     p.set_defaults(func=_cmd_ensure)
     p = sub.add_parser("start", help="start engines e1..eN under ROOT (those not running)")
     p.add_argument("--count", type=int, default=2)
+    p.add_argument("--kind", choices=KINDS, default="docker20")
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--timeout", type=float, default=30)
     p.add_argument("--no-image", action="store_true", help="do not build the busybox image")

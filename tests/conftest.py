@@ -1,5 +1,11 @@
 """Fixtures: two private Docker engines for the session, a JobManager on them, and a check,
-around every test, that no container, child process or thread outlives it."""
+around every test, that no container, child process or thread outlives it.
+
+The engine matrix (``tests/test_engine_matrix.py``): ``engine_kind`` is parametrised over the
+kinds of ``scripts/engines.py`` (Docker 20.10, Docker 28.5 at API floor 1.44, Podman 4.3) and
+gives two engines of that kind, started once for the session (one kind at a time). A kind
+whose tools cannot be installed ends the session with one line. At the session's end no
+dockerd, containerd, shim, Podman service or conmon under the engines root may be left."""
 from __future__ import annotations
 
 import os
@@ -12,9 +18,12 @@ import docker
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from engines import PrivateEngine, build_busybox_image, ensure_packages  # noqa: E402
+from engines import (KIND_PREFIXES, KINDS, EngineError, PrivateEngine,  # noqa: E402
+                     api_version, build_busybox_image, ensure_kinds, ensure_packages,
+                     make_engine)
 
 from backend import JobManager, Task  # noqa: E402
+from backend._child import is_running  # noqa: E402
 
 ROOT = Path(os.environ.get("BACKEND_TEST_ENGINES_ROOT", "/tmp/djm-test"))
 PREFIX = "backend-test-"
@@ -29,13 +38,79 @@ def engines():
     for engine in started:
         if not engine.answers():
             engine.start()
-        build_busybox_image(engine.url, PREFIX + IMAGE)
-        with docker.APIClient(base_url=engine.url, version="1.41") as client:
-            for container in client.containers(all=True, filters={"label": "backend.manager"}):
-                client.remove_container(container["Id"], force=True)  # an earlier run's
+        _prepare(engine)
     yield started
     for engine in started:
         engine.stop()
+
+
+def api_client(url: str) -> docker.APIClient:
+    """A docker-py client speaking the API version the library negotiates with ``url``."""
+    return docker.APIClient(base_url=url, version=api_version(url))
+
+
+def _prepare(engine) -> None:
+    """The busybox image on ``engine``, and no container of an earlier run."""
+    build_busybox_image(engine.url, PREFIX + IMAGE)
+    with api_client(engine.url) as client:
+        for container in client.containers(all=True, filters={"label": "backend.manager"}):
+            client.remove_container(container["Id"], force=True)  # an earlier run's
+
+
+@pytest.fixture(scope="session", params=KINDS)
+def engine_kind(request):
+    """``(kind, [two engines of that kind])``; Docker 20.10's are the session's e1 and e2."""
+    kind = request.param
+    if kind == "docker20":
+        yield kind, request.getfixturevalue("engines")
+        return
+    try:
+        ensure_kinds((kind,), docs=False)
+    except EngineError as error:
+        pytest.exit(f"engine kind {kind}: {error}", returncode=3)
+    prefix = KIND_PREFIXES[kind]
+    started = [make_engine(kind, f"{prefix}{i}", ROOT / f"{prefix}{i}") for i in (1, 2)]
+    try:
+        for engine in started:
+            engine.start()
+            _prepare(engine)
+    except EngineError as error:
+        for engine in started:
+            engine.stop()
+        pytest.exit(f"engine kind {kind}: {error}", returncode=3)
+    yield kind, started
+    for engine in started:
+        engine.stop()
+
+
+#: The programs of engines (and what they start) that must not outlive the session.
+ENGINE_PROGRAMS = ("dockerd", "containerd", "containerd-shim-runc-v2", "podman", "conmon")
+
+
+def engine_processes(root: Path = ROOT) -> list:
+    """``(pid, command line)`` of every live engine program whose command line names ``root``."""
+    marker = str(root) + "/"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or not is_running(int(entry)):
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as stream:
+                args = [a.decode(errors="replace") for a in stream.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if args and os.path.basename(args[0]) in ENGINE_PROGRAMS \
+                and any(marker in a for a in args):
+            found.append((int(entry), " ".join(args)[:120]))
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_engine_left():
+    """After every engine fixture is torn down, no engine process under ROOT may be left."""
+    yield
+    left = _wait_for(engine_processes, 10)
+    assert not left, f"engine processes outlived the test session: {left}"
 
 
 @pytest.fixture
@@ -98,7 +173,7 @@ def our_containers(engines):
     for engine in engines:
         if not engine.answers():
             continue
-        with docker.APIClient(base_url=engine.url, version="1.41") as client:
+        with api_client(engine.url) as client:
             found += client.containers(all=True, filters={"label": "backend.manager"})
     return found
 
@@ -115,7 +190,10 @@ def _wait_for(predicate, timeout: float):
 @pytest.fixture(autouse=True)
 def no_leaks(request):
     """Fails a test that leaves a container, a child process or a thread behind."""
-    engines = request.getfixturevalue("engines") if "engines" in request.fixturenames else []
+    engines = list(request.getfixturevalue("engines")) if "engines" in request.fixturenames \
+        else []
+    if "engine_kind" in request.fixturenames:
+        engines += [e for e in request.getfixturevalue("engine_kind")[1] if e not in engines]
     threads_before = set(threading.enumerate())
     processes_before = _descendants(os.getpid())
     yield
