@@ -35,7 +35,7 @@ test: venv ensure
 	exit $$status
 
 docs: venv
-	$(PY) -m sphinx -W -q -b html docs docs/_build/html
+	$(PY) -m sphinx -E -W -q -b html docs docs/_build/html
 
 # the demo on two private engines under DEMO_ROOT, stopped however it ends (failure, Ctrl-C)
 DEMO_ROOT ?= /tmp/djm-demo
