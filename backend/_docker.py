@@ -4,8 +4,9 @@ Every other module talks to an engine through an :class:`Engine` (one per proces
 kept for the process's life), and through the functions below; none imports
 :mod:`backend._http`, the small keep-alive client on the standard library that carries the
 calls (our children make a few calls per job, and docker-py over requests would cost each of
-them CPU per call and some 15 MiB of memory). docker-py is used only to build images
-(:func:`build_image`), a rare call that needs its build-context packing.
+them CPU per call and some 15 MiB of memory). docker-py is not used: image builds
+(:func:`build_image`) go over the same client, with a context packed by :mod:`tarfile`, so
+that TLS settings become an SSL context in one place.
 
 Every error of a call, of a stream or of a listing becomes a :class:`DockerFailure` carrying
 one of the reasons of SPEC §6 (``no_image``, ``engine_unreachable``, ``start_failed``):
@@ -19,10 +20,12 @@ command line and the JobManager's start (image builds); any thread may use an :c
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
 import socket
+import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from backend._config import InstanceConfig
@@ -360,31 +363,41 @@ def _owner_is_gone(owner: str) -> bool:
     return False
 
 
-def build_image(instance: InstanceConfig, folder: str, tag: str, timeout: float = 600
+def build_image(config: InstanceConfig, folder: str, tag: str, timeout: float = 600
                 ) -> Optional[str]:
-    """Builds ``folder`` as image ``tag`` on ``instance``, with docker-py (which packs the
-    build context). Returns ``None``, or the engine's error text."""
-    import docker  # type: ignore[import-untyped]  # only builds pay for docker-py
+    """Builds ``folder`` (its ``Dockerfile`` and what is beside it: the build context) as image
+    ``tag`` on the engine of ``config``, over our own client (TLS as for every other call).
 
-    tls = False
-    if instance.tls:
-        options = instance.tls
-        client_cert = None
-        if options.get("client_cert"):
-            client_cert = (options["client_cert"], options["client_key"])
-        tls = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=options.get("ca_cert"),
-                                   verify=options.get("verify", True))
-    url = instance.server_url
-    if tls and url.startswith("tcp://"):
-        url = "https://" + url[len("tcp://"):]
+    Returns:
+        ``None``, or the engine's error text (a failed step, or a failure to talk to it).
+    """
+    failed = f"building {tag} on host {config.name} failed: "
     try:
-        with docker.APIClient(base_url=url, tls=tls, timeout=timeout,
-                              version=API_VERSION) as client:
-            client.trust_env = False  # never let *_CA_BUNDLE or proxies from the environment win
-            for chunk in client.build(path=folder, tag=tag, rm=True, forcerm=True, decode=True):
-                if "error" in chunk:
-                    return chunk["error"].strip()
-    except Exception as error:  # noqa: BLE001 - returned as the build's error
-        text = getattr(error, "explanation", None) or str(error)
-        return f"building {tag} on host {instance.name} failed: {short_text(text)}"
+        context = _build_context(folder)
+    except OSError as error:
+        return failed + short_text(str(error))
+    try:
+        with connect(config, timeout) as engine:
+            with engine._translated(f"the build of {tag}"):
+                stream = engine.http.stream(
+                    "POST", engine.http.path("/build"), {"t": tag, "rm": 1, "forcerm": 1},
+                    {"Content-Type": "application/x-tar"}, context, read_timeout=timeout)
+            progress = EventStream(stream, f"the build of {tag} on {config.name}")
+            try:
+                for line in progress:  # JSON lines: {"stream": ...}, {"error": ...}
+                    if "error" in line:
+                        return str(line["error"]).strip()
+            finally:
+                progress.close()
+    except DockerFailure as failure:
+        return failed + failure.text
     return None
+
+
+def _build_context(folder: str) -> bytes:
+    """The build context of ``folder``: a tar of everything in it, as the engine expects."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name in sorted(os.listdir(folder)):
+            tar.add(os.path.join(folder, name), arcname=name)
+    return data.getvalue()

@@ -86,11 +86,15 @@ class _Response:
         """The body as it arrives: chunk by chunk, or block by block."""
         reader = self.connection.reader
         if not self.chunked:
-            while True:
-                data = reader.read1(65536)
+            remaining = self.remaining  # None: until the connection closes
+            while remaining is None or remaining > 0:
+                data = reader.read1(65536 if remaining is None else min(remaining, 65536))
                 if not data:
                     return
+                if remaining is not None:
+                    remaining -= len(data)
                 yield data
+            return
         while True:
             size_line = reader.readline(_MAX_HEADER_LINE)
             if not size_line:
@@ -238,8 +242,10 @@ class Client:
         return f"/v{self.api_version}" + template.format(*(quote(a, safe="") for a in arguments))
 
     def _send(self, connection: _Connection, method: str, path: str,
-              params: Optional[Dict[str, Any]], body: Any, headers: Optional[Dict[str, str]]
-              ) -> _Response:
+              params: Optional[Dict[str, Any]], body: Any, headers: Optional[Dict[str, str]],
+              data: Optional[bytes] = None) -> _Response:
+        """Sends a request: ``body`` as JSON, or ``data`` as it is (its ``Content-Type`` in
+        ``headers``)."""
         target = path
         if params:
             target += "?" + urlencode({key: (json.dumps(value) if isinstance(value, dict)
@@ -250,7 +256,9 @@ class Client:
         if body is not None:
             payload = json.dumps(body).encode()
             lines.append("Content-Type: application/json")
-        if body is not None or method in ("POST", "PUT"):
+        elif data is not None:
+            payload = data
+        if body is not None or data is not None or method in ("POST", "PUT"):
             lines.append(f"Content-Length: {len(payload)}")
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
@@ -296,17 +304,19 @@ class Client:
         return json.loads(data) if data.strip() else None
 
     def stream(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
-               headers: Optional[Dict[str, str]] = None) -> "Stream":
-        """Starts a long response (no time limit once it answered); iterate its chunks."""
+               headers: Optional[Dict[str, str]] = None, data: Optional[bytes] = None,
+               read_timeout: Optional[float] = None) -> "Stream":
+        """Starts a long response, with ``data`` as the request's body if given; iterate its
+        chunks. Once it answered, each read waits ``read_timeout`` (None: without limit)."""
         connection = self._open(self.timeout)
         try:
-            response = self._send(connection, method, path, params, None, headers)
+            response = self._send(connection, method, path, params, None, headers, data)
             if response.status >= 400:
                 raise HttpError(response.status, _error_message(response.read_all()))
         except BaseException:
             connection.close()
             raise
-        connection.sock.settimeout(None)
+        connection.sock.settimeout(read_timeout)
         return Stream(connection, response)
 
     def upgrade(self, path: str, params: Optional[Dict[str, Any]] = None) -> "Stream":
