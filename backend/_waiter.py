@@ -159,6 +159,8 @@ class _EarlyEvents:
 
 
 class _Waiter:
+    """A waiter process's main loop and its state (see the module's docstring)."""
+
     def __init__(self, connection: Connection, config: InstanceConfig, manager_id: str):
         self.connection = connection
         self.config = config
@@ -176,8 +178,7 @@ class _Waiter:
         self.listing_failure = ""  # the last error answer to a listing, logged once
         self.stopping = False
 
-    def connected(self) -> _docker.Engine:
-        """Our engine (connected on first use, and again after a failure)."""
+    def connected(self) -> _docker.Engine:  # on first use, and again after a failure
         if self.docker is None:
             self.docker = _docker.connect(self.config)
         return self.docker
@@ -354,8 +355,7 @@ class _Waiter:
                 logger.debug("output stream of %s did not end; reading its log", watched.job_id)
                 watched.follower.give_up()
                 self.finish(watched, pending.exit_code, pending.ended_at)
-        for watched in list(self.watched.values()):
-            if watched.reason is None and now - watched.started_at >= watched.limits["hard_time"]:
+            elif watched.reason is None and now - watched.started_at >= watched.limits["hard_time"]:
                 self.kill(watched, "wall_time")
         self.check_cpu(now)
         self.reconcile(list(self.watched.values()))
