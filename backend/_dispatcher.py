@@ -5,8 +5,8 @@ that dies never leaves a lock held)::
 
   JobManager.new_job ──commands──▶ dispatcher thread ──("submit", …)──▶ submitter processes
                                      ▲      │    ◀──("created"|"started"|"failed", …)──┘
-                                     │      ├──(Watch|KillRunning|Probe)──▶ waiter processes   
-                                     │      │    ◀──(JobEnded|EngineState)──┘ (per instance)
+                                     │      ├──("watch"|"kill"|"probe", …)──▶ waiter processes
+                                     │      │    ◀──("done"|"engine", …)──┘  (per instance)
                                      │      ▼
           ("delete", …) ── callback managers ◀── done queue (queue.Queue of ended _Jobs)
 
@@ -40,7 +40,6 @@ from multiprocessing.connection import wait
 from typing import Any, Callable, Deque, Dict, List, Optional, Set
 
 from backend import _docker, _submitter, _waiter
-from backend._messages import EngineState, KillRunning, Probe, Watch
 from backend._child import is_running, start_process
 from backend._config import InstanceConfig
 from backend._results import failure_result
@@ -326,7 +325,7 @@ class _Dispatcher(threading.Thread):
         elif job.state == "running":
             waiter = self._waiter_of(job)
             if waiter is not None:
-                waiter.send(KillRunning(job.job_id))  # if it died, its replacement kills
+                waiter.send(("kill", job.job_id))  # if it died, its replacement kills
         # submitting: the kill is forwarded with the "watch" once the container started
 
     # -- placement -----------------------------------------------------------------------
@@ -471,8 +470,8 @@ class _Dispatcher(threading.Thread):
         waiter reads the engine's log otherwise). The stream's descriptor is closed here."""
         waiter.jobs[job.job_id] = job  # if the waiter died, its replacement is given the job
         try:
-            if waiter.send(Watch(job.job_id, job.container_id, job.spec.task.limits,
-                                 job.started_at, job.kill_requested, stream_fd is not None)) \
+            if waiter.send(("watch", job.job_id, job.container_id, job.spec.task.limits,
+                            job.started_at, job.kill_requested, stream_fd is not None)) \
                     and stream_fd is not None:
                 reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
         except OSError as error:
@@ -482,10 +481,10 @@ class _Dispatcher(threading.Thread):
                 os.close(stream_fd)
 
     def _from_waiter(self, waiter: _Child, message) -> None:
-        if isinstance(message, EngineState):
-            self._mark_reachable(self.instances[message.engine], message.reachable, probe=False)
+        if message[0] == "engine":
+            self._mark_reachable(self.instances[message[1]], message[2], probe=False)
             return
-        job_id, result = message.job_id, message.result
+        _, job_id, result = message
         waiter.jobs.pop(job_id, None)
         job = self.jobs.get(job_id)
         if job is not None and job.state != "done":
@@ -503,7 +502,7 @@ class _Dispatcher(threading.Thread):
         instance.reachable = reachable
         if probe and not reachable:
             for waiter in instance.waiters:
-                waiter.send(Probe())
+                waiter.send(("probe",))
 
     def _waiter_of(self, job: _Job) -> Optional[_Child]:
         for waiter in self.instances[job.instance].waiters:

@@ -126,8 +126,14 @@ class _Worker:
                     logger.info("removing %d container(s) left by dead managers on %s",
                                 len(ids), name)
             failed, reachable = _docker.remove_containers(client, ids)
-        except _docker.DockerFailure as failure:  # reported to the dispatcher as a retry
-            logger.debug("deleter on %s: %s", name, failure.text)
+        except Exception as error:  # noqa: BLE001 - reported to the dispatcher as a retry
+            # a listing raises the transport's errors: an engine that stopped answering is
+            # told apart from one that answered something unexpected
+            failure = _docker.translate(error, self.instances[name])
+            if failure.retryable or isinstance(error, _docker.DockerFailure):
+                logger.debug("deleter on %s: %s", name, failure.text)
+            else:
+                logger.exception("deleter on %s failed", name)
             failed, reachable = ids, not failure.retryable
         if not reachable:
             self.forget(name)

@@ -8,8 +8,6 @@ import time
 
 from backend._config import parse_instances
 from backend._dispatcher import _Child, _Dispatcher, _Job
-from backend._docker import DockerFailure
-from backend._messages import EngineState, Probe
 from backend._results import failure_result
 from backend._submitter import _JobSpec
 from backend._task import LocalCheck, Task, snapshot_task
@@ -135,11 +133,11 @@ def test_a_container_whose_creation_was_not_confirmed_is_removed_by_name():
     fake = dispatcher.instances["fake"]
     assert fake.deletions == [first_name] and not fake.reachable
     assert [r[2] for r in dispatcher.retries] == [first_name] * 3
-    assert waiter.peer.recv() == Probe()  # its waiter checks, and reports either way
+    assert waiter.peer.recv() == ("probe",)  # its waiter checks, and reports either way
     assert list(dispatcher.queue) == [queued] and queued.state == "queued"
     dispatcher._schedule()  # nothing goes to an instance that does not answer
     assert submitter.holding is None and fake.deletions == [first_name]
-    dispatcher._from_waiter(waiter, EngineState("fake", True))
+    dispatcher._from_waiter(waiter, ("engine", "fake", True))
     dispatcher._schedule()
     # fake answers again, but the job waits for another engine; fake's removal goes now
     assert submitter.peer.recv() == ("delete", "fake", [first_name])
@@ -165,11 +163,11 @@ def test_removals_wait_while_the_engine_does_not_answer():
     dispatcher._schedule()
     assert submitter.peer.recv() == ("delete", "fake", ["c1", "c2"])
     dispatcher._from_submitter(submitter, ("deleted", "fake", ["c1", "c2"], False))
-    assert not fake.reachable and waiter.peer.recv() == Probe()
+    assert not fake.reachable and waiter.peer.recv() == ("probe",)
     assert fake.deletions == ["c1", "c2"] and not dispatcher.deletion_tries  # none counted
     dispatcher._schedule()
     assert submitter.holding is None
-    dispatcher._from_waiter(waiter, EngineState("fake", True))
+    dispatcher._from_waiter(waiter, ("engine", "fake", True))
     dispatcher._schedule()
     assert submitter.peer.recv() == ("delete", "fake", ["c1", "c2"])
     close(dispatcher)
@@ -243,8 +241,8 @@ def test_a_listing_on_an_engine_that_stopped_answering_says_so():
     class Down:
         closed = False
 
-        def containers(self, label):  # as the Docker layer says it (see backend._docker)
-            raise DockerFailure("engine_unreachable", "down", retryable=True)
+        def containers(self, label):
+            raise ConnectionRefusedError("down")
 
         def close(self):
             self.closed = True
