@@ -1,25 +1,43 @@
 """The one place where Docker is called, and where its errors become our reasons.
 
 Every other module talks to an engine through an :class:`Engine` (one per process per engine,
-kept for the process's life). Its calls go over :mod:`backend._http`, a small keep-alive client
-on the standard library: our children make a few calls per job, and docker-py over requests
-would cost each of them CPU per call and some 15 MiB of memory. docker-py is used only to build
-images (:func:`build_image`), a rare call that needs its build-context packing.
+kept for the process's life), and through the functions below; none imports
+:mod:`backend._http`, the small keep-alive client on the standard library that carries the
+calls (our children make a few calls per job, and docker-py over requests would cost each of
+them CPU per call and some 15 MiB of memory). docker-py is not used: image builds
+(:func:`build_image`) go over the same client, with a context packed by :mod:`tarfile`, so
+that TLS settings become an SSL context in one place.
 
-Errors become :class:`DockerFailure` carrying one of the reasons of SPEC §6 (``no_image``,
-``engine_unreachable``, ``start_failed``), so that callers never inspect transport errors.
+Every error of a call, of a stream or of a listing becomes a :class:`DockerFailure` carrying
+one of the reasons of SPEC §6 (``no_image``, ``engine_unreachable``, ``start_failed``):
+callers catch that one type and never see a transport error. Streams (a container's attach,
+the event stream) are :class:`OutputStream` and :class:`EventStream`; their iteration raises
+only :class:`DockerFailure` too.
+
+Called by the submitters (create, start, remove), the waiters (watch, collect, kill), the
+command line and the JobManager's start (image builds); any thread may use an :class:`Engine`.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
 import socket
-from typing import Any, Dict, List, Optional, Tuple
+import tarfile
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from backend import _features
 from backend._config import InstanceConfig
-from backend._http import Client, HttpError, adopt, parse_frames
+# the failure type, its translation and the streams: see _docker_io (re-exported here)
+from backend._docker_io import (CALL_ERRORS, STDERR, STDOUT, DockerFailure, EventStream,
+                                OutputStream, demultiplex, is_not_found, short_text,
+                                stream_failure, translate)
+from backend._http import Client, adopt, sent_nothing
+
+if TYPE_CHECKING:
+    from backend._messages import JobSpec
 
 logger = logging.getLogger("backend")
 
@@ -32,51 +50,19 @@ API_VERSION = _features.MIN_API_VERSION
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
 #: The container events a waiter follows: the one list of their names.
 CONTAINER_EVENTS = ("die", "oom", "kill", "destroy")
-#: Stream numbers of Docker's multiplexed attach and log frames.
-STDOUT, STDERR = 1, 2
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "fsize": (128 << 20, 128 << 20), "core": (0, 0)}
 _TMPFS_SIZE = "64m"
 #: Least size of each of the two files of a container's log on the engine, which is read when
 #: a job's own output stream is not there (TLS engines, jobs recovered from a dead waiter).
 _LOG_FILE_SIZE = 1 << 20
-
-
-class DockerFailure(Exception):
-    """A Docker call failed. ``reason`` is a SPEC §6 reason; ``retryable`` marks an engine
-    that did not answer, so the job may go elsewhere; ``not_found``, an engine that answered
-    that the container (or image) does not exist.
-
-    From :func:`create_and_start`, ``container_id`` names the container if it was created,
-    and ``maybe_created`` tells that the engine may have created one without its answer
-    reaching us (the create was sent, and no answer came).
-    """
-
-    container_id: Optional[str] = None
-    maybe_created: bool = False
-
-    def __init__(self, reason: str, text: str, retryable: bool = False,
-                 not_found: bool = False):
-        super().__init__(text)
-        self.reason = reason
-        self.text = text
-        self.retryable = retryable
-        self.not_found = not_found
-
-
-def is_not_found(error: BaseException) -> bool:
-    """Whether ``error`` is the engine saying that the container (or image) does not exist."""
-    if isinstance(error, DockerFailure):
-        return error.not_found
-    return isinstance(error, HttpError) and error.status == 404
-
-
 class Engine:
-    """The calls we make to one engine, over one :class:`~backend._http.Client`."""
+    """The calls we make to one engine, over one keep-alive client. Every method raises
+    only :class:`DockerFailure`."""
 
-    def __init__(self, instance: InstanceConfig, timeout: float = API_TIMEOUT):
-        self.instance = instance
-        self.http = Client(instance.server_url, instance.tls, timeout, API_VERSION)
+    def __init__(self, config: InstanceConfig, timeout: float = API_TIMEOUT):
+        self.config = config
+        self.http = Client(config.server_url, config.tls, timeout, API_VERSION)
         #: What the engine supports; :func:`connect` detects it (Docker's defaults until then).
         self.features = _features.Features(_features.EngineKind.DOCKER, "", API_VERSION)
 
@@ -86,99 +72,119 @@ class Engine:
     def __enter__(self) -> "Engine":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def _translated(self, doing: Optional[str], image: Optional[str] = None
+                    ) -> Iterator[None]:
+        """Turns what a call raises into a :class:`DockerFailure` (``doing`` names the call
+        in its text; None: a job's create or start, see :func:`translate`)."""
+        try:
+            yield
+        except CALL_ERRORS as error:
+            raise translate(error, self.config, image, doing) from error
 
     def _path(self, template: str, *arguments: str) -> str:
         return self.http.path(template, *arguments)
 
     def version(self) -> Dict[str, Any]:
-        return self.http.json("GET", "/version")
+        """The engine's ``/version`` (unversioned path: it answers whatever we speak)."""
+        with self._translated("a version query"):
+            return self.http.json("GET", "/version")
 
-    def ping(self) -> bool:
-        """Whether the engine answers ``GET /_ping`` with ``OK`` (SHIM: helper B's contract)."""
-        try:
-            return self.http.call("GET", "/_ping").strip() == b"OK"
-        except Exception as error:  # noqa: BLE001 - translated
-            raise translate(error, self.instance) from error
+    def info(self) -> Dict[str, Any]:
+        """The engine's ``/info``: its log drivers, init binary, runtimes..."""
+        with self._translated("an info query"):
+            return self.http.json("GET", self._path("/info"))
+
+    def ping(self) -> None:
+        """Returns when the engine answers."""
+        with self._translated("a ping"):
+            self.http.call("GET", "/_ping")
 
     def image_exists(self, tag: str) -> bool:
-        """Whether the engine has image ``tag`` (SHIM: helper B's contract)."""
         try:
-            self.http.json("GET", self._path("/images/{}/json", tag))
-        except Exception as error:  # noqa: BLE001 - translated
-            if is_not_found(error):
+            with self._translated(f"a query of image {tag}"):
+                self.http.call("GET", self._path("/images/{}/json", tag))
+        except DockerFailure as failure:
+            if failure.not_found:
                 return False
-            raise translate(error, self.instance) from error
+            raise
         return True
 
     def create(self, options: Dict[str, Any], name: Optional[str] = None) -> str:
         params = {"name": name} if name else None
-        return self.http.json("POST", self._path("/containers/create"), params,
-                              body=options)["Id"]
+        with self._translated(None, options.get("Image")):
+            return self.http.json("POST", self._path("/containers/create"), params,
+                                  body=options)["Id"]
 
-    def attach(self, container_id: str, stdin: bool, output: bool):
-        """A hijacked connection to the container: its ``sock`` writes to stdin, its
-        ``reader`` gives the stdout and stderr frames; ``shutdown()`` detaches from any
-        thread."""
+    def attach(self, container_id: str, stdin: bool, output: bool) -> OutputStream:
+        """A hijacked connection to the container (see :class:`OutputStream`)."""
         params = {"stream": 1}
         if stdin:
             params["stdin"] = 1
         if output:
             params.update(stdout=1, stderr=1)
-        return self.http.upgrade(self._path("/containers/{}/attach", container_id), params)
+        with self._translated(f"an attach to {container_id}"):
+            stream = self.http.upgrade(self._path("/containers/{}/attach", container_id),
+                                       params)
+        return OutputStream(stream, f"the output stream of {container_id} on "
+                                    f"{self.config.name}")
 
-    def attach_output(self, container_id: str):
-        """Attaches to a running container's stdout and stderr.
-
-        Returns:
-            ``(stream, frames)``: ``stream.shutdown()`` detaches (from any thread);
-            ``frames`` yields ``(stream_number, bytes)`` until the container ends.
-        """
-        stream = self.attach(container_id, stdin=False, output=True)
-        return stream, parse_frames(stream.reader)
+    def attach_output(self, container_id: str) -> OutputStream:
+        """Attaches to a running container's stdout and stderr; its frames come until the
+        container ends."""
+        return self.attach(container_id, stdin=False, output=True)
 
     def start(self, container_id: str) -> None:
-        self.http.call("POST", self._path("/containers/{}/start", container_id))
+        with self._translated(None):
+            self.http.call("POST", self._path("/containers/{}/start", container_id))
 
     def kill(self, container_id: str) -> None:
-        self.http.call("POST", self._path("/containers/{}/kill", container_id))
+        with self._translated(f"the kill of {container_id}"):
+            self.http.call("POST", self._path("/containers/{}/kill", container_id))
 
     def remove(self, container_id: str) -> None:
-        self.http.call("DELETE", self._path("/containers/{}", container_id),
-                       {"force": "true", "v": "true"})
+        with self._translated(f"the removal of {container_id}"):
+            self.http.call("DELETE", self._path("/containers/{}", container_id),
+                           {"force": "true", "v": "true"})
 
     def inspect(self, container_id: str) -> Dict[str, Any]:
-        return self.http.json("GET", self._path("/containers/{}/json", container_id))
+        with self._translated(f"an inspect of {container_id}"):
+            return self.http.json("GET", self._path("/containers/{}/json", container_id))
 
     def containers(self, label: str, all_states: bool = True) -> List[Dict[str, Any]]:
         """Lists containers carrying ``label`` (``key`` or ``key=value``)."""
-        return self.http.json("GET", self._path("/containers/json"),
-                              {"all": "1" if all_states else "0",
-                               "filters": {"label": [label]}})
+        with self._translated("a container listing"):
+            return self.http.json("GET", self._path("/containers/json"),
+                                  {"all": "1" if all_states else "0",
+                                   "filters": {"label": [label]}})
 
     def logs(self, container_id: str) -> Tuple[bytes, bytes]:
         """A stopped container's whole stdout and stderr, from its log."""
-        data = self.http.call("GET", self._path("/containers/{}/logs", container_id),
-                              {"stdout": 1, "stderr": 1, "follow": 0, "tail": "all"})
+        with self._translated(f"a log read of {container_id}"):
+            data = self.http.call("GET", self._path("/containers/{}/logs", container_id),
+                                  {"stdout": 1, "stderr": 1, "follow": 0, "tail": "all"})
         return demultiplex(data)
 
     def cpu_seconds(self, container_id: str) -> float:
         """CPU time used so far by all the container's processes (its cgroup)."""
-        stats = self.http.json("GET", self._path("/containers/{}/stats", container_id),
-                               {"stream": "false", "one-shot": "true"})
-        return stats["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+        with self._translated(f"the stats of {container_id}"):
+            stats = self.http.json("GET", self._path("/containers/{}/stats", container_id),
+                                   {"stream": "false", "one-shot": "true"})
+            return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
 
-    def events(self, since: float, filters: Dict[str, List[str]]):
-        """The engine's event stream from ``since``: ``(stream, events)``, where ``events``
-        yields decoded events and ``stream.shutdown()`` ends it from another thread."""
-        stream = self.http.stream("GET", self._path("/events"),
-                                  {"since": f"{since:.9f}", "filters": filters})
-        return stream, stream.json_lines()
+    def events(self, since: float, filters: Dict[str, List[str]]) -> EventStream:
+        """The engine's event stream from ``since`` (epoch seconds), for ``filters``."""
+        with self._translated("the event stream"):
+            stream = self.http.stream("GET", self._path("/events"),
+                                      {"since": f"{since:.9f}", "filters": filters})
+        return EventStream(stream, f"the event stream of {self.config.name}")
 
 
-def connect(instance: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
-    """Returns an :class:`Engine` for ``instance``, after checking that it answers; TLS is
+def connect(config: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
+    """Returns an :class:`Engine` for ``config``, after checking that it answers; TLS is
     verified with the given CA whatever the environment says (``REQUESTS_CA_BUNDLE``...).
 
     Negotiates the Engine API version (:func:`backend._features.negotiate`, from the
@@ -189,57 +195,30 @@ def connect(instance: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
         DockerFailure: ``engine_unreachable`` when the engine does not answer;
             ``start_failed`` when it speaks no API version in our range (the text names both).
     """
-    engine = None
     try:
-        engine = Engine(instance, timeout)
+        engine = Engine(config, timeout)
+    except (ValueError, OSError) as error:  # a URL or TLS files the client cannot use
+        raise translate(error, config) from error
+    try:
         version = engine.version()
-        engine.http.api_version = _features.negotiate(version, instance.name)
-        info = engine.http.json("GET", engine.http.path("/info"))
-        engine.features = _features.detect(version, info, engine.http.api_version,
-                                           instance.name)
-    except Exception as error:  # noqa: BLE001 - translated below
-        if engine is not None:
-            engine.close()
-        if isinstance(error, _features.UnsupportedEngine):
-            raise DockerFailure("start_failed", str(error)) from error
-        raise translate(error, instance) from error
-    _features.log_fallbacks(engine.features, instance.server_url)
+        engine.http.api_version = _features.negotiate(version, config.name)
+        engine.features = _features.detect(version, engine.info(), engine.http.api_version,
+                                           config.name)
+    except _features.UnsupportedEngine as error:
+        engine.close()
+        raise DockerFailure("start_failed", str(error)) from error
+    except DockerFailure:
+        engine.close()
+        raise
+    _features.log_fallbacks(engine.features, config.server_url)
     return engine
-
-
-def translate(error: BaseException, instance: InstanceConfig, image: Optional[str] = None
-              ) -> DockerFailure:
-    """Turns a transport or engine error into a :class:`DockerFailure`."""
-    if isinstance(error, DockerFailure):
-        return error
-    if isinstance(error, HttpError):
-        if error.status == 404 and image and "image" in error.message.lower():
-            return DockerFailure("no_image",
-                                 f"image {image!r} was not found on host {instance.name}",
-                                 not_found=True)
-        return DockerFailure("start_failed", f"host {instance.name} refused the container: "
-                                             f"{error.message}", not_found=error.status == 404)
-    if type(error).__module__ == "ssl" or "SSL" in type(error).__name__:
-        return DockerFailure("engine_unreachable",
-                             f"TLS failure talking to host {instance.name} "
-                             f"({instance.server_url}): {_short(error)}", retryable=True)
-    if isinstance(error, (OSError, ValueError)):
-        return DockerFailure("engine_unreachable",
-                             f"host {instance.name} ({instance.server_url}) did not answer: "
-                             f"{_short(error)}", retryable=True)
-    return DockerFailure("start_failed", f"unexpected error on host {instance.name}: "
-                                         f"{type(error).__name__}: {error}")
-
-
-def _short(error: BaseException) -> str:
-    return _short_text(str(error) or type(error).__name__)
 
 
 def _size_in_bytes(megabytes: float) -> int:
     return int(megabytes) * 1024 * 1024
 
 
-def container_options(spec, instance: InstanceConfig, manager_id: str, owner: str,
+def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, owner: str,
                       features: Optional[_features.Features] = None) -> Dict[str, Any]:
     """The body of ``POST /containers/create`` for a job: limits, hardening, labels.
 
@@ -277,10 +256,12 @@ def container_options(spec, instance: InstanceConfig, manager_id: str, owner: st
     if task.read_only:
         host_config["ReadonlyRootfs"] = True
         host_config["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={_TMPFS_SIZE}"}
-    if instance.runtime:
-        host_config["Runtime"] = instance.runtime
+    if config.runtime:
+        host_config["Runtime"] = config.runtime
+    if task.environment is None:
+        raise ValueError(f"job {spec.job_id} needs no container: it has no environment")
     return {
-        "Image": instance.container_prefix + task.environment, "Cmd": task.command,
+        "Image": config.container_prefix + task.environment, "Cmd": task.command,
         "OpenStdin": True, "StdinOnce": True, "AttachStdin": True, "AttachStdout": True,
         "AttachStderr": True, "NetworkDisabled": not task.network,
         "Env": [f"{key}={value}" for key, value in (task.env or {}).items()],
@@ -296,9 +277,9 @@ def container_name(job_id: str, attempt: int) -> str:
     (the engine stopped while answering)."""
     return f"backend-{job_id}-{attempt}"
 
-
-def create_and_start(engine: Engine, spec, manager_id: str, owner: str, name: str,
-                     on_created=None):
+def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
+                     on_created: Optional[Callable[[str], None]] = None
+                     ) -> Tuple[str, Optional[OutputStream]]:
     """Creates the job's container (named ``name``), attaches, starts it, writes its stdin
     and closes stdin.
 
@@ -315,8 +296,8 @@ def create_and_start(engine: Engine, spec, manager_id: str, owner: str, name: st
         DockerFailure: the container could not be created or started. ``text`` says why;
             the container, if created, is left for the caller to remove.
     """
-    instance = engine.instance
-    options = container_options(spec, instance, manager_id, owner, engine.features)
+    config = engine.config
+    options = container_options(spec, config, manager_id, owner, engine.features)
     container_id = None
     keep_output = engine.http.plain
     try:
@@ -334,20 +315,31 @@ def create_and_start(engine: Engine, spec, manager_id: str, owner: str, name: st
             raise
         if not keep_output:
             stream.close()  # end of file for the job
-            stream = None
+            return container_id, None
         return container_id, stream
-    except BaseException as error:  # noqa: BLE001
-        failure = translate(error, instance, options["Image"])
+    except BaseException as error:  # noqa: BLE001 - translated, with what was created
+        # translated again from the cause: the texts of a job's start name the container
+        cause = error.__cause__ if isinstance(error, DockerFailure) and error.__cause__ \
+            else error
+        failure = translate(cause, config, options["Image"])
         failure.container_id = container_id
-        failure.maybe_created = container_id is None and failure.retryable and not getattr(
-            error, "before_request", False)
+        failure.maybe_created = container_id is None and failure.retryable and not \
+            sent_nothing(cause)
         raise failure from error
 
 
-def adopt_stream(fd: int):
+def adopt_stream(fd: int) -> OutputStream:
     """A job's attach passed to this process by its file descriptor (see
-    :func:`create_and_start`): ``reader`` gives its frames, ``shutdown()`` ends it."""
-    return adopt(fd)
+    :func:`create_and_start`).
+
+    Raises:
+        DockerFailure: ``fd`` is not a socket we can use.
+    """
+    try:
+        stream = adopt(fd)
+    except OSError as error:
+        raise stream_failure(error, "a job's handed-over output stream") from error
+    return OutputStream(stream, "a job's output stream")
 
 
 def remove_containers(engine: Engine, containers: List[str]) -> Tuple[List[str], bool]:
@@ -358,16 +350,16 @@ def remove_containers(engine: Engine, containers: List[str]) -> Tuple[List[str],
         ``(failed, reachable)``: what could not be removed, and whether the engine answered
         (when it does not, the rest is not tried and is in ``failed``).
     """
-    failed = []
+    failed: List[str] = []
     for position, container in enumerate(containers):
         try:
             engine.remove(container)
-        except Exception as error:  # noqa: BLE001 - reported to the caller as a retry
-            if is_not_found(error):
+        except DockerFailure as failure:  # reported to the caller as a retry
+            if failure.not_found:
                 continue
-            logger.debug("removing %s on %s failed: %s", container, engine.instance.name,
-                         error)
-            if translate(error, engine.instance).retryable:
+            logger.debug("removing %s on %s failed: %s", container, engine.config.name,
+                         failure.text)
+            if failure.retryable:
                 return failed + list(containers[position:]), False
             failed.append(container)
     return failed, True
@@ -399,55 +391,41 @@ def _owner_is_gone(owner: str) -> bool:
     return False
 
 
-def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
-    """Splits Docker's multiplexed stream (8-byte frame headers) into stdout and stderr."""
-    out, err = bytearray(), bytearray()
-    view = memoryview(data)
-    position = 0
-    while position + 8 <= len(data):
-        size = int.from_bytes(view[position + 4:position + 8], "big")
-        target = err if data[position] == STDERR else out
-        target += view[position + 8:position + 8 + size]
-        position += 8 + size
-    return bytes(out), bytes(err)
-
-
-def build_image(instance: InstanceConfig, folder: str, tag: str, timeout: float = 600
+def build_image(config: InstanceConfig, folder: str, tag: str, timeout: float = 600
                 ) -> Optional[str]:
-    """Builds ``folder`` as image ``tag`` on ``instance``, with docker-py (which packs the
-    build context). Returns ``None``, or the engine's error text."""
-    import docker  # only builds pay for docker-py and requests
+    """Builds ``folder`` (its ``Dockerfile`` and what is beside it: the build context) as image
+    ``tag`` on the engine of ``config``, over our own client (TLS as for every other call).
 
-    tls = False
-    if instance.tls:
-        options = instance.tls
-        client_cert = None
-        if options.get("client_cert"):
-            client_cert = (options["client_cert"], options["client_key"])
-        tls = docker.tls.TLSConfig(client_cert=client_cert, ca_cert=options.get("ca_cert"),
-                                   verify=options.get("verify", True))
-    try:  # docker-py speaks the version connect() negotiates, as our own calls do
-        with connect(instance) as engine:
-            api_version = engine.http.api_version
-    except DockerFailure as failure:
-        return failure.text
-    url = instance.server_url
-    if tls and url.startswith("tcp://"):
-        url = "https://" + url[len("tcp://"):]
+    Returns:
+        ``None``, or the engine's error text (a failed step, or a failure to talk to it).
+    """
+    failed = f"building {tag} on host {config.name} failed: "
     try:
-        with docker.APIClient(base_url=url, tls=tls, timeout=timeout,
-                              version=api_version) as client:
-            client.trust_env = False  # never let *_CA_BUNDLE or proxies from the environment win
-            for chunk in client.build(path=folder, tag=tag, rm=True, forcerm=True, decode=True):
-                if "error" in chunk:
-                    return chunk["error"].strip()
-    except Exception as error:  # noqa: BLE001 - returned as the build's error
-        text = getattr(error, "explanation", None) or str(error)
-        return f"building {tag} on host {instance.name} failed: {_short_text(text)}"
+        context = _build_context(folder)
+    except OSError as error:
+        return failed + short_text(str(error))
+    try:
+        with connect(config, timeout) as engine:
+            with engine._translated(f"the build of {tag}"):
+                stream = engine.http.stream(
+                    "POST", engine.http.path("/build"), {"t": tag, "rm": 1, "forcerm": 1},
+                    {"Content-Type": "application/x-tar"}, context, read_timeout=timeout)
+            progress = EventStream(stream, f"the build of {tag} on {config.name}")
+            try:
+                for line in progress:  # JSON lines: {"stream": ...}, {"error": ...}
+                    if "error" in line:
+                        return str(line["error"]).strip()
+            finally:
+                progress.close()
+    except DockerFailure as failure:
+        return failed + failure.text
     return None
 
 
-def _short_text(text) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return text if len(text) < 300 else text[:300] + "…"
+def _build_context(folder: str) -> bytes:
+    """The build context of ``folder``: a tar of everything in it, as the engine expects."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name in sorted(os.listdir(folder)):
+            tar.add(os.path.join(folder, name), arcname=name)
+    return data.getvalue()

@@ -14,15 +14,22 @@ Addresses are ``unix:///path``, ``tcp://host:port``, ``http://`` and ``https://`
 :mod:`ssl` with the CA, client certificate and verification given, whatever the environment says.
 Errors: :class:`HttpError` for an answer of status 400 or more; ``OSError`` (including
 ``ssl.SSLError`` and ``TimeoutError``) when the engine cannot be reached or stops answering.
+Only :mod:`backend._docker` imports this module: it turns these errors into
+:class:`~backend._docker.DockerFailure` (callers never see a transport error), and it parses
+what the streams carry (attach frames). Any thread may call a :class:`Client`.
 """
 from __future__ import annotations
 
+import io
 import json
 import select
 import socket
 import threading
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, cast
 from urllib.parse import quote, urlencode, urlparse
+
+if TYPE_CHECKING:
+    import ssl
 
 _MAX_HEADER_LINE = 65536
 
@@ -79,11 +86,15 @@ class _Response:
         """The body as it arrives: chunk by chunk, or block by block."""
         reader = self.connection.reader
         if not self.chunked:
-            while True:
-                data = reader.read1(65536)
+            remaining = self.remaining  # None: until the connection closes
+            while remaining is None or remaining > 0:
+                data = reader.read1(65536 if remaining is None else min(remaining, 65536))
                 if not data:
                     return
+                if remaining is not None:
+                    remaining -= len(data)
                 yield data
+            return
         while True:
             size_line = reader.readline(_MAX_HEADER_LINE)
             if not size_line:
@@ -104,7 +115,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
-        self.reader = sock.makefile("rb", buffering=65536)
+        self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
 
     def is_dropped(self) -> bool:
         """An idle keep-alive connection that is readable has been closed by the engine."""
@@ -137,22 +148,22 @@ class Client:
         parsed = urlparse(url)
         self.timeout = timeout
         self.api_version = api_version
-        self._ssl_context = None
+        self._ssl_context: Optional["ssl.SSLContext"] = None
+        self._unix_path: Optional[str] = None
+        self._address: Tuple[str, int] = ("", 0)
         if parsed.scheme == "unix":
             self._unix_path = parsed.path
-            self._address = None
             self._host_header = "docker"
         elif parsed.scheme in ("tcp", "http", "https"):
             if not parsed.hostname or not parsed.port:
                 raise ValueError(f"{url!r}: a tcp URL needs a host and a port")
-            self._unix_path = None
             self._address = (parsed.hostname, parsed.port)
             self._host_header = f"{parsed.hostname}:{parsed.port}"
             if tls is not None or parsed.scheme == "https":
                 self._ssl_context = _ssl_context(tls or {})
         else:
             raise ValueError(f"{url!r}: only unix://, tcp://, http:// and https:// are supported")
-        self._idle: list = []
+        self._idle: List[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -169,7 +180,7 @@ class Client:
         try:
             return self._connect(timeout)
         except OSError as error:
-            error.before_request = True
+            setattr(error, "before_request", True)  # read by sent_nothing()
             raise
 
     def _connect(self, timeout: Optional[float]) -> _Connection:
@@ -231,8 +242,10 @@ class Client:
         return f"/v{self.api_version}" + template.format(*(quote(a, safe="") for a in arguments))
 
     def _send(self, connection: _Connection, method: str, path: str,
-              params: Optional[Dict[str, Any]], body: Any, headers: Optional[Dict[str, str]]
-              ) -> _Response:
+              params: Optional[Dict[str, Any]], body: Any, headers: Optional[Dict[str, str]],
+              data: Optional[bytes] = None) -> _Response:
+        """Sends a request: ``body`` as JSON, or ``data`` as it is (its ``Content-Type`` in
+        ``headers``)."""
         target = path
         if params:
             target += "?" + urlencode({key: (json.dumps(value) if isinstance(value, dict)
@@ -243,7 +256,9 @@ class Client:
         if body is not None:
             payload = json.dumps(body).encode()
             lines.append("Content-Type: application/json")
-        if body is not None or method in ("POST", "PUT"):
+        elif data is not None:
+            payload = data
+        if body is not None or data is not None or method in ("POST", "PUT"):
             lines.append(f"Content-Length: {len(payload)}")
         for name, value in (headers or {}).items():
             lines.append(f"{name}: {value}")
@@ -289,26 +304,28 @@ class Client:
         return json.loads(data) if data.strip() else None
 
     def stream(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
-               headers: Optional[Dict[str, str]] = None) -> "_Stream":
-        """Starts a long response (no time limit once it answered); iterate its chunks."""
+               headers: Optional[Dict[str, str]] = None, data: Optional[bytes] = None,
+               read_timeout: Optional[float] = None) -> "Stream":
+        """Starts a long response, with ``data`` as the request's body if given; iterate its
+        chunks. Once it answered, each read waits ``read_timeout`` (None: without limit)."""
         connection = self._open(self.timeout)
         try:
-            response = self._send(connection, method, path, params, None, headers)
+            response = self._send(connection, method, path, params, None, headers, data)
             if response.status >= 400:
                 raise HttpError(response.status, _error_message(response.read_all()))
         except BaseException:
             connection.close()
             raise
-        connection.sock.settimeout(None)
-        return _Stream(connection, response)
+        connection.sock.settimeout(read_timeout)
+        return Stream(connection, response)
 
-    def upgrade(self, path: str, params: Optional[Dict[str, Any]] = None) -> "_Stream":
+    def upgrade(self, path: str, params: Optional[Dict[str, Any]] = None) -> "Stream":
         """Hijacks a connection (``attach``): the returned stream's ``sock`` writes to the
         container, its ``reader`` reads from it."""
         return self.stream("POST", path, params, {"Connection": "Upgrade", "Upgrade": "tcp"})
 
 
-class _Stream:
+class Stream:
     """A response read as it comes, or a hijacked connection; :meth:`shutdown` ends it from
     another thread (the reader then sees end of file)."""
 
@@ -319,6 +336,8 @@ class _Stream:
         self.reader = connection.reader
 
     def chunks(self) -> Iterator[bytes]:
+        if self.response is None:  # an adopted attach: its response was read elsewhere
+            raise ValueError("this stream has no response body")
         return self.response.chunks()
 
     def json_lines(self) -> Iterator[Any]:
@@ -347,12 +366,12 @@ class _Stream:
         self.connection.close()
 
 
-def adopt(fd: int) -> _Stream:
+def adopt(fd: int) -> Stream:
     """A hijacked connection received from another process by its file descriptor (its
     response was read there): ``reader`` reads from it, ``shutdown()`` ends it."""
     sock = socket.socket(fileno=fd)
     sock.settimeout(None)
-    return _Stream(_Connection(sock), None)
+    return Stream(_Connection(sock), None)
 
 
 def _error_message(data: bytes) -> str:
@@ -363,7 +382,13 @@ def _error_message(data: bytes) -> str:
     return message or data.decode("utf-8", "replace").strip() or "no explanation"
 
 
-def _ssl_context(tls: Dict[str, Any]):
+def sent_nothing(error: BaseException) -> bool:
+    """Whether ``error`` came before the request was sent (the connection failed): the engine
+    did nothing."""
+    return bool(getattr(error, "before_request", False))
+
+
+def _ssl_context(tls: Dict[str, Any]) -> "ssl.SSLContext":
     import ssl  # only engines reached over TLS pay for it
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -378,17 +403,3 @@ def _ssl_context(tls: Dict[str, Any]):
     if tls.get("client_cert"):
         context.load_cert_chain(tls["client_cert"], tls["client_key"])
     return context
-
-
-def parse_frames(reader) -> Iterator[Tuple[int, bytes]]:
-    """Docker's multiplexed stream (8-byte headers) from a reader: ``(stream, bytes)`` with
-    stream 1 (stdout) or 2 (stderr), until end of file."""
-    while True:
-        header = reader.read(8)
-        if len(header) < 8:
-            return
-        size = int.from_bytes(header[4:8], "big")
-        payload = reader.read(size)
-        if len(payload) < size:
-            return
-        yield header[0], payload

@@ -1,9 +1,11 @@
-"""Result dicts (SPEC §6): reading a container's output, default texts, and merging with the
-local check. Pure functions of plain data, shared by the waiter and the callback managers."""
+"""Result dicts (SPEC §6): how a container ended, reading its output, default texts, and
+merging with the local check. Pure functions of plain data (no I/O, no threads), shared by the
+waiter (:func:`end_reason`, :func:`ended_result`, :func:`lost_result`), the dispatcher
+(:func:`failure_result`) and the callback managers (:func:`merge`)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 from backend._task import LocalCheck
 
@@ -26,6 +28,73 @@ DEFAULT_TEXTS = {
     "removed": "The job's container was removed or killed from outside the JobManager.",
     "disk": "The job wrote a file larger than allowed.",
 }
+
+
+#: Exit codes of a job killed by the signals of its ulimits: 128 + SIGXCPU, 128 + SIGXFSZ.
+SIGXCPU_EXIT, SIGXFSZ_EXIT = 128 + 24, 128 + 25
+
+
+class ContainerEnd(NamedTuple):
+    """What the waiter knows of how a job's container ended."""
+
+    exit_code: Optional[int]
+    limits: Dict[str, Any]
+    #: why we ended it (a kill reason: ``killed``, ``wall_time``, ``cpu_time``, ``output``),
+    #: or ``removed`` when the container was destroyed or vanished; None: it ended by itself
+    our_reason: Optional[str] = None
+    oom: bool = False                  # the engine says it ran out of memory
+    killed_from_outside: bool = False  # a kill event we did not send
+    engine_was_lost: bool = False      # the engine stopped answering while it ran
+    output_size: int = 0               # the most bytes of output known (collected or seen)
+
+
+def end_reason(end: ContainerEnd) -> Optional[str]:
+    """The SPEC §6 reason of a container's end (None: it ended by itself), by precedence:
+    our reason, memory, CPU time, disk, output, killed from outside, engine lost."""
+    if end.our_reason is not None:
+        return end.our_reason
+    if end.oom:
+        return "memory"
+    if end.exit_code == SIGXCPU_EXIT:
+        return "cpu_time"
+    if end.exit_code == SIGXFSZ_EXIT:
+        return "disk"
+    if end.output_size > end.limits["output"]:
+        return "output"
+    if end.killed_from_outside:
+        return "removed"
+    if end.engine_was_lost:
+        return "engine_lost"
+    return None
+
+
+def ended_result(end: ContainerEnd, stdout: bytes, stderr: bytes, live_stderr_head: bytes,
+                 host: str, container_id: str, duration: float) -> Dict[str, Any]:
+    """The container's part of a job's result once it ended.
+
+    Args:
+        end: how it ended.
+        stdout, stderr: its output as collected (its own stream, or the engine's log).
+        live_stderr_head: the head of stderr seen live when ``stderr`` comes from the log
+            (b"" otherwise): an output flood keeps its start as well as its end.
+        host, container_id, duration: for ``run``.
+    """
+    reason = end_reason(end)
+    if reason == "output" and live_stderr_head:
+        stderr = join_head_and_tail(live_stderr_head, stderr, end.limits["output"])
+    if reason == "engine_lost":
+        return lost_result(host, container_id, duration, stopped=False)
+    return container_result(stdout, stderr, end.exit_code, reason, end.limits, host,
+                            container_id, duration)
+
+
+def lost_result(host: str, container_id: str, duration: float, stopped: bool
+                ) -> Dict[str, Any]:
+    """The result of a job whose engine was lost: it ended while the engine did not answer,
+    or (``stopped``) the engine has not answered for too long."""
+    how = "stopped answering" if stopped else "was lost"
+    return failure_result("engine_lost", f"host {host} {how} while the job ran", host,
+                          container_id, duration)
 
 
 def make_result(status: str, text: str = "", problems: Optional[Dict[str, str]] = None,

@@ -1,52 +1,51 @@
 """The waiter: watches one engine's containers and reports each job's end to the dispatcher.
 
-A waiter process serves one docker instance (an instance may have several). It reads its *wait
-queue* (its pipe from the dispatcher) and pushes results towards the *done queue* (the same
-pipe, back). Inside, one thread follows Docker's event stream, one output follower per
-container reads what the job prints, and the main thread does one wait over the pipe, a
-wake-up pipe fed by the helper threads, and the poll deadline::
+A waiter process serves one engine (an engine may have several). It reads its *wait queue*
+(its pipe from the dispatcher) and pushes results towards the *done queue* (the same pipe,
+back). Inside, an :class:`~backend._events.EventFollower` thread follows Docker's event
+stream, an :class:`~backend._output.OutputFollower` per container reads what the job prints,
+and the main thread does one wait over the pipe, the :class:`~backend._messages.Mailbox` fed
+by those helper threads, and the poll deadline::
 
-    dispatcher --("watch" [+ attach fd] | "kill" | None)--> main loop --("done" | "engine")-->
-                                                              ^   ^
-                       event thread (die, oom, kill, destroy; resumed with ``since``)
-                       output followers (one per container: output kept, byte count)
+    dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
+    main loop --(JobEnded | EngineState)--> dispatcher
+    event thread --(DockerEvent | EventsCovered | EngineState)--> mailbox --> main loop
+    output followers --(OutputOverflow | OutputEnded)--> mailbox --> main loop
 
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
-``watch`` (a short job) is kept until it does. The output comes from the job's own attach,
+``Watch`` (a short job) is kept until it does. The output comes from the job's own attach,
 made by the submitter before the start and passed here as a file descriptor: every byte is
 seen, and the engine's log is not read. Where there is no such stream (TLS engines, jobs
 recovered from a dead waiter), the follower attaches late and the log is read at the end.
+How a container ended becomes its result in :mod:`backend._results` (pure functions).
 
 Every ``time_between_polls`` the main loop also polls: it lists our containers by label
 (catching lost events and containers removed from outside), enforces ``hard_time``, measures
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
 process only). A follower ends a job as soon as it prints more than its ``output`` limit.
 An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
-(reason ``engine_lost``).
-
-Messages (dispatcher → waiter): ``("watch", job_id, container_id, limits, started_at,
-kill_requested, has_stream)`` (the stream's descriptor follows it on the pipe),
-``("kill", job_id)``, ``("probe",)`` (check the engine now and report what is seen),
-``None`` to exit. Replies: ``("done", job_id, container_result)`` and ``("engine",
-instance_name, reachable)``.
+(reason ``engine_lost``). Everything here but the followers' threads and the kill threads
+runs on the main thread; those talk to it only through the mailbox.
 """
 from __future__ import annotations
 
-import collections
 import logging
-import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import reduction
-from multiprocessing.connection import wait
-from typing import Any, Dict, Optional
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from backend import _docker, _features
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
-from backend._messages import EngineState, Exit, JobEnded, KillRunning, Probe, Watch
-from backend._results import container_result, failure_result, join_head_and_tail
+from backend._events import EventFollower
+from backend._messages import (DockerEvent, EngineState, EventsCovered, Exit, JobEnded,
+                               KillRunning, Mailbox, OutputEnded, OutputOverflow, Probe, Result,
+                               Watch)
+from backend._output import OutputFollower, StreamState
+from backend._results import ContainerEnd, ended_result, lost_result
 
 logger = logging.getLogger("backend")
 
@@ -55,73 +54,135 @@ ENGINE_LOST_AFTER = 5.0
 #: Seconds a job's output stream may lag behind its end before its log is read instead.
 STREAM_GRACE = 2.0
 #: Seconds the events of a container not yet watched are kept.
-_EARLY_NOTES_KEPT = 60.0
-_SIGXCPU_EXIT = 128 + 24
-_SIGXFSZ_EXIT = 128 + 25
+EARLY_EVENTS_KEPT = 60.0
+
+
+class _PendingEnd(NamedTuple):
+    """An end waiting for the last bytes of the job's own stream."""
+
+    exit_code: Optional[int]
+    ended_at: float
+    deadline: float  # time.monotonic() after which the log is read instead
 
 
 @dataclass
 class _Watched:
-    """One container this waiter watches."""
+    """One container this waiter watches. The main thread's alone (its output is the
+    follower's, see :class:`~backend._output.OutputFollower`)."""
 
     job_id: str
     container_id: str
     limits: Dict[str, Any]
     started_at: float
-    reason: Optional[str] = None
+    follower: OutputFollower
+    reason: Optional[str] = None  # ours: a kill's reason, or "removed"
     oom: bool = False
     killed_from_outside: bool = False
     engine_was_lost: bool = False
-    exit_code: Optional[int] = None
+    exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
     ended_at: Optional[float] = None
-    stderr_head: bytearray = field(default_factory=bytearray, repr=False)
-    follower_response: Any = field(default=None, repr=False)
-    #: the job's own attach, handed over by its submitter: None, "open", "complete" (all
-    #: output read, no need for the engine's log) or "broken" (read the log instead)
-    stream_state: Optional[str] = None
-    stdout: bytearray = field(default_factory=bytearray, repr=False)
-    stderr_tail: bytearray = field(default_factory=bytearray, repr=False)
-    output_seen: int = 0
-    #: (exit code, end time, monotonic deadline) of an end waiting for the stream's last bytes
-    pending_end: Optional[tuple] = None
+    pending_end: Optional[_PendingEnd] = None
+
+    @classmethod
+    def of(cls, message: Watch, follower: OutputFollower) -> "_Watched":
+        return cls(message.job_id, message.container_id, message.limits, message.started_at,
+                   follower)
+
+    def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
+        return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
+                            self.killed_from_outside, self.engine_was_lost,
+                            max(collected, self.follower.seen))
+
+    def record(self, event: DockerEvent) -> None:
+        """What an ``oom`` or a ``kill`` event tells."""
+        if event.action == "oom":
+            self.oom = True
+        elif event.action == "kill" and self.reason is None:
+            self.killed_from_outside = True
+
+    def overdue(self, now: float) -> Optional[_PendingEnd]:
+        """The end that waited too long (``now``: monotonic) for the stream's last bytes."""
+        pending = self.pending_end
+        if pending is not None and now >= pending.deadline \
+                and self.follower.state is StreamState.OPEN:
+            return pending
+        return None
+
+    def cpu_due(self, now: float) -> bool:
+        """Whether it is old enough to have used its CPU time (and is not being killed)."""
+        return self.reason is None and now - self.started_at >= \
+            self.limits["time"] / max(self.limits["cpus"], 0.01) * 0.9
+
+    def collect(self, engine: _docker.Engine, exit_code: Optional[int]
+                ) -> Optional[Tuple[Optional[int], bytes, bytes]]:
+        """``(exit_code, stdout, stderr)`` of the ended container (from the engine's
+        inspect and log, or from its own stream); None if it runs again (a stale event).
+
+        Raises:
+            DockerFailure: from the engine.
+        """
+        if exit_code is None or exit_code != 0 and not self.oom:
+            state = engine.inspect(self.container_id)["State"]
+            if state.get("Running"):
+                return None
+            exit_code = state.get("ExitCode", exit_code)
+            self.oom = self.oom or bool(state.get("OOMKilled")) or _features.unreported_oom(
+                getattr(engine, "features", None), state, self.killed_from_outside)
+        if self.follower.state is StreamState.COMPLETE:
+            return (exit_code, *self.follower.collected())
+        return (exit_code, *engine.logs(self.container_id))
+
+
+class _EarlyEvents:
+    """The events of containers we are not yet told of (a short job's ``die`` often comes
+    before the dispatcher's ``Watch``); forgotten after :data:`EARLY_EVENTS_KEPT`."""
+
+    def __init__(self) -> None:
+        self._kept: Dict[str, Tuple[float, List[DockerEvent]]] = {}
+
+    def keep(self, event: DockerEvent) -> None:
+        now = time.monotonic()
+        self._kept.setdefault(event.container_id, (now, []))[1].append(event)
+        while self._kept:
+            oldest = next(iter(self._kept))
+            if now - self._kept[oldest][0] < EARLY_EVENTS_KEPT:
+                break
+            del self._kept[oldest]
+
+    def pop(self, container_id: str) -> List[DockerEvent]:
+        return self._kept.pop(container_id, (0.0, []))[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kept)
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 class _Waiter:
-    def __init__(self, connection, instance: InstanceConfig, manager_id: str):
+    """A waiter process's main loop and its state (see the module's docstring)."""
+
+    def __init__(self, connection: Connection, config: InstanceConfig, manager_id: str):
         self.connection = connection
-        self.instance = instance
-        self.manager_id = manager_id
+        self.config = config
         self.label = f"{_docker.LABEL_MANAGER}={manager_id}"
         self.watched: Dict[str, _Watched] = {}  # by container id
         self.by_job: Dict[str, str] = {}
-        self.notes: collections.deque = collections.deque()
-        #: events of containers not (yet) watched: container id -> (when, notes)
-        self.early_notes: Dict[str, Any] = {}
+        self.mailbox = Mailbox()
+        self.early_events = _EarlyEvents()
         #: the time from which our event stream has covered this engine
         self.events_since: Optional[float] = None
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_w, False)
-        self.client = None
+        self.events = EventFollower(config, self.label, self.mailbox)
+        self.docker: Optional[_docker.Engine] = None
         self.reachable: Optional[bool] = None
         self.unreachable_since: Optional[float] = None
+        self.listing_failure = ""  # the last error answer to a listing, logged once
         self.stopping = False
 
-    # -- plumbing ------------------------------------------------------------------------
-    def notify(self, note) -> None:
-        """Called from helper threads: queue a note and wake the main loop."""
-        self.notes.append(note)
-        try:
-            os.write(self.wake_w, b"!")
-        except BlockingIOError:
-            pass
-
-    def send(self, message) -> None:
-        self.connection.send(message)
-
-    def docker_client(self):
-        if self.client is None:
-            self.client = _docker.connect(self.instance)
-        return self.client
+    def connected(self) -> _docker.Engine:  # on first use, and again after a failure
+        if self.docker is None:
+            self.docker = _docker.connect(self.config)
+        return self.docker
 
     def set_reachable(self, reachable: bool) -> None:
         if reachable:
@@ -133,214 +194,154 @@ class _Waiter:
         if reachable != self.reachable:
             self.reachable = reachable
             if not reachable:
-                logger.warning("engine %s does not answer", self.instance.name)
-            self.send(EngineState(self.instance.name, reachable))
+                logger.warning("engine %s does not answer", self.config.name)
+            self.connection.send(EngineState(self.config.name, reachable))
 
     # -- main loop -----------------------------------------------------------------------
     def run(self) -> None:
-        threading.Thread(target=self.follow_events, name="backend-events", daemon=True).start()
-        next_poll = time.monotonic() + self.instance.time_between_polls
-        while not self.stopping:
-            timeout = max(0.0, next_poll - time.monotonic())
-            ready = wait([self.connection, self.wake_r], timeout)
-            if self.wake_r in ready:
-                os.read(self.wake_r, 65536)
-            while self.notes:
-                self.handle_note(self.notes.popleft())
-            if self.connection in ready:
-                try:
-                    while self.connection.poll():
-                        self.handle_message(self.connection.recv())
-                except (EOFError, OSError):
-                    return
-            if time.monotonic() >= next_poll:
-                self.poll()
-                next_poll = time.monotonic() + self.instance.time_between_polls
-
-    def handle_message(self, message) -> None:
-        if isinstance(message, Exit):
-            self.stopping = True
-            return
-        if isinstance(message, Watch):
-            job_id, container_id, limits, started_at, kill_requested, has_stream = message
-            stream = _receive_stream(self.connection) if has_stream else None
-            if container_id in self.watched:
-                if stream is not None:
-                    stream.close()
-                return
-            watched = _Watched(job_id, container_id, limits, started_at)
-            self.watched[container_id] = watched
-            self.by_job[job_id] = container_id
-            early = self.early_notes.pop(container_id, None)
-            ended = early is not None and any(note[0] in ("die", "destroy") for note in early[1])
-            if stream is not None:
-                watched.stream_state = "open"
-                self.start_follower(watched, stream)
-            if kill_requested and not ended:
-                self.kill(watched, "killed")
-            elif not ended and stream is None:
-                self.start_follower(watched)
-            if self.unreachable_since is not None:
-                watched.engine_was_lost = True
-            if early:  # it ended before we were told of it: its events came first
-                for note in early[1]:
+        self.events.start()
+        next_poll = time.monotonic() + self.config.time_between_polls
+        try:
+            while not self.stopping:
+                timeout = max(0.0, next_poll - time.monotonic())
+                ready = wait([self.connection, self.mailbox.fileno()], timeout)
+                for note in self.mailbox.drain():
                     self.handle_note(note)
-            elif self.events_since is None or started_at < self.events_since + 1.0:
-                # it may have ended before our event stream covers (a previous waiter died
-                # holding it): look now rather than at the next poll
-                self.reconcile([watched])
+                if self.connection in ready:
+                    try:
+                        while self.connection.poll():
+                            self.handle_message(self.connection.recv())
+                    except (EOFError, OSError):
+                        return
+                if time.monotonic() >= next_poll:
+                    self.poll()
+                    next_poll = time.monotonic() + self.config.time_between_polls
+        finally:
+            # the mailbox stays open: a kill thread may still put into it until we exit
+            self.events.stop()
+            for watched in self.watched.values():
+                watched.follower.stop()
+
+    def handle_message(self, message: Any) -> None:
+        if message is None or isinstance(message, Exit):
+            self.stopping = True
+        elif isinstance(message, Watch):
+            stream = _receive_stream(self.connection) if message.has_stream else None
+            self.watch(message, stream)
         elif isinstance(message, KillRunning):
-            killed = self.by_job.get(message.job_id)
-            if killed:
-                self.kill(self.watched[killed], "killed")
+            container_id = self.by_job.get(message.job_id)
+            if container_id:
+                self.kill(self.watched[container_id], "killed")
         elif isinstance(message, Probe):  # a submitter saw the engine fail: report what we see
             self.reachable = None
-            if self.client is not None:  # on a new connection, as a submitter makes: an
-                self.client.close()      # engine that stops still serves the ones it has
-                self.client = None
+            if self.docker is not None:  # on a new connection, as a submitter makes: an
+                self.docker.close()      # engine that stops still serves the ones it has
+                self.docker = None
             self.reconcile(list(self.watched.values()))
 
-    def handle_note(self, note) -> None:
-        kind = note[0]
-        if kind == "engine":
-            self.set_reachable(note[1])
+    def watch(self, message: Watch, stream: Optional[_docker.OutputStream]) -> None:
+        if message.container_id in self.watched:
+            if stream is not None:
+                stream.close()
             return
-        if kind == "events":
-            if self.events_since is None:
-                self.events_since = note[1]
-            return
-        watched = self.watched.get(note[1])
-        if watched is None:
-            if kind in _docker.CONTAINER_EVENTS:
-                self.keep_early(note)
-            return
-        if kind == "oom":
-            watched.oom = True
-        elif kind == "kill":
-            if watched.reason is None:
-                watched.killed_from_outside = True
-        elif kind == "die":
-            exit_code = note[2]
-            self.finish(watched, exit_code, note[3])
-        elif kind == "destroy":
-            if watched.reason is None:
-                watched.reason = "removed"
-            self.finish(watched, watched.exit_code, time.time(), gone=True)
-        elif kind == "overflow":
-            self.kill(watched, "output")
-        elif kind == "stream_end":
-            if watched.stream_state == "open":
-                watched.stream_state = note[2]
-            if watched.pending_end is not None:
-                exit_code, ended_at, _ = watched.pending_end
-                self.finish(watched, exit_code, ended_at)
+        watched = _Watched.of(message, OutputFollower(
+            message.container_id, message.limits["output"], self.mailbox, stream))
+        follower = watched.follower
+        self.watched[watched.container_id] = watched
+        self.by_job[watched.job_id] = watched.container_id
+        early = self.early_events.pop(watched.container_id)
+        ended = any(event.action in ("die", "destroy") for event in early)
+        if stream is not None:
+            follower.start()
+        if message.kill_requested and not ended:
+            self.kill(watched, "killed")
+        elif not ended and stream is None:
+            follower.start(lambda container_id: self.connected().attach_output(container_id))
+        watched.engine_was_lost = self.unreachable_since is not None
+        if early:  # it ended before we were told of it: its events came first
+            for event in early:
+                self.handle_note(event)
+        elif self.events_since is None or message.started_at < self.events_since + 1.0:
+            # it may have ended before our event stream covers (a previous waiter died
+            # holding it): look now rather than at the next poll
+            self.reconcile([watched])
 
-    def keep_early(self, note) -> None:
-        """Keeps the events of a container we are not yet told of (a short job's ``die``
-        often comes before the dispatcher's ``watch``); forgotten after a minute."""
-        now = time.monotonic()
-        entry = self.early_notes.get(note[1])
-        if entry is None:
-            entry = self.early_notes[note[1]] = (now, [])
-        entry[1].append(note)
-        while self.early_notes:
-            oldest = next(iter(self.early_notes))
-            if now - self.early_notes[oldest][0] < _EARLY_NOTES_KEPT:
-                break
-            del self.early_notes[oldest]
+    def handle_note(self, note: Any) -> None:
+        if isinstance(note, EngineState):
+            self.set_reachable(note.reachable)
+            return
+        if isinstance(note, EventsCovered):  # the first stream's start counts
+            self.events_since = note.since if self.events_since is None else self.events_since
+            return
+        watched = self.watched.get(note.container_id)
+        if watched is None:
+            if isinstance(note, DockerEvent):
+                self.early_events.keep(note)
+        elif isinstance(note, DockerEvent):
+            self.on_event(watched, note)
+        elif isinstance(note, OutputOverflow):
+            self.kill(watched, "output")
+        elif isinstance(note, OutputEnded):
+            watched.follower.ended(note.complete)
+            if watched.pending_end is not None:
+                self.finish(watched, watched.pending_end.exit_code, watched.pending_end.ended_at)
+
+    def on_event(self, watched: _Watched, event: DockerEvent) -> None:
+        watched.record(event)
+        if event.action == "die":
+            self.finish(watched, event.exit_code, event.at)
+        elif event.action == "destroy":
+            watched.reason = watched.reason or "removed"
+            self.finish(watched, watched.exit_code, time.time(), gone=True)
 
     # -- actions -------------------------------------------------------------------------
     def kill(self, watched: _Watched, reason: str) -> None:
         """Kills a container, from a helper thread: the engine may take a while to answer."""
-        if watched.reason is None:
-            watched.reason = reason
+        watched.reason = watched.reason or reason
         logger.debug("killing %s (%s)", watched.job_id, reason)
-        threading.Thread(target=self._kill, args=(watched.container_id,), daemon=True,
-                         name="backend-kill").start()
-
-    def _kill(self, container_id: str) -> None:
-        try:
-            self.docker_client().kill(container_id)
-        except _docker.HttpError as error:
-            # not running any more (it ended, or was removed): its die/destroy event follows
-            logger.debug("kill %s: %s", container_id, error)
-        except Exception as error:  # noqa: BLE001 - engine unreachable mid-call
-            logger.debug("kill %s: %s", container_id, error)
-            self.notify(("engine", False))
+        threading.Thread(target=_kill, args=(self.connected, watched.container_id,
+                                             self.mailbox, self.config.name),
+                         daemon=True, name="backend-kill").start()
 
     def finish(self, watched: _Watched, exit_code: Optional[int], ended_at: float,
                gone: bool = False) -> None:
         """Collects a container that ended, and reports the job's result."""
         if watched.container_id not in self.watched:
             return
-        stdout = stderr = b""
-        if not gone and watched.stream_state == "open":
+        follower = watched.follower
+        if not gone and follower.state is StreamState.OPEN:
             # ended, but the last bytes may still be on their way: wait for the stream's end
             # (bounded: the poll gives up after STREAM_GRACE and reads the log instead)
             if watched.pending_end is None:
-                watched.pending_end = (exit_code, ended_at, time.monotonic() + STREAM_GRACE)
+                watched.pending_end = _PendingEnd(exit_code, ended_at,
+                                                  time.monotonic() + STREAM_GRACE)
             return
+        stdout = stderr = b""
         if not gone:
             try:
-                client = self.docker_client()
-                if exit_code is None or exit_code != 0 and not watched.oom:
-                    state = client.inspect(watched.container_id)["State"]
-                    if state.get("Running"):
-                        return  # a stale event: the container runs again?
-                    exit_code = state.get("ExitCode", exit_code)
-                    watched.oom = watched.oom or bool(state.get("OOMKilled")) or \
-                        _features.unreported_oom(getattr(client, "features", None), state,
-                                                 watched.killed_from_outside)
-                if watched.stream_state == "complete":
-                    stdout, stderr = bytes(watched.stdout), bytes(watched.stderr_head)
-                    if watched.output_seen > watched.limits["output"]:
-                        stderr = join_head_and_tail(stderr, bytes(watched.stderr_tail),
-                                                    watched.limits["output"])
-                else:
-                    stdout, stderr = client.logs(watched.container_id)
-            except Exception as error:  # noqa: BLE001 - removed, or engine unreachable
-                if _docker.is_not_found(error):
-                    if watched.reason is None:
-                        watched.reason = "removed"
-                else:  # the engine does not answer: the next poll retries
-                    logger.debug("collecting %s failed: %s", watched.container_id, error)
+                collected = watched.collect(self.connected(), exit_code)
+                if collected is None:
+                    return  # a stale event: the container runs again?
+                exit_code, stdout, stderr = collected
+            except _docker.DockerFailure as failure:
+                if failure.not_found:
+                    watched.reason = watched.reason or "removed"
+                else:  # the next poll tries again
+                    logger.debug("collecting %s failed: %s", watched.container_id, failure.text)
                     watched.exit_code, watched.ended_at = exit_code, ended_at
-                    self.set_reachable(False)
+                    if failure.retryable:
+                        self.set_reachable(False)
                     return
-        reason = watched.reason
-        limits = watched.limits
-        if reason is None:
-            if watched.oom:
-                reason = "memory"
-            elif exit_code == _SIGXCPU_EXIT:
-                reason = "cpu_time"
-            elif exit_code == _SIGXFSZ_EXIT:
-                reason = "disk"
-            elif (len(stdout) + len(stderr) > limits["output"]
-                  or watched.output_seen > limits["output"]):
-                reason = "output"
-            elif watched.killed_from_outside:
-                reason = "removed"
-            elif watched.engine_was_lost:
-                reason = "engine_lost"
-        if reason == "output" and watched.stderr_head and watched.stream_state != "complete":
-            stderr = join_head_and_tail(bytes(watched.stderr_head), stderr, limits["output"])
+        end = watched.end(exit_code, len(stdout) + len(stderr))
         duration = max(0.0, (ended_at or time.time()) - watched.started_at)
-        if reason == "engine_lost":
-            result = failure_result("engine_lost", f"host {self.instance.name} was lost while "
-                                    f"the job ran", self.instance.name, watched.container_id,
-                                    duration)
-        else:
-            result = container_result(stdout, stderr, exit_code, reason, limits,
-                                      self.instance.name, watched.container_id, duration)
-        self.forget(watched)
-        self.send(JobEnded(watched.job_id, result))
+        self.report(watched, ended_result(end, stdout, stderr, follower.live_stderr_head(),
+                                          self.config.name, watched.container_id, duration))
 
-    def forget(self, watched: _Watched) -> None:
+    def report(self, watched: _Watched, result: Result) -> None:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
-        if watched.follower_response is not None:
-            watched.follower_response.shutdown()
+        watched.follower.stop()
+        self.connection.send(JobEnded(watched.job_id, result))
 
     # -- the poll ------------------------------------------------------------------------
     def poll(self) -> None:
@@ -350,17 +351,12 @@ class _Waiter:
             return
         now = time.time()
         for watched in list(self.watched.values()):
-            if watched.pending_end is not None and time.monotonic() >= watched.pending_end[2] \
-                    and watched.stream_state == "open":
+            pending = watched.overdue(time.monotonic())
+            if pending is not None:
                 logger.debug("output stream of %s did not end; reading its log", watched.job_id)
-                watched.stream_state = "broken"
-                if watched.follower_response is not None:
-                    watched.follower_response.shutdown()
-                exit_code, ended_at, _ = watched.pending_end
-                self.finish(watched, exit_code, ended_at)
-        for watched in list(self.watched.values()):
-            age = now - watched.started_at
-            if watched.reason is None and age >= watched.limits["hard_time"]:
+                watched.follower.give_up()
+                self.finish(watched, pending.exit_code, pending.ended_at)
+            elif watched.reason is None and now - watched.started_at >= watched.limits["hard_time"]:
                 self.kill(watched, "wall_time")
         self.check_cpu(now)
         self.reconcile(list(self.watched.values()))
@@ -368,32 +364,34 @@ class _Waiter:
                 and time.monotonic() - self.unreachable_since >= ENGINE_LOST_AFTER):
             for watched in list(self.watched.values()):
                 watched.reason = watched.reason or "engine_lost"
-                self.forget(watched)
-                self.send(JobEnded(watched.job_id, failure_result(
-                    "engine_lost", f"host {self.instance.name} stopped answering while the "
-                    f"job ran", self.instance.name, watched.container_id,
-                    now - watched.started_at)))
+                self.report(watched, lost_result(self.config.name, watched.container_id,
+                                                 now - watched.started_at, stopped=True))
 
-    def reconcile(self, candidates) -> None:
+    def reconcile(self, candidates: List[_Watched]) -> None:
         """Finishes the candidates whose container ended or vanished (lost events). Also tells
         whether the engine answers: with no candidates, only when that is in doubt."""
         if not candidates and self.reachable:
             return
         try:
-            listed = {c["Id"]: c for c in self.docker_client().containers(self.label)}
-        except Exception as error:  # noqa: BLE001 - the engine does not answer
-            logger.debug("reconcile on %s failed: %s", self.instance.name, error)
-            self.client = None
-            self.set_reachable(False)
+            listed = {c["Id"]: c for c in self.connected().containers(self.label)}
+        except _docker.DockerFailure as failure:
+            if failure.retryable:  # the engine does not answer
+                logger.debug("listing on %s failed: %s", self.config.name, failure.text)
+                self.docker = None
+                self.set_reachable(False)
+            elif failure.text != self.listing_failure:  # it answered: an error, said once
+                logger.warning("listing our containers on %s: %s", self.config.name,
+                               failure.text)
+            self.listing_failure = "" if failure.retryable else failure.text
             return
+        self.listing_failure = ""
         self.set_reachable(True)
         for watched in candidates:
             if watched.container_id not in self.watched:
                 continue
             container = listed.get(watched.container_id)
             if container is None:
-                if watched.reason is None:
-                    watched.reason = "removed"
+                watched.reason = watched.reason or "removed"
                 self.finish(watched, watched.exit_code, time.time(), gone=True)
             elif container.get("State") in ("exited", "dead"):
                 self.finish(watched, None, watched.ended_at or time.time())
@@ -401,120 +399,42 @@ class _Waiter:
     def check_cpu(self, now: float) -> None:
         """Kills containers whose processes together used their CPU time (cgroup stats)."""
         for watched in list(self.watched.values()):
-            limits = watched.limits
-            if watched.reason is not None or now - watched.started_at < \
-                    limits["time"] / max(limits["cpus"], 0.01) * 0.9:
+            if not watched.cpu_due(now):
                 continue
             try:
-                used = self.docker_client().cpu_seconds(watched.container_id)
-            except Exception as error:  # noqa: BLE001 - ended meanwhile, or engine trouble
-                logger.debug("stats %s: %s", watched.container_id, error)
+                used = self.connected().cpu_seconds(watched.container_id)
+            except _docker.DockerFailure as failure:  # ended meanwhile, or engine trouble
+                logger.debug("stats %s: %s", watched.container_id, failure.text)
                 continue
-            if used >= limits["time"]:
+            if used >= watched.limits["time"]:
                 self.kill(watched, "cpu_time")
 
-    def start_follower(self, watched: _Watched, stream=None) -> None:
-        threading.Thread(target=self.follow_output, args=(watched, stream),
-                         name="backend-output", daemon=True).start()
 
-    # -- helper threads ------------------------------------------------------------------
-    def follow_output(self, watched: _Watched, stream=None) -> None:
-        """Reads a container's output as it comes and notes ``overflow`` as soon as it
-        prints more than its ``output`` limit.
-
-        With ``stream``, the job's own attach made before its start, every byte is seen:
-        stdout and the head and tail of stderr are kept, and the engine's log is not read.
-        Without, it attaches now and keeps the head of stderr (the log keeps the tail).
-        """
-        limit = watched.limits["output"]
-        complete = stream is not None
-        state = "broken"
-        try:
-            if stream is None:
-                stream, frames = self.docker_client().attach_output(watched.container_id)
-            else:
-                frames = _docker.parse_frames(stream.reader)
-            watched.follower_response = stream
-            if watched.container_id not in self.watched:
-                return
-            for number, data in frames:
-                seen = watched.output_seen
-                watched.output_seen = seen + len(data)
-                if seen > limit:
-                    if complete and number == 2:
-                        _keep_tail(watched.stderr_tail, data, limit)
-                    continue  # keep reading until the kill: an unread attach blocks the engine
-                if number == 2:
-                    if len(watched.stderr_head) < limit:
-                        watched.stderr_head += data[:limit - len(watched.stderr_head)]
-                    if complete:
-                        _keep_tail(watched.stderr_tail, data, limit)
-                elif complete and len(watched.stdout) <= limit:
-                    watched.stdout += data[:limit + 1 - len(watched.stdout)]
-                if watched.output_seen > limit:
-                    self.notify(("overflow", watched.container_id))
-            state = "complete" if complete else "broken"
-        except Exception as error:  # noqa: BLE001 - closed by forget(), or engine gone
-            logger.debug("output follower of %s ended: %s", watched.container_id, error)
-        finally:
-            if stream is not None:
-                stream.close()
-            if complete:
-                self.notify(("stream_end", watched.container_id, state))
-
-    def follow_events(self) -> None:
-        """Follows the engine's events for our containers, resuming with ``since``."""
-        since = time.time() - 1.0
-        client = None
-        delay = 0.1
-        while not self.stopping:
-            try:
-                if client is None:
-                    client = _docker.connect(self.instance)
-                _, stream = client.events(since, {"type": ["container"], "label": [self.label],
-                                                  "event": list(_docker.CONTAINER_EVENTS)})
-                self.notify(("events", since))
-                self.notify(("engine", True))
-                delay = 0.1
-                for event in stream:
-                    since = max(since, event.get("timeNano", 0) / 1e9 or event.get("time", 0))
-                    attributes = event.get("Actor", {}).get("Attributes", {})
-                    action = event.get("Action") or event.get("status")
-                    container_id = event.get("id") or event.get("Actor", {}).get("ID")
-                    if action == "die":
-                        exit_code = attributes.get("exitCode")
-                        self.notify(("die", container_id,
-                                     int(exit_code) if exit_code is not None else None,
-                                     event.get("timeNano", 0) / 1e9 or time.time()))
-                    else:
-                        self.notify((action, container_id))
-                logger.debug("event stream of %s ended", self.instance.name)
-            except Exception as error:  # noqa: BLE001 - engine gone: resubscribe
-                logger.debug("event stream of %s failed: %s", self.instance.name, error)
-                client = None
-            self.notify(("engine", False))
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+def _kill(connected: Callable[[], _docker.Engine], container_id: str, mailbox: Mailbox,
+          engine: str) -> None:
+    """A kill thread: touches only the engine and the mailbox."""
+    try:
+        connected().kill(container_id)
+    except _docker.DockerFailure as failure:
+        # answered: not running any more (it ended, or was removed), its die or destroy
+        # event follows; not answered: the engine is in doubt
+        logger.debug("kill %s: %s", container_id, failure.text)
+        if failure.retryable:
+            mailbox.put(EngineState(engine, False))
 
 
-def _keep_tail(tail: bytearray, data: bytes, limit: int) -> None:
-    tail += data
-    if len(tail) > limit:
-        del tail[:len(tail) - limit]
-
-
-def _receive_stream(connection):
+def _receive_stream(connection: Connection) -> Optional[_docker.OutputStream]:
     """The attach the submitter made for a job, passed over our pipe (SCM_RIGHTS)."""
     try:
         return _docker.adopt_stream(reduction.recv_handle(connection))
-    except (EOFError, OSError, RuntimeError) as error:
+    except (EOFError, OSError, RuntimeError, _docker.DockerFailure) as error:
         logger.warning("a job's output stream was lost on its way (%s); its log is read", error)
         return None
 
 
-def waiter_main(connection, instance: InstanceConfig, manager_id: str, log_level: int,
-                lifeline) -> None:
+def waiter_main(connection: Connection, config: InstanceConfig, manager_id: str,
+                log_level: int, lifeline: Any) -> None:
     """Entry point of a waiter process."""
     exit_with_parent(lifeline)
     configure_logging(log_level)
-    _Waiter(connection, instance, manager_id).run()
+    _Waiter(connection, config, manager_id).run()

@@ -66,7 +66,8 @@ def _answers(url: str, timeout: float = 3.0) -> bool:
     """Whether the engine at ``url`` answers a ping."""
     try:
         with _docker.connect(_config_of(url), timeout=timeout) as engine:
-            return engine.ping()
+            engine.ping()
+            return True
     except _docker.DockerFailure:
         return False
 

@@ -1,12 +1,14 @@
-"""The waiter's fault logic against a fake Docker client (fast; no engine)."""
+"""The waiter's fault logic against a fake engine (fast; no engine): its main loop
+(backend._waiter), its event thread (backend._events) and an output follower (backend._output)."""
 import threading
 import time
 
 import pytest
 
-from backend import _docker, _waiter
+from backend import _docker, _events, _output, _waiter
 from backend._config import parse_instances
-from backend._messages import EngineState, JobEnded, Probe, Watch
+from backend._messages import (DockerEvent, EngineState, EventsCovered, JobEnded, Mailbox,
+                               OutputEnded, OutputOverflow, Probe, Watch)
 from backend._task import merge_limits
 
 [INSTANCE] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake"}])
@@ -14,6 +16,31 @@ from backend._task import merge_limits
 
 def frame(stream, data):
     return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+def down(text="down"):
+    """What the Docker layer raises for an engine that does not answer."""
+    return _docker.DockerFailure("engine_unreachable", text, retryable=True)
+
+
+class FakeStream:
+    """An output or event stream giving ``items``."""
+
+    def __init__(self, items=()):
+        self.items = list(items)
+        self.closed = False
+
+    def frames(self):
+        return iter(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def shutdown(self):
+        pass
+
+    def close(self):
+        self.closed = True
 
 
 class FakeClient:
@@ -40,14 +67,18 @@ class FakeClient:
     def logs(self, container_id):
         return _docker.demultiplex(frame(1, b'{"result": "success"}\n') + frame(2, b"log\n"))
 
+    def attach_output(self, container_id):
+        return FakeStream()
+
     def events(self, since, filters):
         self.since.append(float(since))
         if not self.event_batches:
             self.blocked.wait()  # a quiet stream
+            return FakeStream()
         batch = self.event_batches.pop(0)
         if isinstance(batch, Exception):
             raise batch
-        return None, iter(batch)
+        return FakeStream(batch)
 
 
 class Connection:
@@ -61,35 +92,43 @@ class Connection:
 def make_waiter(client, monkeypatch):
     connection = Connection()
     waiter = _waiter._Waiter(connection, INSTANCE, "m1")
-    waiter.client = client
-    monkeypatch.setattr(waiter, "start_follower", lambda watched: None)
+    waiter.docker = client
     return waiter, connection
+
+
+def watch(job_id="j1", container_id="c1", started_at=None, limits=None):
+    return Watch(job_id, container_id, limits or merge_limits({}),
+                 time.time() if started_at is None else started_at, False, False)
+
+
+def ended(connection):
+    return [m for m in connection.sent if isinstance(m, JobEnded)]
 
 
 def test_reconcile_finishes_a_job_whose_die_event_was_lost(monkeypatch):
     client = FakeClient([{"Id": "c1", "State": "exited"}])
     waiter, connection = make_waiter(client, monkeypatch)
-    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
-    [(job_id, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
+    waiter.handle_message(watch())
+    [(job_id, result)] = ended(connection)
     assert (job_id, result["result"]) == ("j1", "success")
     assert result["run"]["stderr"] == "log\n"
 
 
 def test_a_vanished_container_ends_with_reason_removed(monkeypatch):
     waiter, connection = make_waiter(FakeClient([]), monkeypatch)
-    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
-    [(_, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
+    waiter.handle_message(watch())
+    [(_, result)] = ended(connection)
     assert result["result"] == "crash" and result["run"]["reason"] == "removed"
 
 
 def test_a_running_container_is_left_alone_until_its_event(monkeypatch):
     waiter, connection = make_waiter(FakeClient([{"Id": "c1", "State": "running"}]),
                                      monkeypatch)
-    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
-    assert not [m for m in connection.sent if isinstance(m, JobEnded)]
-    waiter.handle_note(("die", "c1", 0, time.time()))
-    waiter.handle_note(("die", "c1", 0, time.time()))  # a replayed event changes nothing
-    assert len([m for m in connection.sent if isinstance(m, JobEnded)]) == 1
+    waiter.handle_message(watch())
+    assert not ended(connection)
+    waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
+    waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))  # a replay changes nothing
+    assert len(ended(connection)) == 1
 
 
 def test_event_stream_resumes_with_since(monkeypatch):
@@ -97,12 +136,14 @@ def test_event_stream_resumes_with_since(monkeypatch):
     client = FakeClient([], events=[
         [{"Action": "die", "id": "c1", "timeNano": int(event_time * 1e9),
           "Actor": {"Attributes": {"exitCode": "0"}}}],
-        ConnectionError("socket closed"),
+        down("socket closed"),
     ])
     monkeypatch.setattr(_docker, "connect", lambda *a, **k: client)
-    waiter, _ = make_waiter(client, monkeypatch)
+    mailbox = Mailbox()
+    follower = _events.EventFollower(INSTANCE, "backend.manager=m1", mailbox)
     started = time.time()
-    threading.Thread(target=waiter.follow_events, daemon=True).start()
+    thread = threading.Thread(target=follower.run, daemon=True)
+    thread.start()
     deadline = time.monotonic() + 10
     while len(client.since) < 3:
         assert time.monotonic() < deadline
@@ -110,51 +151,59 @@ def test_event_stream_resumes_with_since(monkeypatch):
     assert started - 2 < client.since[0] <= started
     assert abs(client.since[1] - event_time) < 1e-3  # after the stream ended
     assert abs(client.since[2] - event_time) < 1e-3  # after the stream failed
-    notes = list(waiter.notes)
-    [die] = [note for note in notes if note[0] == "die"]
-    assert die[:3] == ("die", "c1", 0) and ("engine", False) in notes
-    assert ("events", client.since[0]) in notes  # the time our events cover from
-    waiter.stopping = True
+    notes = list(mailbox.drain())
+    [die] = [note for note in notes if isinstance(note, DockerEvent)]
+    assert die[:3] == ("die", "c1", 0) and EngineState("fake", False) in notes
+    assert EventsCovered(client.since[0]) in notes  # the time our events cover from
+    follower.stop()
     client.blocked.set()
+    thread.join(5)
+    mailbox.close()
 
 
 def test_a_die_event_before_the_watch_message_ends_the_job_without_a_listing(monkeypatch):
     client = FakeClient([{"Id": "c1", "State": "running"}])
     waiter, connection = make_waiter(client, monkeypatch)
-    waiter.handle_note(("events", time.time() - 1))
-    waiter.handle_note(("die", "c1", 0, time.time()))  # a short job: it ended first
-    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time(), False, False))
-    [(job_id, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
+    waiter.handle_note(EventsCovered(time.time() - 1))
+    waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))  # a short job: it ended first
+    waiter.handle_message(watch())
+    [(job_id, result)] = ended(connection)
     assert (job_id, result["result"]) == ("j1", "success")
-    assert client.listings == 0 and not waiter.early_notes
+    assert client.listings == 0 and not waiter.early_events
 
 
 def test_a_job_older_than_our_events_is_looked_up_at_once(monkeypatch):
     """A replacement waiter's events do not cover a job started before it: it lists."""
     client = FakeClient([{"Id": "c1", "State": "exited"}])
     waiter, connection = make_waiter(client, monkeypatch)
-    waiter.handle_note(("events", time.time()))
-    waiter.handle_message(Watch("j1", "c1", merge_limits({}), time.time() - 30, False, False))
+    waiter.handle_note(EventsCovered(time.time()))
+    waiter.handle_message(watch(started_at=time.time() - 30))
     assert client.listings == 1
-    assert [m.job_id for m in connection.sent if isinstance(m, JobEnded)] == ["j1"]
+    assert [job_id for job_id, _ in ended(connection)] == ["j1"]
 
 
 def test_early_events_are_forgotten_after_a_while(monkeypatch):
     waiter, _ = make_waiter(FakeClient([]), monkeypatch)
     clock = [1000.0]
     monkeypatch.setattr(_waiter.time, "monotonic", lambda: clock[0])
-    waiter.handle_note(("die", "old", 0, time.time()))
-    clock[0] += _waiter._EARLY_NOTES_KEPT + 1
-    waiter.handle_note(("die", "new", 0, time.time()))
-    assert list(waiter.early_notes) == ["new"]
+    waiter.handle_note(DockerEvent("die", "old", 0, time.time()))
+    clock[0] += _waiter.EARLY_EVENTS_KEPT + 1
+    waiter.handle_note(DockerEvent("die", "new", 0, time.time()))
+    assert list(waiter.early_events) == ["new"]
+
+
+def stream_of(*frames):
+    return FakeStream(frames)
 
 
 def watched_with_stream(waiter, output=b"", stderr=b""):
     """A watched job whose output came on its own stream (as the submitter passes it)."""
-    watched = _waiter._Watched("j1", "c1", merge_limits({}), time.time())
-    watched.stream_state = "open"
-    watched.stdout += output
-    watched.stderr_head += stderr
+    frames = [(_docker.STDOUT, output)] if output else []
+    frames += [(_docker.STDERR, stderr)] if stderr else []
+    stream = FakeStream(frames)
+    follower = _output.OutputFollower("c1", merge_limits({})["output"], waiter.mailbox, stream)
+    follower._read(stream)  # what its thread has read so far
+    watched = _waiter._Watched("j1", "c1", merge_limits({}), time.time(), follower)
     waiter.watched["c1"] = watched
     waiter.by_job["j1"] = "c1"
     return watched
@@ -165,10 +214,10 @@ def test_a_job_with_its_own_stream_is_collected_without_reading_the_log(monkeypa
     client.logs = lambda container_id: pytest.fail("the log was read")
     waiter, connection = make_waiter(client, monkeypatch)
     watched_with_stream(waiter, b'{"result": "failed", "text": "from the stream"}\n', b"err\n")
-    waiter.handle_note(("die", "c1", 0, time.time()))
+    waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
     assert not connection.sent  # ended, but the stream's last bytes may still come
-    waiter.handle_note(("stream_end", "c1", "complete"))
-    [(job_id, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
+    waiter.handle_note(OutputEnded("c1", True))
+    [(job_id, result)] = ended(connection)
     assert (result["result"], result["text"]) == ("failed", "from the stream")
     assert result["run"]["stderr"] == "err\n"
 
@@ -176,33 +225,44 @@ def test_a_job_with_its_own_stream_is_collected_without_reading_the_log(monkeypa
 def test_a_stream_that_does_not_end_falls_back_to_the_log(monkeypatch):
     waiter, connection = make_waiter(FakeClient([{"Id": "c1", "State": "exited"}]), monkeypatch)
     watched = watched_with_stream(waiter, b"partial")
-    waiter.handle_note(("die", "c1", 0, time.time()))
+    waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
     assert watched.pending_end is not None and not connection.sent
     clock = [time.monotonic() + _waiter.STREAM_GRACE + 1]
     monkeypatch.setattr(_waiter.time, "monotonic", lambda: clock[0])
     waiter.poll()
-    [(_, result)] = [m for m in connection.sent if isinstance(m, JobEnded)]
+    [(_, result)] = ended(connection)
     assert result["result"] == "success" and result["run"]["stderr"] == "log\n"  # the log's
 
 
-def test_an_output_flood_keeps_head_and_tail_of_stderr(monkeypatch):
-    waiter, _ = make_waiter(FakeClient([]), monkeypatch)
-    watched = _waiter._Watched("j1", "c1", merge_limits({"output": 100}), time.time())
-    waiter.watched["c1"] = watched
+def test_an_output_flood_keeps_head_and_tail_of_stderr():
+    mailbox = Mailbox()
     frames = [(2, b"HEAD" + b"x" * 96)] + [(2, b"y" * 50)] * 10 + [(2, b"TAIL")]
+    stream = FakeStream(frames)
+    follower = _output.OutputFollower("c1", 100, mailbox, stream)
+    follower.run()
+    notes = list(mailbox.drain())
+    mailbox.close()
+    assert OutputOverflow("c1") in notes and OutputEnded("c1", True) in notes
+    assert stream.closed
+    follower.ended(True)
+    _, stderr = follower.collected()
+    head, tail = follower._stderr_head, follower._stderr_tail
+    assert bytes(head).startswith(b"HEAD") and len(head) == 100
+    assert bytes(tail).endswith(b"TAIL") and len(tail) == 100
+    assert stderr.startswith(b"HEAD") and stderr.endswith(b"TAIL")
 
-    class Stream:
-        reader = None
 
-        def close(self):
-            pass
+def test_a_late_follower_that_fails_to_attach_says_nothing():
+    """Without its own stream, a follower's end is not news: the log is read at the end."""
+    mailbox = Mailbox()
+    follower = _output.OutputFollower("c1", 100, mailbox)
 
-    monkeypatch.setattr(_docker, "parse_frames", lambda reader: iter(frames))
-    waiter.follow_output(watched, Stream())
-    notes = list(waiter.notes)
-    assert ("overflow", "c1") in notes and ("stream_end", "c1", "complete") in notes
-    assert bytes(watched.stderr_head).startswith(b"HEAD") and len(watched.stderr_head) == 100
-    assert bytes(watched.stderr_tail).endswith(b"TAIL") and len(watched.stderr_tail) == 100
+    def attach(container_id):
+        raise down()
+
+    follower.run(attach)
+    assert list(mailbox.drain()) == [] and follower.state is _output.StreamState.NONE
+    mailbox.close()
 
 
 class DownClient(FakeClient):
@@ -213,7 +273,7 @@ class DownClient(FakeClient):
     def containers(self, label, all_states=True):
         self.listings += 1
         if not self.up:
-            raise ConnectionRefusedError("down")
+            raise down()
         return self.listed
 
 
@@ -243,3 +303,20 @@ def test_an_idle_waiter_reports_an_engine_back(monkeypatch):
     client.up = True
     waiter.poll()  # nothing watched, but the engine is in doubt: it is looked at
     assert connection.sent[-1] == EngineState("fake", True)
+
+
+def test_an_error_answer_to_a_listing_does_not_mark_the_engine_unreachable(monkeypatch,
+                                                                          caplog):
+    class Refusing(FakeClient):
+        def containers(self, label, all_states=True):
+            self.listings += 1
+            raise _docker.DockerFailure("start_failed", "host fake answered 500", False)
+
+    client = Refusing([])
+    waiter, connection = make_waiter(client, monkeypatch)
+    monkeypatch.setattr(_docker, "connect", lambda instance: client)
+    waiter.handle_message(Probe())
+    waiter.handle_message(Probe())
+    assert connection.sent == [] and client.listings == 2 and waiter.docker is client
+    warnings = [r for r in caplog.records if "answered 500" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None  # one line, once

@@ -1,0 +1,180 @@
+"""The Docker layer's own types: :class:`DockerFailure`, the translation of every transport or
+engine error into it, and the streams whose iteration raises only it.
+
+Part of the one Docker layer: only :mod:`backend._docker` imports this module, and re-exports
+its names (callers write ``_docker.DockerFailure``); like :mod:`backend._http`, nothing else
+imports it. No thread of its own: a stream belongs to the thread that reads it, and its
+``shutdown()`` may be called from any thread.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, BinaryIO, Dict, Iterator, Optional, Tuple
+
+from backend._config import InstanceConfig
+from backend._http import HttpError, Stream
+
+#: Stream numbers of Docker's multiplexed attach and log frames.
+STDOUT, STDERR = 1, 2
+#: What a call or a stream can raise: the engine's error answer, a transport failure
+#: (``OSError``, with ``ssl`` and timeouts), an answer we cannot read (``ValueError``: bad
+#: JSON or framing; ``KeyError``/``TypeError``: a field missing from an answer).
+CALL_ERRORS = (HttpError, OSError, ValueError, KeyError, TypeError)
+
+
+class DockerFailure(Exception):
+    """A Docker call failed. ``reason`` is a SPEC §6 reason; ``retryable`` marks an engine
+    that did not answer (the connection failed or timed out), so the job may go elsewhere;
+    ``not_found``, an engine that answered that the container (or image) does not exist. An
+    engine's error answer (4xx, 5xx) is never ``retryable``: the engine answered.
+
+    From :func:`create_and_start`, ``container_id`` names the container if it was created,
+    and ``maybe_created`` tells that the engine may have created one without its answer
+    reaching us (the create was sent, and no answer came).
+    """
+
+    container_id: Optional[str] = None
+    maybe_created: bool = False
+
+    def __init__(self, reason: str, text: str, retryable: bool = False,
+                 not_found: bool = False):
+        super().__init__(text)
+        self.reason = reason
+        self.text = text
+        self.retryable = retryable
+        self.not_found = not_found
+
+
+def is_not_found(error: BaseException) -> bool:
+    """Whether ``error`` is the engine saying that the container (or image) does not exist."""
+    return isinstance(error, DockerFailure) and error.not_found
+
+
+def _frames(reader: BinaryIO) -> Iterator[Tuple[int, bytes]]:
+    """Docker's multiplexed stream (8-byte headers: stream number, 3 zero bytes, size) from a
+    reader: ``(STDOUT or STDERR, bytes)`` until end of file; a frame cut by the end of file
+    gives what it has. The one parser of attach and log frames."""
+    while True:
+        header = reader.read(8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:8], "big")
+        payload = reader.read(size)
+        if payload:
+            yield header[0], payload
+        if len(payload) < size:
+            return
+
+
+def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
+    """Splits a whole multiplexed stream (a stopped container's log) into stdout and stderr."""
+    out, err = bytearray(), bytearray()
+    for number, payload in _frames(io.BytesIO(data)):
+        (err if number == STDERR else out).extend(payload)
+    return bytes(out), bytes(err)
+
+
+def stream_failure(error: BaseException, where: str) -> DockerFailure:
+    return DockerFailure("engine_unreachable", f"{where} broke: {_short(error)}",
+                         retryable=True)
+
+
+class OutputStream:
+    """A hijacked connection to a container (its attach): :meth:`frames` reads its stdout and
+    stderr, ``sock`` writes to its stdin (see :func:`create_and_start`).
+
+    :meth:`shutdown` may be called from any thread (the reader then sees the end); the
+    other methods belong to the one thread that reads or writes the stream.
+    """
+
+    def __init__(self, stream: Stream, where: str):
+        self._stream = stream
+        self.sock = stream.sock
+        self.where = where  # for texts: "the output stream of <container> on <engine>"
+
+    def frames(self) -> Iterator[Tuple[int, bytes]]:
+        """``(STDOUT or STDERR, bytes)`` as they come, until the end of the stream.
+
+        Raises:
+            DockerFailure: the transport failed mid-stream (``retryable``).
+        """
+        try:
+            yield from _frames(self._stream.reader)
+        except (OSError, ValueError) as error:
+            raise stream_failure(error, self.where) from error
+
+    def close_input(self) -> None:
+        """End of file for the container's stdin; reading goes on (plain sockets only)."""
+        self._stream.close_input()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def shutdown(self) -> None:
+        self._stream.shutdown()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class EventStream:
+    """The engine's event stream: iterating it yields decoded events until it ends.
+
+    :meth:`shutdown` may be called from any thread; iteration belongs to one thread.
+    """
+
+    def __init__(self, stream: Stream, where: str):
+        self._stream = stream
+        self.where = where
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        """Raises :class:`DockerFailure` (``retryable``) if the transport fails."""
+        try:
+            yield from self._stream.json_lines()
+        except (OSError, ValueError) as error:
+            raise stream_failure(error, self.where) from error
+
+    def shutdown(self) -> None:
+        self._stream.shutdown()
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def translate(error: BaseException, config: InstanceConfig, image: Optional[str] = None,
+              doing: Optional[str] = None) -> DockerFailure:
+    """Turns a transport or engine error into a :class:`DockerFailure`. ``doing`` names the
+    call for the text of an error answer (by default, a container's create or start)."""
+    if isinstance(error, DockerFailure):
+        return error
+    if isinstance(error, HttpError):
+        not_found = error.status == 404
+        if not_found and image and "image" in error.message.lower():
+            return DockerFailure("no_image",
+                                 f"image {image!r} was not found on host {config.name}",
+                                 not_found=True)
+        if doing is None:
+            text = f"host {config.name} refused the container: {error.message}"
+        else:
+            text = f"host {config.name} answered {error.status} to {doing}: {error.message}"
+        return DockerFailure("start_failed", text, not_found=not_found)
+    if type(error).__module__ == "ssl" or "SSL" in type(error).__name__:
+        return DockerFailure("engine_unreachable",
+                             f"TLS failure talking to host {config.name} "
+                             f"({config.server_url}): {_short(error)}", retryable=True)
+    if isinstance(error, (OSError, ValueError)):
+        return DockerFailure("engine_unreachable",
+                             f"host {config.name} ({config.server_url}) did not answer: "
+                             f"{_short(error)}", retryable=True)
+    return DockerFailure("start_failed", f"unexpected error on host {config.name}: "
+                                         f"{type(error).__name__}: {error}")
+
+
+def _short(error: BaseException) -> str:
+    return short_text(str(error) or type(error).__name__)
+
+
+def short_text(text) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return text if len(text) < 300 else text[:300] + "…"

@@ -1,0 +1,105 @@
+"""The event thread of a waiter: :class:`EventFollower` follows one engine's container events.
+
+Owned by a waiter (:mod:`backend._waiter`), which starts it and stops it; it runs in its own
+thread and talks to the waiter's main loop only through its
+:class:`~backend._messages.Mailbox`: :class:`~backend._messages.DockerEvent` for each event of
+our containers, :class:`~backend._messages.EventsCovered` when a stream starts, and
+:class:`~backend._messages.EngineState` when the engine answers or stops answering. A stream
+that ends or fails is resumed from the time of the last event seen (``since``), so that no
+event is lost while the engine restarts.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, Optional
+
+from backend import _docker
+from backend._config import InstanceConfig
+from backend._messages import DockerEvent, EngineState, EventsCovered, Mailbox
+
+logger = logging.getLogger("backend")
+
+#: Seconds between two subscriptions after a failure: the first, and the most.
+_FIRST_DELAY, _MOST_DELAY = 0.1, 2.0
+
+
+class EventFollower:
+    """Follows the events of the containers labelled ``label`` on one engine.
+
+    Threads: :meth:`run` is the follower's own thread and the only one to touch the engine
+    and ``since``; :meth:`stop` may be called from any thread.
+    """
+
+    def __init__(self, config: InstanceConfig, label: str, mailbox: Mailbox):
+        self.config = config
+        self.label = label
+        self.mailbox = mailbox
+        self._stopped = threading.Event()
+        self._stream: Optional[_docker.EventStream] = None
+
+    def start(self) -> None:
+        threading.Thread(target=self.run, name="backend-events", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        stream = self._stream
+        if stream is not None:
+            stream.shutdown()
+
+    def run(self) -> None:
+        since = time.time() - 1.0
+        engine: Optional[_docker.Engine] = None
+        delay = _FIRST_DELAY
+        filters = {"type": ["container"], "label": [self.label],
+                   "event": list(_docker.CONTAINER_EVENTS)}
+        while not self._stopped.is_set():
+            try:
+                if engine is None:
+                    engine = _docker.connect(self.config)
+                self._stream = stream = engine.events(since, filters)
+                if self._stopped.is_set():  # stop() came before the stream was there
+                    break
+                self.mailbox.put(EventsCovered(since))
+                self.mailbox.put(EngineState(self.config.name, True))
+                delay = _FIRST_DELAY
+                for event in stream:
+                    since = max(since, _event_time(event))
+                    note = _docker_event(event)
+                    if note is not None:
+                        self.mailbox.put(note)
+                logger.debug("event stream of %s ended", self.config.name)
+            except _docker.DockerFailure as failure:  # the engine is gone: subscribe again
+                logger.debug("event stream of %s failed: %s", self.config.name, failure.text)
+                if engine is not None:
+                    engine.close()
+                engine = None
+            finally:
+                if self._stream is not None:
+                    self._stream.close()
+                    self._stream = None
+            self.mailbox.put(EngineState(self.config.name, False))
+            self._stopped.wait(delay)
+            delay = min(delay * 2, _MOST_DELAY)
+        if engine is not None:
+            engine.close()
+
+
+def _event_time(event: Dict[str, Any]) -> float:
+    """The engine's time of an event, in epoch seconds (0 when it has none)."""
+    return float(event.get("timeNano", 0)) / 1e9 or float(event.get("time", 0))
+
+
+def _docker_event(event: Dict[str, Any]) -> Optional[DockerEvent]:
+    """The note of a decoded event of the engine (None for one we do not follow)."""
+    action = event.get("Action") or event.get("status")
+    actor = event.get("Actor", {})
+    container_id = event.get("id") or actor.get("ID")
+    if action not in _docker.CONTAINER_EVENTS or not container_id:
+        return None
+    exit_code = None
+    if action == "die":
+        code = actor.get("Attributes", {}).get("exitCode")
+        exit_code = int(code) if code is not None else None
+    return DockerEvent(action, container_id, exit_code, _event_time(event) or time.time())
