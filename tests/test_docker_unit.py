@@ -151,6 +151,7 @@ def test_an_image_is_built_over_our_client_with_the_folder_as_its_context(server
 
     server, url = server
     server.routes["/version"] = json_answer(200, {"ApiVersion": "1.41"})
+    server.routes[f"{API}/info"] = json_answer(200, {})  # connect() detects the features
     contexts = []
 
     def build(out, body):

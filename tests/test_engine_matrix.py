@@ -17,7 +17,9 @@ import pytest
 from backend import JobManager, JobManagerSync
 from backend import _docker, _features
 from backend._config import InstanceConfig
+from backend._job import JobState
 from conftest import PREFIX, api_client, ok_script, our_containers, shell
+from helpers import wait_for
 
 
 def _instances(engines, **extra):
@@ -34,13 +36,6 @@ def kind_manager(engine_kind):
 
 def _run(manager, task, inputdata=None):
     return JobManagerSync(manager).new_job(task, inputdata, timeout=60)
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def test_negotiated_version_and_features(engine_kind):
@@ -104,7 +99,7 @@ def test_kill_and_labels(kind_manager, engine_kind):
             with api_client(engine.url) as client:
                 found.extend(client.containers(filters={"label": f"backend.job={future.job_id}"}))
         return found
-    _wait(labelled, 30, "the job's container did not start")
+    wait_for(labelled, 30, "the job's container did not start")
     labels = found[0]["Labels"]
     assert labels["backend.manager"] == kind_manager.manager_id
     assert labels["backend.owner"] == f"{socket.gethostname()}:{os.getpid()}"
@@ -129,7 +124,7 @@ def test_a_refused_job_leaves_the_engine_up(engine_kind):
         refused = _run(manager, task)
         assert (refused["result"], refused["run"]["reason"]) == ("crash", "start_failed")
         assert refused["run"]["host"] in refused["text"]
-        assert all(i.reachable for i in dispatcher.instances.values())
+        assert all(dispatcher.placement.is_reachable(e.name) for e in engines)
         futures = [manager.submit(shell(ok_script("sleep 1; ")), i) for i in range(8)]
         hosts = [f.result(timeout=60)["run"]["host"] for f in futures]
     assert sorted(hosts.count(e.name) for e in engines) == [4, 4], hosts
@@ -142,7 +137,7 @@ manager = JobManager(json.loads(sys.argv[1]))
 for i in range(2):
     manager.new_job(Task("busybox", command=["sh", "-c", "sleep 60"]), i, print)
 while len(manager._dispatcher.jobs) < 2 or any(
-        j.state != "running" for j in manager._dispatcher.jobs.values()):
+        j.state.value != "running" for j in manager._dispatcher.jobs.values()):
     time.sleep(0.05)
 print(json.dumps({"manager": manager.manager_id}), flush=True)
 time.sleep(120)
@@ -166,7 +161,7 @@ def test_orphan_sweep(engine_kind):
                 if c["Labels"]["backend.manager"] == info["manager"]]
     assert len(left()) == 2
     with JobManager(instances):  # its start sweeps the dead manager's containers
-        _wait(lambda: not left(), 30, "the dead manager's containers were not swept")
+        wait_for(lambda: not left(), 30, "the dead manager's containers were not swept")
 
 
 @pytest.mark.timeout(180)
@@ -179,19 +174,19 @@ def test_engine_death_and_return(engine_kind):
     with JobManager(_instances([dying, other])) as manager:
         dispatcher = manager._dispatcher
         futures = [manager.submit(shell("sleep 4; " + ok_script()), i) for i in range(2)]
-        _wait(lambda: len(dispatcher.jobs) == 2
-              and all(j.state == "running" for j in dispatcher.jobs.values()), 30,
+        wait_for(lambda: len(dispatcher.jobs) == 2
+              and all(j.state is JobState.RUNNING for j in dispatcher.jobs.values()), 30,
               "jobs did not start")
-        on_dying = next(f for f in futures if dispatcher.jobs[f.job_id].instance == dying.name)
+        on_dying = next(f for f in futures if dispatcher.jobs[f.job_id].engine == dying.name)
         dying.kill()
-        _wait(lambda: not dispatcher.instances[dying.name].reachable, 15,
+        wait_for(lambda: not dispatcher.placement.is_reachable(dying.name), 15,
               f"{dying.name} not marked down")
         placed = manager.submit(shell(ok_script()), 3).result(timeout=30)
         assert placed["result"] == "success" and placed["run"]["host"] == other.name
         if kind == "podman":
             assert not on_dying.done()
         dying.start()
-        _wait(lambda: dispatcher.instances[dying.name].reachable, 30,
+        wait_for(lambda: dispatcher.placement.is_reachable(dying.name), 30,
               f"{dying.name} not marked up again")
         # Podman's container ran on and ended by itself, but the waiter lost its output
         # stream and its events with the service: like Docker's, the job ends engine_lost
@@ -202,5 +197,5 @@ def test_engine_death_and_return(engine_kind):
         assert dying.name in hosts
         label = f"backend.manager={manager.manager_id}"
         with api_client(dying.url) as client:
-            _wait(lambda: not client.containers(all=True, filters={"label": label}), 40,
+            wait_for(lambda: not client.containers(all=True, filters={"label": label}), 40,
                   "the job's container on the engine that died was never removed")
