@@ -160,14 +160,21 @@ def translate(error: BaseException, config: InstanceConfig, image: Optional[str]
         return DockerFailure("start_failed", text, not_found=not_found)
     if type(error).__module__ == "ssl" or "SSL" in type(error).__name__:
         return DockerFailure("engine_unreachable",
-                             f"TLS failure talking to host {config.name} "
-                             f"({config.server_url}): {_short(error)}", retryable=True)
+                             f"TLS failure talking to {_where(config)}: {_short(error)}",
+                             retryable=True)
     if isinstance(error, (OSError, ValueError)):
         return DockerFailure("engine_unreachable",
-                             f"host {config.name} ({config.server_url}) did not answer: "
+                             f"{_where(config)} did not answer: "
                              f"{_short(error)}", retryable=True)
     return DockerFailure("start_failed", f"unexpected error on host {config.name}: "
                                          f"{type(error).__name__}: {error}")
+
+
+def _where(config: InstanceConfig) -> str:
+    """``host NAME (URL)``, or ``host URL`` when the engine is named by its URL."""
+    if config.name == config.server_url:
+        return f"host {config.name}"
+    return f"host {config.name} ({config.server_url})"
 
 
 def _short(error: BaseException) -> str:
