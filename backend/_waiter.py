@@ -15,7 +15,8 @@ by those helper threads, and the poll deadline::
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
 ``Watch`` (a short job) is kept until it does. The output comes from the job's own attach,
 made by the submitter before the start and passed here as a file descriptor: every byte is
-seen, and the engine's log is not read. Where there is no such stream (TLS engines, jobs
+seen, and the engine's log is not read. The input the submitter could not write at once comes
+with it, written by an :class:`~backend._input.InputWriter` until the container ends or is killed. Where there is no such stream (TLS engines, jobs
 recovered from a dead waiter), the follower attaches late and the log is read at the end.
 How a container ended becomes its result in :mod:`backend._results` (pure functions).
 
@@ -37,7 +38,7 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from backend import _docker, _features
+from backend import _docker, _features, _input
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
 from backend._events import EventFollower
@@ -82,6 +83,7 @@ class _Watched:
     exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
     ended_at: Optional[float] = None
     pending_end: Optional[_PendingEnd] = None
+    writer: Optional[_input.InputWriter] = None  # the rest of its input, if any
 
     @classmethod
     def of(cls, message: Watch, follower: OutputFollower) -> "_Watched":
@@ -221,13 +223,14 @@ class _Waiter:
             self.events.stop()
             for watched in self.watched.values():
                 watched.follower.stop()
+                _input.stop(watched.writer)
 
     def handle_message(self, message: Any) -> None:
         if message is None or isinstance(message, Exit):
             self.stopping = True
         elif isinstance(message, Watch):
             stream = _receive_stream(self.connection) if message.has_stream else None
-            self.watch(message, stream)
+            self.watch(message, stream, _input.receive(self.connection, message.has_input))
         elif isinstance(message, KillRunning):
             container_id = self.by_job.get(message.job_id)
             if container_id:
@@ -239,7 +242,8 @@ class _Waiter:
                 self.docker = None
             self.reconcile(list(self.watched.values()))
 
-    def watch(self, message: Watch, stream: Optional[_docker.OutputStream]) -> None:
+    def watch(self, message: Watch, stream: Optional[_docker.OutputStream],
+              rest: bytes = b"") -> None:
         if message.container_id in self.watched:
             if stream is not None:
                 stream.close()
@@ -253,6 +257,7 @@ class _Waiter:
         ended = any(event.action in ("die", "destroy") for event in early)
         if stream is not None:
             follower.start()
+            watched.writer = _input.start_writer(stream.sock, rest, watched.container_id, ended)
         if message.kill_requested and not ended:
             self.kill(watched, "killed")
         elif not ended and stream is None:
@@ -298,6 +303,7 @@ class _Waiter:
     def kill(self, watched: _Watched, reason: str) -> None:
         """Kills a container, from a helper thread: the engine may take a while to answer."""
         watched.reason = watched.reason or reason
+        _input.stop(watched.writer)
         logger.debug("killing %s (%s)", watched.job_id, reason)
         threading.Thread(target=_kill, args=(self.connected, watched.container_id,
                                              self.mailbox, self.config.name),
@@ -308,6 +314,7 @@ class _Waiter:
         """Collects a container that ended, and reports the job's result."""
         if watched.container_id not in self.watched:
             return
+        _input.stop(watched.writer)  # it ended: its stdin is gone
         follower = watched.follower
         if not gone and follower.state is StreamState.OPEN:
             # ended, but the last bytes may still be on their way: wait for the stream's end
@@ -341,6 +348,7 @@ class _Waiter:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
         watched.follower.stop()
+        _input.stop(watched.writer)
         self.connection.send(JobEnded(watched.job_id, result))
 
     # -- the poll ------------------------------------------------------------------------
