@@ -15,9 +15,10 @@ by those helper threads, and the poll deadline::
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
 ``Watch`` (a short job) is kept until it does. The output comes from the job's own attach,
 made by the submitter before the start and passed here as a file descriptor: every byte is
-seen, and the engine's log is not read. The input the submitter could not write at once comes
-with it, written by an :class:`~backend._input.InputWriter` until the container ends or is killed. Where there is no such stream (TLS engines, jobs
-recovered from a dead waiter), the follower attaches late and the log is read at the end.
+seen, and the engine's log is not read; the input the submitter could not write at once comes
+with it, and an :class:`~backend._input.InputWriter` writes it until the container ends or is
+killed. Where there is no such stream (TLS engines, jobs recovered from a dead waiter), the
+follower attaches late and the log is read at the end.
 How a container ended becomes its result in :mod:`backend._results` (pure functions).
 
 Every ``time_between_polls`` the main loop also polls: it lists our containers by label
