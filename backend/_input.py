@@ -158,11 +158,10 @@ class InputWriter:
         self._done.set()
 
 
-def start_writer(sock: socket.socket, rest: bytes, container_id: str, ended: bool
+def start_writer(sock: socket.socket, rest: bytes, container_id: str
                  ) -> Optional[InputWriter]:
-    """A started :class:`InputWriter` of ``rest``; None when there is nothing to write or the
-    container already ``ended``."""
-    if not rest or ended:
+    """A started :class:`InputWriter` of ``rest``; None when there is nothing to write."""
+    if not rest:
         return None
     writer = InputWriter(sock, rest, container_id)
     writer.start()

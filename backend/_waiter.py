@@ -87,9 +87,12 @@ class _Watched:
     writer: Optional[_input.InputWriter] = None  # the rest of its input, if any
 
     @classmethod
-    def of(cls, message: Watch, follower: OutputFollower) -> "_Watched":
+    def of(cls, message: Watch, follower: OutputFollower,
+           stream: Optional[_docker.OutputStream] = None, rest: bytes = b"") -> "_Watched":
+        """Also starts writing ``rest`` of its input on ``stream`` (stopped: see record)."""
+        writer = _input.start_writer(stream.sock, rest, message.container_id) if stream else None
         return cls(message.job_id, message.container_id, message.limits, message.started_at,
-                   follower)
+                   follower, writer=writer)
 
     def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
         return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
@@ -97,7 +100,9 @@ class _Watched:
                             max(collected, self.follower.seen))
 
     def record(self, event: DockerEvent) -> None:
-        """What an ``oom`` or a ``kill`` event tells."""
+        """What an event tells (``oom``, ``kill``); a ``die`` or ``kill`` stops the input."""
+        if event.action in ("die", "kill"):  # its stdin is gone, or about to be
+            _input.stop(self.writer)
         if event.action == "oom":
             self.oom = True
         elif event.action == "kill" and self.reason is None:
@@ -224,7 +229,6 @@ class _Waiter:
             self.events.stop()
             for watched in self.watched.values():
                 watched.follower.stop()
-                _input.stop(watched.writer)
 
     def handle_message(self, message: Any) -> None:
         if message is None or isinstance(message, Exit):
@@ -243,14 +247,13 @@ class _Waiter:
                 self.docker = None
             self.reconcile(list(self.watched.values()))
 
-    def watch(self, message: Watch, stream: Optional[_docker.OutputStream],
-              rest: bytes = b"") -> None:
+    def watch(self, message: Watch, stream: Optional[_docker.OutputStream], rest: bytes) -> None:
         if message.container_id in self.watched:
             if stream is not None:
                 stream.close()
             return
         watched = _Watched.of(message, OutputFollower(
-            message.container_id, message.limits["output"], self.mailbox, stream))
+            message.container_id, message.limits["output"], self.mailbox, stream), stream, rest)
         follower = watched.follower
         self.watched[watched.container_id] = watched
         self.by_job[watched.job_id] = watched.container_id
@@ -258,7 +261,6 @@ class _Waiter:
         ended = any(event.action in ("die", "destroy") for event in early)
         if stream is not None:
             follower.start()
-            watched.writer = _input.start_writer(stream.sock, rest, watched.container_id, ended)
         if message.kill_requested and not ended:
             self.kill(watched, "killed")
         elif not ended and stream is None:
@@ -304,7 +306,6 @@ class _Waiter:
     def kill(self, watched: _Watched, reason: str) -> None:
         """Kills a container, from a helper thread: the engine may take a while to answer."""
         watched.reason = watched.reason or reason
-        _input.stop(watched.writer)
         logger.debug("killing %s (%s)", watched.job_id, reason)
         threading.Thread(target=_kill, args=(self.connected, watched.container_id,
                                              self.mailbox, self.config.name),
@@ -315,7 +316,6 @@ class _Waiter:
         """Collects a container that ended, and reports the job's result."""
         if watched.container_id not in self.watched:
             return
-        _input.stop(watched.writer)  # it ended: its stdin is gone
         follower = watched.follower
         if not gone and follower.state is StreamState.OPEN:
             # ended, but the last bytes may still be on their way: wait for the stream's end

@@ -50,7 +50,7 @@ def test_the_writer_writes_the_rest_then_half_closes_and_reading_goes_on():
     with ours, theirs:
         data = bytes(range(256)) * 40000  # 10 MB
         written = _input.write_available(ours, data)
-        writer = _input.start_writer(ours, data[written:], "c1", ended=False)
+        writer = _input.start_writer(ours, data[written:], "c1")
         assert writer is not None
         assert read_all(theirs) == data  # end of file after the whole input
         assert writer.wait(5) and writer.written == len(data) - written
@@ -61,7 +61,7 @@ def test_the_writer_writes_the_rest_then_half_closes_and_reading_goes_on():
 def test_a_stopped_writer_ends_at_once_and_leaves_the_connection_to_the_reader():
     ours, theirs = socket_pair()
     with ours, theirs:
-        writer = _input.start_writer(ours, b"x" * (8 << 20), "c1", ended=False)
+        writer = _input.start_writer(ours, b"x" * (8 << 20), "c1")
         assert writer is not None
         time.sleep(0.1)  # let it fill the buffers: nobody reads
         start = time.monotonic()
@@ -74,11 +74,10 @@ def test_a_stopped_writer_ends_at_once_and_leaves_the_connection_to_the_reader()
         assert ours.recv(100) == b"still open"
 
 
-def test_no_writer_for_nothing_or_for_a_container_that_ended():
+def test_no_writer_for_nothing():
     ours, theirs = socket_pair()
     with ours, theirs:
-        assert _input.start_writer(ours, b"", "c1", ended=False) is None
-        assert _input.start_writer(ours, b"data", "c1", ended=True) is None
+        assert _input.start_writer(ours, b"", "c1") is None
         _input.stop(None)
 
 
