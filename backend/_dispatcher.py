@@ -229,7 +229,7 @@ class _Dispatcher(threading.Thread):
             return
         job.container_id, job.started_at = message.container_id, time.time()
         job.state = JobState.RUNNING
-        self.supervisor.watch(job, stream_fd)
+        self.supervisor.watch(job, stream_fd, message.input_written)
 
     def _on_start_failed(self, submitter: _Child, message: StartFailed) -> None:
         submitter.holding = None

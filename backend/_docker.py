@@ -28,7 +28,7 @@ import socket
 import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from backend import _features
+from backend import _features, _input
 from backend._config import InstanceConfig
 # the failure type, its translation and the streams: see _docker_io (re-exported here)
 from backend._docker_io import (CALL_ERRORS, STDERR, STDOUT, DockerFailure, EventStream,
@@ -43,6 +43,9 @@ logger = logging.getLogger("backend")
 
 #: Seconds any single Docker API call may take (streams excepted).
 API_TIMEOUT = 30
+#: Seconds the event stream may stay silent before it is subscribed again (from ``since``):
+#: an engine that stopped answering mid-stream never holds its waiter's event thread.
+EVENTS_IDLE_TIMEOUT = 60.0
 #: The oldest Engine API version we speak; :func:`connect` negotiates the one spoken to each
 #: engine, up to :data:`backend._features.MAX_API_VERSION` (see :mod:`backend._features`).
 API_VERSION = _features.MIN_API_VERSION
@@ -179,7 +182,8 @@ class Engine:
         """The engine's event stream from ``since`` (epoch seconds), for ``filters``."""
         with self._translated("the event stream"):
             stream = self.http.stream("GET", self._path("/events"),
-                                      {"since": f"{since:.9f}", "filters": filters})
+                                      {"since": f"{since:.9f}", "filters": filters},
+                                      read_timeout=EVENTS_IDLE_TIMEOUT)
         return EventStream(stream, f"the event stream of {self.config.name}")
 
 
@@ -279,18 +283,24 @@ def container_name(job_id: str, attempt: int) -> str:
 
 def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
                      on_created: Optional[Callable[[str], None]] = None
-                     ) -> Tuple[str, Optional[OutputStream]]:
-    """Creates the job's container (named ``name``), attaches, starts it, writes its stdin
-    and closes stdin.
+                     ) -> Tuple[str, OutputStream, int]:
+    """Creates the job's container (named ``name``), attaches, starts it, and writes what
+    of its stdin the connection takes without blocking (:func:`backend._input.write_available`);
+    when that is all of it, closes stdin.
+
+    The write never blocks: a job that does not read its input (the engine then stops
+    reading the attach) cannot hold the caller. The rest of the input is the caller's to
+    write, under the job's clock (:mod:`backend._input`).
 
     On a plain connection (a unix socket, or TCP without TLS) the attach takes stdout and
-    stderr too, and stays open after stdin's end of file (a half-close): it is returned, for
-    the waiter to read every byte the job prints, without reading the engine's log later.
-    Over TLS, a half-close is not possible; the attach is for stdin only and is closed.
+    stderr too, and stays open after stdin's end of file (a half-close): the caller passes it
+    on, for the waiter to read every byte the job prints and to write the rest of the input.
+    Over TLS, a half-close is not possible: the attach is for stdin only, nothing is written
+    here, and closing it is the job's end of file.
 
     Returns:
-        ``(container_id, stream)``; ``stream`` is None, or the open attach (its ``sock`` is
-        the connection; the caller passes it on and closes it).
+        ``(container_id, stream, written)``: the open attach (its ``sock`` is the
+        connection; the caller closes it), and the bytes of stdin written.
 
     Raises:
         DockerFailure: the container could not be created or started. ``text`` says why;
@@ -299,24 +309,23 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     config = engine.config
     options = container_options(spec, config, manager_id, owner, engine.features)
     container_id = None
-    keep_output = engine.http.plain
+    plain = engine.http.plain
     try:
         container_id = engine.create(options, name)
         if on_created:
             on_created(container_id)
-        stream = engine.attach(container_id, stdin=True, output=keep_output)
+        stream = engine.attach(container_id, stdin=True, output=plain)
         try:
             engine.start(container_id)
-            stream.sock.sendall(spec.stdin)
-            if keep_output:
-                stream.close_input()  # end of file for the job (created with StdinOnce)
         except BaseException:
             stream.close()
             raise
-        if not keep_output:
-            stream.close()  # end of file for the job
-            return container_id, None
-        return container_id, stream
+        written = 0
+        if plain:
+            written = _input.write_available(stream.sock, spec.stdin)
+            if written == len(spec.stdin):
+                _input.half_close(stream.sock)  # end of file (the container has StdinOnce)
+        return container_id, stream, written
     except BaseException as error:  # noqa: BLE001 - translated, with what was created
         # translated again from the cause: the texts of a job's start name the container
         cause = error.__cause__ if isinstance(error, DockerFailure) and error.__cause__ \

@@ -9,6 +9,7 @@ imports it. No thread of its own: a stream belongs to the thread that reads it, 
 from __future__ import annotations
 
 import io
+import socket
 from typing import Any, BinaryIO, Dict, Iterator, Optional, Tuple
 
 from backend._config import InstanceConfig
@@ -126,11 +127,16 @@ class EventStream:
     def __init__(self, stream: Stream, where: str):
         self._stream = stream
         self.where = where
+        #: the iteration ended because nothing came for the stream's read timeout (an idle
+        #: engine, or one that stopped answering): the caller subscribes again
+        self.idle = False
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         """Raises :class:`DockerFailure` (``retryable``) if the transport fails."""
         try:
             yield from self._stream.json_lines()
+        except socket.timeout:
+            self.idle = True
         except (OSError, ValueError) as error:
             raise stream_failure(error, self.where) from error
 

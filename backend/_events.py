@@ -69,6 +69,8 @@ class EventFollower:
                     note = _docker_event(event)
                     if note is not None:
                         self.mailbox.put(note)
+                if stream.idle:  # silent for its read timeout: subscribe again at once (the
+                    continue     # waiter's polls tell whether the engine still answers)
                 logger.debug("event stream of %s ended", self.config.name)
             except _docker.DockerFailure as failure:  # the engine is gone: subscribe again
                 logger.debug("event stream of %s failed: %s", self.config.name, failure.text)

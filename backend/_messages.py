@@ -128,6 +128,7 @@ class Started(NamedTuple):
     job_id: str
     container_id: str
     has_stream: bool  # the job's attach follows on the pipe (multiprocessing.reduction)
+    input_written: int  # bytes of the job's stdin written; the waiter writes the rest
 
 
 class StartFailed(NamedTuple):
@@ -154,6 +155,7 @@ class Watch(NamedTuple):
     started_at: float
     kill_requested: bool
     has_stream: bool  # the job's attach follows on the pipe
+    has_input: bool = False  # then the rest of its stdin, as a file (after the attach)
 
 
 class KillRunning(NamedTuple):

@@ -13,7 +13,10 @@ submitter takes its place. A submitter keeps one connection per engine for its w
     the container exists, then ``Started`` or ``StartFailed``. With ``Started.has_stream``,
     the job's open attach (its stdout and stderr from the very start) follows on the pipe as a
     file descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand
-    to the waiter.
+    to the waiter; ``Started.input_written`` says how much of the job's input was written
+    without blocking (:mod:`backend._input`): the waiter writes the rest. Over TLS the whole
+    input is written by a thread of the submitter, after the reply, bounded by the job's
+    ``hard_time``: a job that does not read its input never holds a submitter.
 ``Remove``, ``Sweep``, ``RemoveLeftovers``
     remove those containers (one that does not exist counts as removed), the containers of
     dead managers, or every container of this manager (at close); the reply is ``Removed``.
@@ -25,11 +28,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
-from backend import _docker
+from backend import _docker, _input
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
 from backend._messages import (Created, Exit, Remove, Removed, RemoveLeftovers, Started,
@@ -78,7 +83,9 @@ class _Submitter:
             if isinstance(request, Submit):
                 reply, stream = self.submit(request)
                 self.connection.send(reply)
-                if stream is not None:
+                if isinstance(reply, Started) and stream is not None and not reply.has_stream:
+                    self.write_input(request, reply.container_id, stream)  # TLS: from here
+                elif stream is not None:
                     try:
                         reduction.send_handle(self.connection, stream.sock.fileno(),
                                               os.getppid())
@@ -96,16 +103,43 @@ class _Submitter:
         """Creates and starts a job's container; the reply, and its attach if there is one."""
         job_id = request.spec.job_id
         try:
-            container_id, stream = _docker.create_and_start(
-                self.engine(request.engine), request.spec, self.manager_id, self.owner,
-                request.container_name,
+            engine = self.engine(request.engine)
+            container_id, stream, written = _docker.create_and_start(
+                engine, request.spec, self.manager_id, self.owner, request.container_name,
                 on_created=lambda cid: self.connection.send(Created(job_id, cid)))
-            return Started(job_id, container_id, stream is not None), stream
+            if not engine.http.plain:  # written by write_input, after the reply
+                written = len(request.spec.stdin)
+            return Started(job_id, container_id, engine.http.plain, written), stream
         except _docker.DockerFailure as failure:
             if failure.retryable:
                 self.forget(request.engine)
             return StartFailed(job_id, failure.reason, failure.text, failure.container_id,
                                failure.retryable, failure.maybe_created), None
+
+    def write_input(self, request: Submit, container_id: str, stream: _Attach) -> None:
+        """Writes a job's whole input over a TLS attach from a thread of its own, within the
+        job's ``hard_time``, stopping when the container no longer runs; closing the attach
+        is the job's end of file."""
+        engine = self.engines.get(request.engine)  # the one that started it (thread-safe)
+        data = request.spec.stdin
+        deadline = time.monotonic() + float(request.spec.task.limits["hard_time"])
+
+        def still_running() -> bool:
+            try:
+                return engine is None or bool(engine.inspect(container_id)["State"]["Running"])
+            except _docker.DockerFailure as failure:
+                return not failure.not_found
+
+        def write() -> None:
+            try:
+                written = _input.write_within(stream.sock, data, deadline, still_running)
+                if written < len(data):
+                    logger.debug("input of %s: %d of %d bytes written", container_id,
+                                 written, len(data))
+            finally:
+                stream.close()
+
+        threading.Thread(target=write, name="backend-input", daemon=True).start()
 
     def remove(self, request: Union[Remove, Sweep, RemoveLeftovers]) -> Tuple[List[str], bool]:
         """Removes containers; returns what could not be removed and whether the engine

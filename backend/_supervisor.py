@@ -181,25 +181,32 @@ class Supervisor:
         return None
 
     # -- telling them --------------------------------------------------------------------
-    def watch(self, job: _Job, stream_fd: Optional[int] = None,
+    def watch(self, job: _Job, stream_fd: Optional[int] = None, input_written: int = 0,
               waiter: Optional[_Child] = None) -> None:
         """Hands a running job to a waiter (the least busy of its engine by default), with its
-        output stream when there is one (the waiter reads the engine's log otherwise). The
-        stream's descriptor is closed here."""
+        output stream when there is one (the waiter reads the engine's log otherwise), and
+        the part of its input the submitter did not write (``input_written`` bytes were),
+        as a file: the pipe carries only small messages. The descriptors are closed here."""
         assert job.engine and job.spec and job.container_id and job.started_at is not None
         if waiter is None:
             waiter = min(self.waiters[job.engine], key=lambda w: len(w.jobs))
         waiter.jobs[job.job_id] = job  # if the waiter died, its replacement is given the job
+        rest = job.spec.stdin[input_written:] if stream_fd is not None else b""
+        input_fd = None
         try:
+            input_fd = _input_file(rest) if rest else None
             if waiter.send(Watch(job.job_id, job.container_id, job.spec.task.limits,
-                                 job.started_at, job.kill_requested, stream_fd is not None)) \
-                    and stream_fd is not None:
+                                 job.started_at, job.kill_requested, stream_fd is not None,
+                                 input_fd is not None)) and stream_fd is not None:
                 reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
+                if input_fd is not None:
+                    reduction.send_handle(waiter.connection, input_fd, waiter.process.pid)
         except OSError as error:
             logger.debug("the output stream of %s was not passed: %s", job.job_id, error)
         finally:
-            if stream_fd is not None:
-                os.close(stream_fd)
+            for fd in (stream_fd, input_fd):
+                if fd is not None:
+                    os.close(fd)
 
     def probe(self, engine: str) -> None:
         """Asks the waiters of ``engine`` to look at it now and report what they see."""
@@ -263,6 +270,20 @@ def receive_fd(connection: Connection) -> Optional[int]:
     except (EOFError, OSError, RuntimeError) as error:
         logger.debug("no output stream received: %s", error)
         return None
+
+
+def _input_file(data: bytes) -> int:
+    """A descriptor of an anonymous file holding ``data``, at offset 0 (a memory file)."""
+    fd = os.memfd_create("backend-input", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _restart(start: Callable[[], _Child]) -> _Child:

@@ -15,8 +15,10 @@ by those helper threads, and the poll deadline::
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
 ``Watch`` (a short job) is kept until it does. The output comes from the job's own attach,
 made by the submitter before the start and passed here as a file descriptor: every byte is
-seen, and the engine's log is not read. Where there is no such stream (TLS engines, jobs
-recovered from a dead waiter), the follower attaches late and the log is read at the end.
+seen, and the engine's log is not read; the input the submitter could not write at once comes
+with it, and an :class:`~backend._input.InputWriter` writes it until the container ends or is
+killed. Where there is no such stream (TLS engines, jobs recovered from a dead waiter), the
+follower attaches late and the log is read at the end.
 How a container ended becomes its result in :mod:`backend._results` (pure functions).
 
 Every ``time_between_polls`` the main loop also polls: it lists our containers by label
@@ -37,7 +39,7 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from backend import _docker, _features
+from backend import _docker, _features, _input
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
 from backend._events import EventFollower
@@ -82,11 +84,15 @@ class _Watched:
     exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
     ended_at: Optional[float] = None
     pending_end: Optional[_PendingEnd] = None
+    writer: Optional[_input.InputWriter] = None  # the rest of its input, if any
 
     @classmethod
-    def of(cls, message: Watch, follower: OutputFollower) -> "_Watched":
+    def of(cls, message: Watch, follower: OutputFollower,
+           stream: Optional[_docker.OutputStream] = None, rest: bytes = b"") -> "_Watched":
+        """Also starts writing ``rest`` of its input on ``stream`` (stopped: see record)."""
+        writer = _input.start_writer(stream.sock, rest, message.container_id) if stream else None
         return cls(message.job_id, message.container_id, message.limits, message.started_at,
-                   follower)
+                   follower, writer=writer)
 
     def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
         return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
@@ -94,7 +100,9 @@ class _Watched:
                             max(collected, self.follower.seen))
 
     def record(self, event: DockerEvent) -> None:
-        """What an ``oom`` or a ``kill`` event tells."""
+        """What an event tells (``oom``, ``kill``); a ``die`` or ``kill`` stops the input."""
+        if event.action in ("die", "kill"):  # its stdin is gone, or about to be
+            _input.stop(self.writer)
         if event.action == "oom":
             self.oom = True
         elif event.action == "kill" and self.reason is None:
@@ -227,7 +235,7 @@ class _Waiter:
             self.stopping = True
         elif isinstance(message, Watch):
             stream = _receive_stream(self.connection) if message.has_stream else None
-            self.watch(message, stream)
+            self.watch(message, stream, _input.receive(self.connection, message.has_input))
         elif isinstance(message, KillRunning):
             container_id = self.by_job.get(message.job_id)
             if container_id:
@@ -239,13 +247,13 @@ class _Waiter:
                 self.docker = None
             self.reconcile(list(self.watched.values()))
 
-    def watch(self, message: Watch, stream: Optional[_docker.OutputStream]) -> None:
+    def watch(self, message: Watch, stream: Optional[_docker.OutputStream], rest: bytes) -> None:
         if message.container_id in self.watched:
             if stream is not None:
                 stream.close()
             return
         watched = _Watched.of(message, OutputFollower(
-            message.container_id, message.limits["output"], self.mailbox, stream))
+            message.container_id, message.limits["output"], self.mailbox, stream), stream, rest)
         follower = watched.follower
         self.watched[watched.container_id] = watched
         self.by_job[watched.job_id] = watched.container_id
@@ -341,6 +349,7 @@ class _Waiter:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
         watched.follower.stop()
+        _input.stop(watched.writer)
         self.connection.send(JobEnded(watched.job_id, result))
 
     # -- the poll ------------------------------------------------------------------------

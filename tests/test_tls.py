@@ -1,6 +1,7 @@
 """A remote engine over verified TLS on loopback (SPEC §2): certificates made by the test."""
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -73,3 +74,19 @@ def test_wrong_ca_or_no_client_certificate_is_unreachable(tls_engine, ca, client
         result = JobManagerSync(manager).new_job(shell(ok_script()), 1, timeout=60)
     assert result["result"] == "crash" and result["run"]["reason"] == "engine_unreachable"
     assert "TLS" in result["text"] or "SSL" in result["text"]
+
+
+def test_a_job_ignoring_a_big_input_over_tls_holds_no_submitter(tls_engine):
+    # over TLS the submitter writes the input from a thread of its own: its one process is
+    # free for the next job at once, and the write stops when the container has ended
+    engine, folder = tls_engine
+    ignores = shell("echo '{\"result\": \"success\"}'", limits={"time": 2})
+    with JobManager([_instance(engine, folder)], process_pool_size=1) as manager:
+        start = time.monotonic()
+        bad = manager.submit(ignores, "x" * 4_000_000)
+        normal = manager.submit(shell(ok_script()), 1).result(30)
+        result = bad.result(30)
+        seconds = time.monotonic() - start
+    assert normal["result"] == "success", normal
+    assert (result["result"], result["run"]["reason"]) == ("success", None), result
+    assert seconds < 5, seconds

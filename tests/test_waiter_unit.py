@@ -29,6 +29,7 @@ class FakeStream:
     def __init__(self, items=()):
         self.items = list(items)
         self.closed = False
+        self.idle = False  # an event stream that timed out (see EventStream.idle)
 
     def frames(self):
         return iter(self.items)
