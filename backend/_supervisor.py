@@ -192,7 +192,8 @@ class Supervisor:
         waiter.jobs[job.job_id] = job  # if the waiter died, its replacement is given the job
         try:
             if waiter.send(Watch(job.job_id, job.container_id, job.spec.task.limits,
-                                 job.started_at, job.kill_requested, stream_fd is not None)) \
+                                 job.started_at, job.kill_requested, stream_fd is not None,
+                                 job.spec.task.protocol, job.spec.outputs)) \
                     and stream_fd is not None:
                 reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
         except OSError as error:

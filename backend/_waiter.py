@@ -44,6 +44,7 @@ from backend._events import EventFollower
 from backend._messages import (DockerEvent, EngineState, EventsCovered, Exit, JobEnded,
                                KillRunning, Mailbox, OutputEnded, OutputOverflow, Probe, Result,
                                Watch)
+from backend._job_outputs import add_outputs
 from backend._output import OutputFollower, StreamState
 from backend._results import ContainerEnd, ended_result, lost_result
 
@@ -82,16 +83,18 @@ class _Watched:
     exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
     ended_at: Optional[float] = None
     pending_end: Optional[_PendingEnd] = None
+    watch: Optional[Watch] = None  # its protocol and outputs (SPEC §9)
 
     @classmethod
     def of(cls, message: Watch, follower: OutputFollower) -> "_Watched":
         return cls(message.job_id, message.container_id, message.limits, message.started_at,
-                   follower)
+                   follower, watch=message)
 
     def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
         return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
                             self.killed_from_outside, self.engine_was_lost,
-                            max(collected, self.follower.seen))
+                            max(collected, self.follower.seen),
+                            self.watch.protocol if self.watch else "json")
 
     def record(self, event: DockerEvent) -> None:
         """What an ``oom`` or a ``kill`` event tells."""
@@ -334,8 +337,12 @@ class _Waiter:
                     return
         end = watched.end(exit_code, len(stdout) + len(stderr))
         duration = max(0.0, (ended_at or time.time()) - watched.started_at)
-        self.report(watched, ended_result(end, stdout, stderr, follower.live_stderr_head(),
-                                          self.config.name, watched.container_id, duration))
+        result = ended_result(end, stdout, stderr, follower.live_stderr_head(),
+                              self.config.name, watched.container_id, duration)
+        if watched.watch and watched.watch.outputs and not gone:  # also after a kill, a limit
+            add_outputs(result, self.connected, watched.container_id, watched.watch.outputs,
+                        int(watched.limits["output"]))
+        self.report(watched, result)
 
     def report(self, watched: _Watched, result: Result) -> None:
         self.watched.pop(watched.container_id, None)
