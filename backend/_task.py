@@ -233,7 +233,8 @@ def _resolve_directory(directory: Any, tasks_directory: Optional[str]) -> str:
 
 
 #: Keys of a job in a JSON-lines jobs file.
-JOB_KEYS = {"image", "command", "input", "limits", "id"}
+JOB_KEYS = {"image", "command", "input", "limits", "id", "protocol", "files", "outputs",
+            "workdir"}
 
 
 class JobLine(NamedTuple):
@@ -244,6 +245,7 @@ class JobLine(NamedTuple):
     job_id: Any
     task: Task
     inputdata: Any
+    files: Optional[Dict[str, Any]] = None
 
 
 
@@ -289,10 +291,13 @@ def read_jobs_file(path: str) -> List[JobLine]:
                                           and all(isinstance(c, str) for c in command)):
             raise ValueError(f"{where}: 'command' must be a string or a list of strings")
         try:
-            task = Task(image, command=command, limits=job.get("limits"))
+            task = Task(image, command=command, limits=job.get("limits"),
+                        protocol=job.get("protocol", "json"), workdir=job.get("workdir"),
+                        outputs=job.get("outputs", ()))
         except (ValueError, TypeError) as error:
             raise ValueError(f"{where}: {error}") from None
-        jobs.append(JobLine(number, job.get("id", number), task, job.get("input")))
+        jobs.append(JobLine(number, job.get("id", number), task, job.get("input"),
+                            job.get("files")))
     if not jobs:
         raise ValueError(f"{path} holds no job")
     return jobs

@@ -321,3 +321,40 @@ def test_core_on_every_engine(kind_manager):
     result = run(kind_manager, raw("exec head -c 3000000 /dev/zero > big",
                                    limits={"file_size": 1000000}))
     assert (result["result"], result["run"]["reason"]) == ("overflow", "disk")
+
+
+# -- the command line ------------------------------------------------------------------------
+
+def test_cli_run_raw_prints_the_programs_output_and_exits_with_its_code(engines, tmp_path):
+    import subprocess
+    import sys
+    (tmp_path / "prog.sh").write_text('echo "got: $(cat)"; cat data.txt; echo warn >&2; exit 4')
+    (tmp_path / "data.txt").write_text("D")
+    base = [sys.executable, "-m", "backend", "run", "--raw", "--image", PREFIX + IMAGE,
+            "--engine", engines[0].url]
+    completed = subprocess.run(
+        base + ["--command", "sh prog.sh", "--stdin", "-", "--file",
+                f"prog.sh={tmp_path / 'prog.sh'}", "--file", f"data.txt={tmp_path / 'data.txt'}"],
+        input="hello", capture_output=True, text=True, timeout=100)
+    assert (completed.returncode, completed.stdout, completed.stderr) == (4, "got: hello\nD",
+                                                                           "warn\n")
+    completed = subprocess.run(base + ["--command", "echo x; sleep 30", "--time", "1"],
+                               capture_output=True, text=True, timeout=100)
+    assert (completed.returncode, completed.stdout) == (124, "x\n")
+    assert "timeout (wall_time)" in completed.stderr
+
+
+def test_cli_batch_accepts_raw_jobs(engines, tmp_path):
+    import json
+    import subprocess
+    import sys
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text(json.dumps({"image": IMAGE, "command": "cat; cat f", "protocol": "raw",
+                                  "input": "in ", "files": {"f": "F"}, "outputs": ["f"]}) + "\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "backend", "batch", str(source), str(target), "--engine",
+         engines[0].url, "--prefix", PREFIX], capture_output=True, text=True, timeout=100)
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(target.read_text())["result"]
+    assert (result["result"], result["run"]["stdout"], result["files"]) == \
+        ("success", "in F", {"f": "F"})
