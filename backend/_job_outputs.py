@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import tarfile
-from typing import Callable, Dict, Any
+from typing import Any, Callable, Dict, Optional
 
 from backend import _docker
 from backend._files import OutputsReader
@@ -22,9 +22,12 @@ logger = logging.getLogger("backend")
 
 
 def add_outputs(result: Dict[str, Any], connected: Callable[[], _docker.Engine],
-                container_id: str, outputs: Outputs, budget: int) -> None:
+                container_id: str, outputs: Optional[Outputs], budget: int) -> Dict[str, Any]:
     """Reads the ``outputs`` of the ended container into ``result`` (``result["files"]``,
-    ``result["run"]["files_left_out"]``), within ``budget`` bytes."""
+    ``result["run"]["files_left_out"]``), within ``budget`` bytes; returns ``result``
+    (unchanged when there are no outputs)."""
+    if outputs is None:
+        return result
     reader = OutputsReader(budget)
     try:
         engine = connected()
@@ -51,3 +54,4 @@ def add_outputs(result: Dict[str, Any], connected: Callable[[], _docker.Engine],
     except (KeyError, TypeError) as error:  # an inspect without its Config
         logger.warning("the outputs of %s: an unexpected answer (%s)", container_id, error)
     reader.add_to(result)
+    return result

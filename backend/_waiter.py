@@ -96,6 +96,11 @@ class _Watched:
                             max(collected, self.follower.seen),
                             self.watch.protocol if self.watch else "json")
 
+    def with_outputs(self, result: Result, connected: Callable[[], _docker.Engine]) -> Result:
+        """The result with the job's outputs, if it has any (also after a kill, a limit)."""
+        return add_outputs(result, connected, self.container_id,
+                           self.watch.outputs if self.watch else None, int(self.limits["output"]))
+
     def record(self, event: DockerEvent) -> None:
         """What an ``oom`` or a ``kill`` event tells."""
         if event.action == "oom":
@@ -339,10 +344,7 @@ class _Waiter:
         duration = max(0.0, (ended_at or time.time()) - watched.started_at)
         result = ended_result(end, stdout, stderr, follower.live_stderr_head(),
                               self.config.name, watched.container_id, duration)
-        if watched.watch and watched.watch.outputs and not gone:  # also after a kill, a limit
-            add_outputs(result, self.connected, watched.container_id, watched.watch.outputs,
-                        int(watched.limits["output"]))
-        self.report(watched, result)
+        self.report(watched, result if gone else watched.with_outputs(result, self.connected))
 
     def report(self, watched: _Watched, result: Result) -> None:
         self.watched.pop(watched.container_id, None)

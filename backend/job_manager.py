@@ -124,26 +124,19 @@ class JobManager:
                 files: Optional[Mapping[str, Any]] = None) -> str:
         """Submits a job; ``callback(job_id, task, result)`` is called once when it ends.
 
-        Never blocks on Docker.
-
-        Args:
-            task: a :class:`~backend.Task` (or any object with its attributes).
-            inputdata: the job's input: JSON-serialisable for ``protocol="json"``; for
-                ``protocol="raw"``, its whole stdin (``bytes``, ``str`` or ``None``).
-            callback: ``callback(job_id, task, result)``.
-            files: ``{relative path: bytes or str}`` written into the job's working
-                directory before it starts (SPEC §9).
+        Never blocks on Docker. ``inputdata`` is JSON-serialisable, or a raw task's whole stdin
+        (``bytes``, ``str`` or ``None``); ``files``, ``{relative path: bytes or str}``, are
+        written into the job's working directory before it starts (SPEC §9).
 
         Returns:
             The job id.
 
         Raises:
             RuntimeError: the manager is closed.
-            TypeError: ``task`` is not a task, ``inputdata`` is not JSON-serialisable (not
-                bytes, str or None for a raw job), ``callback`` is not callable, or a file's
-                content is not bytes or str.
-            ValueError: the task has a wrong value (limits, directory…), or ``files`` a bad
-                path (the message names the rule it breaks) or more than 64 MiB in all.
+            TypeError: ``task`` is not a task, ``inputdata`` cannot be sent, ``callback``
+                is not callable, or a file's content is not bytes or str.
+            ValueError: a wrong value of the task, or a bad file path (the message names
+                the rule it breaks), or files over 64 MiB in all.
         """
         if not callable(callback):
             raise TypeError("callback must be callable: callback(job_id, task, result)")
@@ -155,9 +148,8 @@ class JobManager:
         result, with the attribute ``job_id``. Use :meth:`kill_job` to stop it."""
         future: _JobFuture = _JobFuture()
         future.set_running_or_notify_cancel()
-        future.job_id = self._new_job(task, inputdata,
-                                      lambda job_id, task, result: future.set_result(result),
-                                      files)
+        future.job_id = self._new_job(
+            task, inputdata, lambda job_id, task, result: future.set_result(result), files)
         return future
 
     def _new_job(self, task: Any, inputdata: Any, callback: Callback,
