@@ -308,7 +308,7 @@ def kind_manager(engine_kind):
         yield job_manager
 
 
-def test_core_on_every_engine(kind_manager):
+def test_core_on_every_engine(kind_manager, engine_kind):
     result = run(kind_manager, raw("cat; echo err >&2; exit 3"), "in é")
     assert (result["result"], result["run"]["stdout"], result["run"]["stderr"]) == \
         ("failed", "in é", "err\n")
@@ -318,9 +318,12 @@ def test_core_on_every_engine(kind_manager):
                      files={"sub/in.txt": "x\n"})
         assert result["result"] == "success", (read_only, result)
         assert result["files"] == {"o/r": b"r\n", "sub/in.txt": b"x\nmore\n"}, read_only
-    result = run(kind_manager, raw("exec head -c 3000000 /dev/zero > big",
+    result = run(kind_manager, raw("exec head -c 3000000 /dev/zero > big", workdir="/w",
                                    limits={"file_size": 1000000}))
-    assert (result["result"], result["run"]["reason"]) == ("overflow", "disk")
+    assert (result["result"], result["run"]["reason"]) == ("overflow", "disk"), result
+    result = run(kind_manager, raw("head -c 3000000 /dev/zero > big; wc -c < big",
+                                   workdir="/w", limits={"file_size": 1000000}))
+    assert result["run"]["stdout"].strip() == "1000000", (result["run"]["stderr"], result)
 
 
 # -- the command line ------------------------------------------------------------------------
