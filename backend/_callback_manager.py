@@ -17,7 +17,7 @@ import threading
 from typing import Callable, Optional
 
 from backend._job import _Job
-from backend._results import make_run, merge
+from backend._results import complete, make_run, merge
 
 logger = logging.getLogger("backend")
 
@@ -53,8 +53,9 @@ class _CallbackManager(threading.Thread):
     def deliver(self, job: _Job) -> None:
         try:
             result = merge(job.local, job.result)
-            if job.spec is not None and "run" not in result:
-                result["run"] = make_run()
+            if job.spec is not None:
+                result.setdefault("run", make_run())
+                complete(result, job.spec.task.protocol, bool(job.spec.task.outputs))
         except BaseException:  # noqa: BLE001 - a bad result must not lose the callback
             logger.exception("job %s: merging its result failed", job.job_id)
             result = {"result": "crash", "text": "internal error while merging the result",

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from backend import _features, _input
 from backend._config import InstanceConfig
 # the failure type, its translation and the streams: see _docker_io (re-exported here)
-from backend._docker_io import (CALL_ERRORS, STDERR, STDOUT, DockerFailure, EventStream,
-                                OutputStream, demultiplex, is_not_found, short_text,
+from backend._docker_io import (CALL_ERRORS, STDERR, STDOUT, ArchiveStream, DockerFailure,
+                                EventStream, OutputStream, demultiplex, is_not_found, short_text,
                                 stream_failure, translate)
+from backend._files import upload
 from backend._http import Client, adopt, sent_nothing
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backe
 #: The container events a waiter follows: the one list of their names.
 CONTAINER_EVENTS = ("die", "oom", "kill", "destroy")
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
-_FIXED_ULIMITS = {"nofile": (1024, 1024), "fsize": (128 << 20, 128 << 20), "core": (0, 0)}
+_FIXED_ULIMITS = {"nofile": (1024, 1024), "core": (0, 0)}
 _TMPFS_SIZE = "64m"
 #: Least size of each of the two files of a container's log on the engine, which is read when
 #: a job's own output stream is not there (TLS engines, jobs recovered from a dead waiter).
@@ -143,6 +144,17 @@ class Engine:
     def start(self, container_id: str) -> None:
         with self._translated(None):
             self.http.call("POST", self._path("/containers/{}/start", container_id))
+
+    def put_archive(self, container_id: str, path: str, data: bytes) -> None:
+        with self._translated(f"the writing of files into {container_id}"):
+            self.http.call("PUT", self._path("/containers/{}/archive", container_id),
+                           {"path": path}, data=data, content_type="application/x-tar")
+
+    def get_archive(self, container_id: str, path: str) -> ArchiveStream:
+        with self._translated(f"the reading of {path} in {container_id}"):
+            stream = self.http.stream("GET", self._path("/containers/{}/archive", container_id),
+                                      {"path": path}, read_timeout=self.http.timeout)
+        return ArchiveStream(stream, f"the archive of {path} in {container_id}")
 
     def kill(self, container_id: str) -> None:
         with self._translated(f"the kill of {container_id}"):
@@ -237,8 +249,9 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
     limits = task.limits
     cpu_seconds = max(1, math.ceil(limits["time"]))
     ulimits = [{"Name": "cpu", "Soft": cpu_seconds, "Hard": cpu_seconds + 1}]
-    ulimits += [{"Name": name, "Soft": soft, "Hard": hard}
-                for name, (soft, hard) in _FIXED_ULIMITS.items()]
+    file_size = int(limits["file_size"])
+    ulimits += [{"Name": name, "Soft": soft, "Hard": hard} for name, (soft, hard) in
+                dict(_FIXED_ULIMITS, fsize=(file_size, file_size)).items()]
     if features.nproc:
         ulimits.append({"Name": "nproc", "Soft": features.nproc[0], "Hard": features.nproc[1]})
     memory = _size_in_bytes(limits["memory"])
@@ -264,7 +277,9 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
         host_config["Runtime"] = config.runtime
     if task.environment is None:
         raise ValueError(f"job {spec.job_id} needs no container: it has no environment")
-    return {
+    workdir = spec.workdir  # on a read-only root, a volume: the engine writes files into it
+    volumes: Dict[str, Any] = {"Volumes": {workdir: {}}} if workdir and task.read_only else {}
+    return {**({"WorkingDir": workdir} if workdir else {}), **volumes,
         "Image": config.container_prefix + task.environment, "Cmd": task.command,
         "OpenStdin": True, "StdinOnce": True, "AttachStdin": True, "AttachStdout": True,
         "AttachStderr": True, "NetworkDisabled": not task.network,
@@ -314,6 +329,9 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         container_id = engine.create(options, name)
         if on_created:
             on_created(container_id)
+        if spec.files:  # before the start: the job finds them there (SPEC §9)
+            engine.put_archive(container_id, *upload(spec.files, options["WorkingDir"],
+                                                     spec.task.user, spec.task.read_only))
         stream = engine.attach(container_id, stdin=True, output=plain)
         try:
             engine.start(container_id)

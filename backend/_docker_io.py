@@ -118,6 +118,40 @@ class OutputStream:
         self._stream.close()
 
 
+class ArchiveStream(io.RawIOBase):
+    """A tar the engine sends (``GET /containers/{id}/archive``), read as a file; a
+    transport failure while reading raises :class:`DockerFailure` (``retryable``). Belongs
+    to the thread that reads it; :meth:`close` ends the connection."""
+
+    def __init__(self, stream: Stream, where: str):
+        super().__init__()
+        self._stream = stream
+        self._chunks = stream.chunks()
+        self._pending = b""
+        self.where = where
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            while not self._pending:
+                self._pending = next(self._chunks, b"")
+                if not self._pending:
+                    return 0
+        except (OSError, ValueError) as error:
+            raise stream_failure(error, self.where) from error
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stream.close()
+        super().close()
+
+
 class EventStream:
     """The engine's event stream: iterating it yields decoded events until it ends.
 

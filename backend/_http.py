@@ -266,17 +266,20 @@ class Client:
         return _Response(connection)
 
     def call(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
-             body: Any = None, timeout: Optional[float] = None) -> bytes:
-        """Sends one request and returns the whole body.
+             body: Any = None, timeout: Optional[float] = None, data: Optional[bytes] = None,
+             content_type: Optional[str] = None) -> bytes:
+        """Sends one request (``body`` as JSON, or ``data`` as it is, of ``content_type``)
+        and returns the whole body.
 
         Raises:
             HttpError: status 400 or more.
             OSError: the engine could not be reached or did not answer in time.
         """
+        headers = {"Content-Type": content_type} if content_type else None
         connection, reused = self._take(timeout or self.timeout)
         try:
             try:
-                response = self._send(connection, method, path, params, body, None)
+                response = self._send(connection, method, path, params, body, headers, data)
             except (BrokenPipeError, ConnectionResetError):
                 if not reused or path.endswith("/containers/create"):
                     raise  # (a create sent twice could leave a second container)
@@ -284,8 +287,8 @@ class Client:
                 # request: send it again on a new one
                 connection.close()
                 connection = self._open(timeout or self.timeout)
-                response = self._send(connection, method, path, params, body, None)
-            data = response.read_all()
+                response = self._send(connection, method, path, params, body, headers, data)
+            answer = response.read_all()
         except BaseException:
             connection.close()
             raise
@@ -294,8 +297,8 @@ class Client:
         else:
             connection.close()
         if response.status >= 400:
-            raise HttpError(response.status, _error_message(data))
-        return data
+            raise HttpError(response.status, _error_message(answer))
+        return answer
 
     def json(self, method: str, path: str, params: Optional[Dict[str, Any]] = None,
              body: Any = None, timeout: Optional[float] = None) -> Any:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import (TYPE_CHECKING, Any, Deque, Dict, Iterator, List, NamedTuple, Optional,
                     Tuple, Union)
 
+from backend._files import DEFAULT_WORKDIR, Files
 from backend._task import _TaskSnapshot
 
 if TYPE_CHECKING:  # _job imports this module
@@ -63,6 +64,25 @@ class JobSpec:
     job_id: str
     task: _TaskSnapshot
     stdin: bytes
+    files: Files = ()  # written into the working directory before the start (SPEC §9)
+
+    @property
+    def workdir(self) -> Optional[str]:
+        """The job's working directory: the task's, else ``/job`` for a job with files,
+        else None (the image's)."""
+        return self.task.workdir or (DEFAULT_WORKDIR if self.files else None)
+
+    @property
+    def outputs(self) -> Optional["Outputs"]:
+        """What the waiter collects once the container ended, if anything."""
+        return Outputs(self.workdir, self.task.outputs) if self.task.outputs else None
+
+
+class Outputs(NamedTuple):
+    """The outputs of a job (SPEC §9): paths relative to ``workdir`` (None: the image's)."""
+
+    workdir: Optional[str]
+    paths: Tuple[str, ...]
 
 
 # -- to the dispatcher, from the JobManager's own threads ------------------------------------
@@ -156,6 +176,8 @@ class Watch(NamedTuple):
     kill_requested: bool
     has_stream: bool  # the job's attach follows on the pipe
     has_input: bool = False  # then the rest of its stdin, as a file (after the attach)
+    protocol: str = "json"              # how its output becomes a result (SPEC §5, §9)
+    outputs: Optional[Outputs] = None   # files to collect once it ended (SPEC §9)
 
 
 class KillRunning(NamedTuple):

@@ -58,6 +58,7 @@ class OutputFollower:
         self._stopped = False
         self._seen = 0
         self._stdout = bytearray()
+        self._stdout_tail = bytearray()
         self._stderr_head = bytearray()
         self._stderr_tail = bytearray()
 
@@ -85,12 +86,13 @@ class OutputFollower:
             return self._seen
 
     def collected(self) -> Tuple[bytes, bytes]:
-        """The whole ``(stdout, stderr)`` of a :attr:`~StreamState.COMPLETE` stream; stderr
+        """The whole ``(stdout, stderr)`` of a :attr:`~StreamState.COMPLETE` stream; each
         beyond the limit keeps its head and tail."""
         with self._lock:
             stdout, stderr = bytes(self._stdout), bytes(self._stderr_head)
             if self._seen > self.limit:
                 stderr = join_head_and_tail(stderr, bytes(self._stderr_tail), self.limit)
+                stdout = join_head_and_tail(stdout, bytes(self._stdout_tail), self.limit)
         return stdout, stderr
 
     def live_stderr_head(self) -> bytes:
@@ -141,16 +143,19 @@ class OutputFollower:
                 self._seen = seen + len(data)
                 if seen > limit:
                     # keep reading until the kill: an unread attach blocks the engine
-                    if self._own and number == _docker.STDERR:
-                        _keep_tail(self._stderr_tail, data, limit)
+                    if self._own:
+                        _keep_tail(self._stderr_tail if number == _docker.STDERR
+                                   else self._stdout_tail, data, limit)
                     continue
                 if number == _docker.STDERR:
                     if len(self._stderr_head) < limit:
                         self._stderr_head += data[:limit - len(self._stderr_head)]
                     if self._own:
                         _keep_tail(self._stderr_tail, data, limit)
-                elif self._own and len(self._stdout) <= limit:
-                    self._stdout += data[:limit + 1 - len(self._stdout)]
+                elif self._own:
+                    if len(self._stdout) <= limit:
+                        self._stdout += data[:limit + 1 - len(self._stdout)]
+                    _keep_tail(self._stdout_tail, data, limit)
                 over = self._seen > limit
             if over:
                 self.mailbox.put(OutputOverflow(self.container_id))

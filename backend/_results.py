@@ -5,7 +5,7 @@ waiter (:func:`end_reason`, :func:`ended_result`, :func:`lost_result`), the disp
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from backend._task import LocalCheck
 
@@ -46,6 +46,7 @@ class ContainerEnd(NamedTuple):
     killed_from_outside: bool = False  # a kill event we did not send
     engine_was_lost: bool = False      # the engine stopped answering while it ran
     output_size: int = 0               # the most bytes of output known (collected or seen)
+    protocol: str = "json"             # "raw": stdout is not parsed (SPEC §9)
 
 
 def end_reason(end: ContainerEnd) -> Optional[str]:
@@ -84,6 +85,9 @@ def ended_result(end: ContainerEnd, stdout: bytes, stderr: bytes, live_stderr_he
         stderr = join_head_and_tail(live_stderr_head, stderr, end.limits["output"])
     if reason == "engine_lost":
         return lost_result(host, container_id, duration, stopped=False)
+    if end.protocol == "raw":
+        return raw_result(stdout, stderr, end.exit_code, reason, end.limits, host,
+                          container_id, duration)
     return container_result(stdout, stderr, end.exit_code, reason, end.limits, host,
                             container_id, duration)
 
@@ -185,6 +189,41 @@ def container_result(stdout: bytes, stderr: bytes, exit_code: Optional[int],
                                      text) if t)
         status = "error"
     return make_result(status, text, _problems(parsed.get("problems")), run, **extra)
+
+
+def raw_result(stdout: bytes, stderr: bytes, exit_code: Optional[int], reason: Optional[str],
+               limits: Dict[str, Any], host: str, container_id: str, duration: float
+               ) -> Dict[str, Any]:
+    """The container's part of a raw job's result (SPEC §9): ``success`` on exit code 0,
+    ``failed`` otherwise, unless ``reason`` ended it; ``run["stdout"]`` and ``run["stderr"]``
+    keep their heads and tails within ``limits["output"]`` bytes together."""
+    stdout_text, stderr_text = cap_pair(stdout, stderr, int(limits["output"]))
+    run = make_run(host, container_id, exit_code, duration, stderr_text, reason)
+    run["stdout"] = stdout_text
+    if reason is not None:
+        return make_result(REASON_STATUS[reason], DEFAULT_TEXTS.get(reason, "").format(**limits),
+                           run=run)
+    return make_result("success" if exit_code == 0 else "failed", "", run=run)
+
+
+def cap_pair(first: bytes, second: bytes, limit: int) -> Tuple[str, str]:
+    """Two streams decoded within ``limit`` bytes together: a stream shorter than half of
+    it is kept whole, the other gets the rest; each cut one keeps its head and tail."""
+    if len(first) + len(second) <= limit:
+        return first.decode("utf-8", "replace"), second.decode("utf-8", "replace")
+    first_room = max(limit // 2, limit - len(second))
+    second_room = limit - min(len(first), first_room)
+    return cap_text(first, first_room), cap_text(second, second_room)
+
+
+def complete(result: Dict[str, Any], protocol: str, has_outputs: bool) -> None:
+    """Gives every result of a raw job ``run["stdout"]``, and of a job with outputs
+    ``files`` and ``run["files_left_out"]``, also when its container never ran or ended."""
+    if protocol == "raw":
+        result["run"].setdefault("stdout", "")
+    if has_outputs:
+        result.setdefault("files", {})
+        result["run"].setdefault("files_left_out", [])
 
 
 def _problems(problems: Any) -> Dict[str, str]:

@@ -197,7 +197,8 @@ class Supervisor:
             input_fd = _input_file(rest) if rest else None
             if waiter.send(Watch(job.job_id, job.container_id, job.spec.task.limits,
                                  job.started_at, job.kill_requested, stream_fd is not None,
-                                 input_fd is not None)) and stream_fd is not None:
+                                 input_fd is not None, job.spec.task.protocol,
+                                 job.spec.outputs)) and stream_fd is not None:
                 reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
                 if input_fd is not None:
                     reduction.send_handle(waiter.connection, input_fd, waiter.process.pid)

@@ -12,8 +12,9 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+from backend._files import check_paths, check_workdir
 __all__ = ["Task", "LocalCheck", "DEFAULT_LIMITS", "merge_limits"]
 
 #: Limits applied to every job, merged under ``task.limits`` (SPEC §4).
@@ -24,9 +25,12 @@ DEFAULT_LIMITS: Dict[str, Optional[float]] = {
     "output": 1024 * 1024,  # bytes of stdout + stderr
     "processes": 64,       # pids limit
     "cpus": 1.0,           # CPU share
+    "file_size": 128 * 1024 * 1024,  # bytes: the largest file a job may write
 }
 
-_INTEGER_LIMITS = {"memory", "output", "processes"}
+_INTEGER_LIMITS = {"memory", "output", "processes", "file_size"}
+#: A task's protocols: a JSON line in, a JSON object out (SPEC §5), or any program (§9).
+PROTOCOLS = ("json", "raw")
 
 STATUSES = ("success", "failed", "error", "timeout", "overflow", "crash", "killed")
 
@@ -102,6 +106,12 @@ class Task:
         network: give the container a network (off by default).
         read_only: read-only root file system, with a size-capped ``tmpfs`` at ``/tmp``.
         user: ``"uid:gid"`` to run as, instead of the image's user.
+        protocol: ``"json"`` (SPEC §5) or ``"raw"``: any program, with its own stdin,
+            stdout, stderr and exit code (SPEC §9).
+        workdir: the job's working directory, an absolute path in the container (default:
+            the image's, or ``/job`` when the job has files).
+        outputs: paths, relative to the working directory, of files or folders returned in
+            ``result["files"]`` once the container has ended.
 
     Any object with the same attributes and a ``check_answer`` method works as a task.
     """
@@ -109,7 +119,8 @@ class Task:
     def __init__(self, environment: Optional[str] = None, *, command: Optional[List[str]] = None,
                  directory: Optional[str] = None, limits: Optional[Mapping[str, Any]] = None,
                  env: Optional[Mapping[str, str]] = None, network: bool = False,
-                 read_only: bool = False, user: Optional[str] = None):
+                 read_only: bool = False, user: Optional[str] = None, protocol: str = "json",
+                 workdir: Optional[str] = None, outputs: Sequence[str] = ()):
         self.environment = environment
         self.command = command
         self.directory = directory
@@ -118,7 +129,13 @@ class Task:
         self.network = network
         self.read_only = read_only
         self.user = user
-        merge_limits(self.limits)  # fail early on bad limits
+        self.protocol = protocol
+        self.workdir = workdir
+        self.outputs = outputs
+        merge_limits(self.limits)  # fail early on bad values
+        _check_protocol(protocol)
+        check_workdir(workdir)
+        check_paths(outputs)
 
     def check_answer(self, inputdata: Any) -> LocalCheck:
         """Decides what needs no container. Override to grade parts locally.
@@ -143,6 +160,15 @@ class _TaskSnapshot:
     network: bool
     read_only: bool
     user: Optional[str]
+    protocol: str = "json"
+    workdir: Optional[str] = None
+    outputs: Tuple[str, ...] = ()
+
+
+def _check_protocol(protocol: Any) -> str:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"task.protocol must be 'json' or 'raw', not {protocol!r}")
+    return protocol
 
 
 _FORBIDDEN_MOUNTS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -182,7 +208,10 @@ def snapshot_task(task: Any, tasks_directory: Optional[str]) -> _TaskSnapshot:
     return _TaskSnapshot(environment=environment, command=command, directory=directory,
                          limits=merge_limits(getattr(task, "limits", None)), env=dict(env),
                          network=getattr(task, "network", False),
-                         read_only=getattr(task, "read_only", False), user=user)
+                         read_only=getattr(task, "read_only", False), user=user,
+                         protocol=_check_protocol(getattr(task, "protocol", "json")),
+                         workdir=check_workdir(getattr(task, "workdir", None)),
+                         outputs=check_paths(getattr(task, "outputs", ())))
 
 
 def _resolve_directory(directory: Any, tasks_directory: Optional[str]) -> str:
@@ -204,7 +233,8 @@ def _resolve_directory(directory: Any, tasks_directory: Optional[str]) -> str:
 
 
 #: Keys of a job in a JSON-lines jobs file.
-JOB_KEYS = {"image", "command", "input", "limits", "id"}
+JOB_KEYS = {"image", "command", "input", "limits", "id", "protocol", "files", "outputs",
+            "workdir"}
 
 
 class JobLine(NamedTuple):
@@ -215,6 +245,7 @@ class JobLine(NamedTuple):
     job_id: Any
     task: Task
     inputdata: Any
+    files: Optional[Dict[str, Any]] = None
 
 
 
@@ -260,10 +291,13 @@ def read_jobs_file(path: str) -> List[JobLine]:
                                           and all(isinstance(c, str) for c in command)):
             raise ValueError(f"{where}: 'command' must be a string or a list of strings")
         try:
-            task = Task(image, command=command, limits=job.get("limits"))
+            task = Task(image, command=command, limits=job.get("limits"),
+                        protocol=job.get("protocol", "json"), workdir=job.get("workdir"),
+                        outputs=job.get("outputs", ()))
         except (ValueError, TypeError) as error:
             raise ValueError(f"{where}: {error}") from None
-        jobs.append(JobLine(number, job.get("id", number), task, job.get("input")))
+        jobs.append(JobLine(number, job.get("id", number), task, job.get("input"),
+                            job.get("files")))
     if not jobs:
         raise ValueError(f"{path} holds no job")
     return jobs

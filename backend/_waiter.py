@@ -46,6 +46,7 @@ from backend._events import EventFollower
 from backend._messages import (DockerEvent, EngineState, EventsCovered, Exit, JobEnded,
                                KillRunning, Mailbox, OutputEnded, OutputOverflow, Probe, Result,
                                Watch)
+from backend._job_outputs import add_outputs
 from backend._output import OutputFollower, StreamState
 from backend._results import ContainerEnd, ended_result, lost_result
 
@@ -85,6 +86,7 @@ class _Watched:
     ended_at: Optional[float] = None
     pending_end: Optional[_PendingEnd] = None
     writer: Optional[_input.InputWriter] = None  # the rest of its input, if any
+    watch: Optional[Watch] = None  # its protocol and outputs (SPEC §9)
 
     @classmethod
     def of(cls, message: Watch, follower: OutputFollower,
@@ -92,12 +94,18 @@ class _Watched:
         """Also starts writing ``rest`` of its input on ``stream`` (stopped: see record)."""
         writer = _input.start_writer(stream.sock, rest, message.container_id) if stream else None
         return cls(message.job_id, message.container_id, message.limits, message.started_at,
-                   follower, writer=writer)
+                   follower, writer=writer, watch=message)
 
     def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
         return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
                             self.killed_from_outside, self.engine_was_lost,
-                            max(collected, self.follower.seen))
+                            max(collected, self.follower.seen),
+                            self.watch.protocol if self.watch else "json")
+
+    def with_outputs(self, result: Result, connected: Callable[[], _docker.Engine]) -> Result:
+        """The result with the job's outputs, if it has any (also after a kill, a limit)."""
+        return add_outputs(result, connected, self.container_id,
+                           self.watch.outputs if self.watch else None, int(self.limits["output"]))
 
     def record(self, event: DockerEvent) -> None:
         """What an event tells (``oom``, ``kill``); a ``die`` or ``kill`` stops the input."""
@@ -342,8 +350,9 @@ class _Waiter:
                     return
         end = watched.end(exit_code, len(stdout) + len(stderr))
         duration = max(0.0, (ended_at or time.time()) - watched.started_at)
-        self.report(watched, ended_result(end, stdout, stderr, follower.live_stderr_head(),
-                                          self.config.name, watched.container_id, duration))
+        result = ended_result(end, stdout, stderr, follower.live_stderr_head(),
+                              self.config.name, watched.container_id, duration)
+        self.report(watched, result if gone else watched.with_outputs(result, self.connected))
 
     def report(self, watched: _Watched, result: Result) -> None:
         self.watched.pop(watched.container_id, None)

@@ -7,8 +7,9 @@ result as JSON; ``batch`` runs the jobs of a JSON-lines file and writes their re
 lines; ``hosts`` shows each engine's state; ``build`` builds the images of a containers
 directory; ``cleanup`` removes containers left behind by managers that died. Engines are
 reached only through :mod:`backend._docker`; tables, progress bars and summaries are
-:mod:`backend._cli_output`'s. These two are the only modules of the package that write to
-stdout; they run in the caller's main thread.
+:mod:`backend._cli_output`'s, raw jobs' input and output (``run --raw``) :mod:`backend._cli_raw`'s.
+These three are the only modules of the package that write to stdout; they run in the
+caller's main thread.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional,
 from backend import _docker
 from backend._config import InstanceConfig, parse_instances, settings_from
 from backend._cli_output import Progress, Tally, first_line, table
+from backend._cli_raw import bytes_as_text, read_files, read_stdin, write_raw_result
 
 if TYPE_CHECKING:  # imported on use: the public API's imports cost only the commands using it
     from backend import JobManager
@@ -135,21 +137,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from backend import JobManager, JobManagerSync, Task
 
     try:
-        inputdata = json.loads(args.input)
-    except ValueError as error:
+        files = read_files(args.file or [])
+        inputdata: Any = read_stdin(args.stdin) if args.raw else json.loads(args.input)
+    except json.JSONDecodeError as error:
         raise CliError(f"--input is not JSON: {error}") from None
+    except ValueError as error:  # a --stdin or --file that cannot be read
+        raise CliError(str(error)) from None
     url = args.engine or _default_url()
     if not _answers(url):
         raise CliError(f"the Docker engine {url} does not answer (set DOCKER_HOST or --engine)")
     limits: Dict[str, float] = {"time": args.time}
     if args.memory is not None:
         limits["memory"] = args.memory
-    task = Task(args.image, command=["sh", "-c", args.command] if args.command else None,
-                limits=limits)
-    with JobManager([{"server_url": url, "time_between_polls": 0.25}]) as manager:
-        result = JobManagerSync(manager).new_job(task, inputdata)
-    sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
-    return EXIT_CODES.get(result["result"], 3)
+    try:
+        task = Task(args.image, command=["sh", "-c", args.command] if args.command else None,
+                    limits=limits, protocol="raw" if args.raw else "json")
+        with JobManager([{"server_url": url, "time_between_polls": 0.25}]) as manager:
+            result = JobManagerSync(manager).new_job(task, inputdata, files=files or None)
+    except (TypeError, ValueError) as error:
+        raise CliError(str(error)) from None
+    if not args.raw:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        return EXIT_CODES.get(result["result"], 3)
+    return write_raw_result(result, sys.stdout, sys.stderr)
 
 
 # -- configuration shared by batch, hosts, build and cleanup ---------------------------------
@@ -185,7 +195,6 @@ def _open_manager(settings: Dict[str, Any]) -> "JobManager":
 
 def _cmd_batch(args: argparse.Namespace) -> int:
     from backend import JobManagerBuffer
-
     from backend._task import read_jobs_file
 
     try:
@@ -202,9 +211,9 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         buffer = JobManagerBuffer(manager)
         start = time.monotonic()
         where = {}
-        for number, job_id, task, inputdata in jobs:
+        for number, job_id, task, inputdata, files in jobs:
             try:
-                where[buffer.new_job(task, inputdata)] = (number, job_id)
+                where[buffer.new_job(task, inputdata, files=files)] = (number, job_id)
             except (TypeError, ValueError) as error:
                 raise CliError(f"{args.input}, line {number}: {error}") from None
         total = len(jobs)
@@ -213,7 +222,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
             for key, result in buffer.as_completed(timeout=args.timeout):
                 number, job_id = where[key]
                 out.write(json.dumps({"id": job_id, "line": number, "result": result},
-                                     ensure_ascii=False) + "\n")
+                                     ensure_ascii=False, default=bytes_as_text) + "\n")
                 out.flush()
                 tally.add(result)
                 progress.step()
@@ -370,17 +379,24 @@ def _parser() -> argparse.ArgumentParser:
                       help="seconds the grading may take (default 180)")
     run = command("run", _cmd_run, "run one job and print its result as JSON",
                   "Runs one job and prints its result. Exit code: 0 success, 1 failed or "
-                  "error, 2 timeout or overflow, 3 crash or killed.")
+                  "error, 2 timeout or overflow, 3 crash or killed. With --raw: prints its "
+                  "stdout and stderr, exits with its exit code, or 124 (timeout), 125 "
+                  "(overflow), 126 (crash), 137 (killed) for a job it did not end itself.")
     run.add_argument("--image", required=True, help="image to run")
     run.add_argument("--command", help="shell command, run with sh -c")
     run.add_argument("--input", default="null", help="the job's input, as JSON")
+    run.add_argument("--raw", action="store_true", help="any program: stdin, stdout, exit code")
+    run.add_argument("--stdin", metavar="FILE", help="--raw: the job's stdin ('-': ours)")
+    run.add_argument("--file", action="append", metavar="NAME=PATH",
+                     help="PATH as NAME in the job's working directory (repeatable)")
     run.add_argument("--time", type=float, default=30, help="CPU seconds (default 30)")
     run.add_argument("--memory", type=int, help="MiB of memory (default 100)")
     run.add_argument("--engine", help="engine URL (default: DOCKER_HOST, else the system's)")
     batch = command(
         "batch", _cmd_batch, "run the jobs of a JSON-lines file",
         'Runs every job of IN (one JSON object a line: {"image": ..., "command": [...] or '
-        '"shell string", "input": ..., "limits": {...}, "id": ...}), writes each result to '
+        '"shell string", "input": ..., "limits": {...}, "id": ..., "protocol", "files", '
+        '"outputs", "workdir": see Task), writes each result to '
         'OUT as a JSON line {"id", "line", "result"} in the order the jobs end, shows '
         "progress on stderr and a summary on stdout.", configured=True)
     batch.add_argument("input", metavar="IN.jsonl", help="the jobs")

@@ -20,12 +20,13 @@ import threading
 import uuid
 import weakref
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from backend import _docker
 from backend._callback_manager import _CallbackManager
 from backend._config import load_config, parse_instances
 from backend._dispatcher import _Dispatcher
+from backend._files import check_files
 from backend._job import JobState, _Job
 from backend._messages import Close, JobSpec, KillAll, KillJob, NewJob, RemoveContainer, Result
 from backend._task import LocalCheck, _TaskSnapshot, snapshot_task
@@ -119,34 +120,40 @@ class JobManager:
         return cls(**load_config(path_or_dict))
 
     # -- jobs ----------------------------------------------------------------------------
-    def new_job(self, task: Any, inputdata: Any, callback: Callback) -> str:
+    def new_job(self, task: Any, inputdata: Any, callback: Callback, *,
+                files: Optional[Mapping[str, Any]] = None) -> str:
         """Submits a job; ``callback(job_id, task, result)`` is called once when it ends.
 
-        Never blocks on Docker.
+        Never blocks on Docker. ``inputdata`` is JSON-serialisable, or a raw task's whole stdin
+        (``bytes``, ``str`` or ``None``); ``files``, ``{relative path: bytes or str}``, are
+        written into the job's working directory before it starts (SPEC §9).
 
         Returns:
             The job id.
 
         Raises:
             RuntimeError: the manager is closed.
-            TypeError: ``task`` is not a task, ``inputdata`` is not JSON-serialisable, or
-                ``callback`` is not callable.
-            ValueError: the task has a wrong value (limits, directory…).
+            TypeError: ``task`` is not a task, ``inputdata`` cannot be sent, ``callback``
+                is not callable, or a file's content is not bytes or str.
+            ValueError: a wrong value of the task, or a bad file path (the message names
+                the rule it breaks), or files over 64 MiB in all.
         """
         if not callable(callback):
             raise TypeError("callback must be callable: callback(job_id, task, result)")
-        return self._new_job(task, inputdata, callback)
+        return self._new_job(task, inputdata, callback, files)
 
-    def submit(self, task: Any, inputdata: Any) -> Future:
+    def submit(self, task: Any, inputdata: Any, *,
+               files: Optional[Mapping[str, Any]] = None) -> Future:
         """Like :meth:`new_job`, but returns a :class:`concurrent.futures.Future` of the
         result, with the attribute ``job_id``. Use :meth:`kill_job` to stop it."""
         future: _JobFuture = _JobFuture()
         future.set_running_or_notify_cancel()
-        future.job_id = self._new_job(task, inputdata,
-                                      lambda job_id, task, result: future.set_result(result))
+        future.job_id = self._new_job(
+            task, inputdata, lambda job_id, task, result: future.set_result(result), files)
         return future
 
-    def _new_job(self, task: Any, inputdata: Any, callback: Callback) -> str:
+    def _new_job(self, task: Any, inputdata: Any, callback: Callback,
+                 files: Optional[Mapping[str, Any]] = None) -> str:
         if self._closed:
             raise RuntimeError("this JobManager is closed")
         snapshot = snapshot_task(task, self.tasks_directory)
@@ -156,11 +163,8 @@ class JobManager:
         else:
             self._last_snapshot = snapshot
         job_id = uuid.uuid4().hex
-        try:
-            stdin = json.dumps({"input": inputdata, "limits": snapshot.limits,
-                                "job_id": job_id}, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"inputdata must be JSON-serialisable: {error}") from None
+        checked_files = check_files(files)
+        stdin = _stdin(snapshot, inputdata, job_id)
         local = task.check_answer(inputdata)
         if not isinstance(local, LocalCheck):
             raise TypeError(f"task.check_answer() must return a LocalCheck, not "
@@ -170,7 +174,7 @@ class JobManager:
             if snapshot.environment is None:
                 raise ValueError("the local check needs a container, but task.environment "
                                  "is None")
-            spec = JobSpec(job_id=job_id, task=snapshot, stdin=stdin.encode("utf-8") + b"\n")
+            spec = JobSpec(job_id=job_id, task=snapshot, stdin=stdin, files=checked_files)
         # a job that needs no container is done already: no thread changes it
         job = _Job(job_id, task, callback, local, spec,
                    JobState.QUEUED if spec is not None else JobState.DONE)
@@ -288,6 +292,29 @@ class JobManager:
 
     def __exit__(self, *exc_info) -> None:
         self.close(wait=exc_info[0] is None)
+
+
+def _stdin(snapshot: _TaskSnapshot, inputdata: Any, job_id: str) -> bytes:
+    """A job's stdin: the JSON line of SPEC §5, or a raw job's input as it is (SPEC §9).
+
+    Raises:
+        TypeError: the input cannot be sent.
+    """
+    if snapshot.protocol == "raw":
+        if inputdata is None:
+            return b""
+        if isinstance(inputdata, str):
+            return inputdata.encode("utf-8")
+        if isinstance(inputdata, (bytes, bytearray, memoryview)):
+            return bytes(inputdata)
+        raise TypeError(f"a raw job's inputdata is its stdin: bytes, str or None, not "
+                        f"{type(inputdata).__name__}")
+    try:
+        line = json.dumps({"input": inputdata, "limits": snapshot.limits, "job_id": job_id},
+                          ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"inputdata must be JSON-serialisable: {error}") from None
+    return line.encode("utf-8") + b"\n"
 
 
 def _close_at_exit(reference: "weakref.ref[JobManager]") -> None:

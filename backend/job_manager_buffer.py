@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from backend._messages import Result
 from backend.job_manager import JobManager
@@ -29,18 +29,30 @@ class JobManagerBuffer:
             self._results[job_id] = result
             self._condition.notify_all()
 
-    def new_job(self, task: Any, inputdata: Any) -> str:
-        """Submits a job. Returns its id."""
+    def new_job(self, task: Any, inputdata: Any, *,
+                files: Optional[Mapping[str, Any]] = None) -> str:
+        """Submits a job (``files``: see :meth:`JobManager.new_job`). Returns its id."""
         with self._condition:
             # under the lock: a result that arrives at once finds the id registered
-            job_id = self.job_manager.new_job(task, inputdata, self._callback)
+            job_id = self.job_manager.new_job(task, inputdata, self._callback, files=files)
             if job_id not in self._results:
                 self._waiting.add(job_id)
         return job_id
 
-    def new_jobs(self, jobs: Iterable[Tuple[Any, Any]]) -> List[str]:
-        """Submits ``(task, inputdata)`` pairs. Returns their ids, in order."""
-        return [self.new_job(task, inputdata) for task, inputdata in jobs]
+    def new_jobs(self, jobs: Iterable[Sequence[Any]]) -> List[str]:
+        """Submits ``(task, inputdata)`` or ``(task, inputdata, files)`` tuples. Returns
+        their ids, in order.
+
+        Raises:
+            TypeError: an item is not such a tuple (the jobs before it are submitted).
+        """
+        ids = []
+        for job in jobs:
+            if not isinstance(job, (tuple, list)) or len(job) not in (2, 3):
+                raise TypeError(f"new_jobs takes (task, inputdata) or (task, inputdata, files) "
+                                f"tuples, not {job!r:.80}")
+            ids.append(self.new_job(job[0], job[1], files=job[2] if len(job) == 3 else None))
+        return ids
 
     def is_waiting(self, job_id: str) -> bool:
         """Whether the job is queued or running."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from backend._messages import Result
 from backend.job_manager import JobManager
@@ -24,13 +24,14 @@ class JobManagerSync:
     def __init__(self, job_manager: JobManager):
         self.job_manager = job_manager
 
-    def new_job(self, task: Any, inputdata: Any, timeout: Optional[float] = None
-                ) -> Result:
+    def new_job(self, task: Any, inputdata: Any, timeout: Optional[float] = None, *,
+                files: Optional[Mapping[str, Any]] = None) -> Result:
         """Runs a job and returns its result.
 
         Args:
             timeout: seconds to wait; ``None`` waits until the job ends (its own limits
                 bound it).
+            files: written into the job's working directory before it starts (SPEC §9).
 
         Raises:
             TimeoutError: the job did not end in time; it is killed.
@@ -43,7 +44,7 @@ class JobManagerSync:
             box["result"] = result
             done.set()
 
-        job_id = self.job_manager.new_job(task, inputdata, callback)
+        job_id = self.job_manager.new_job(task, inputdata, callback, files=files)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             # short waits: a KeyboardInterrupt delivered to another thread is seen promptly
