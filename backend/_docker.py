@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import os
 import socket
 import tarfile
@@ -30,6 +29,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 from backend import _features, _input
 from backend._config import InstanceConfig
+# the container definition (pure): see _container (re-exported here)
+from backend._container import (LABEL_JOB, LABEL_MANAGER, LABEL_OWNER, container_name,
+                                container_options)
 # the failure type, its translation and the streams: see _docker_io (re-exported here)
 from backend._docker_io import (CALL_ERRORS, STDERR, STDOUT, ArchiveStream, DockerFailure,
                                 EventStream, OutputStream, demultiplex, is_not_found, short_text,
@@ -50,16 +52,10 @@ EVENTS_IDLE_TIMEOUT = 60.0
 #: The oldest Engine API version we speak; :func:`connect` negotiates the one spoken to each
 #: engine, up to :data:`backend._features.MAX_API_VERSION` (see :mod:`backend._features`).
 API_VERSION = _features.MIN_API_VERSION
-#: Labels put on every container (SPEC §4).
-LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
 #: The container events a waiter follows: the one list of their names.
 CONTAINER_EVENTS = ("die", "oom", "kill", "destroy")
-#: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
-_FIXED_ULIMITS = {"nofile": (1024, 1024), "core": (0, 0)}
-_TMPFS_SIZE = "64m"
-#: Least size of each of the two files of a container's log on the engine, which is read when
-#: a job's own output stream is not there (TLS engines, jobs recovered from a dead waiter).
-_LOG_FILE_SIZE = 1 << 20
+
+
 class Engine:
     """The calls we make to one engine, over one keep-alive client. Every method raises
     only :class:`DockerFailure`."""
@@ -229,72 +225,6 @@ def connect(config: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
     _features.log_fallbacks(engine.features, config.server_url)
     return engine
 
-
-def _size_in_bytes(megabytes: float) -> int:
-    return int(megabytes) * 1024 * 1024
-
-
-def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, owner: str,
-                      features: Optional[_features.Features] = None) -> Dict[str, Any]:
-    """The body of ``POST /containers/create`` for a job: limits, hardening, labels.
-
-    Like ``docker run -i``: stdin open for one attach (``StdinOnce``), so that the job sees
-    end of file once its input is written. ``features`` (the engine's, see
-    :mod:`backend._features`; Docker's defaults when None) choose the log driver, the init
-    process and the rlimits an engine would otherwise add on its own.
-    """
-    if features is None:
-        features = _features.Features(_features.EngineKind.DOCKER, "", API_VERSION)
-    task = spec.task
-    limits = task.limits
-    cpu_seconds = max(1, math.ceil(limits["time"]))
-    ulimits = [{"Name": "cpu", "Soft": cpu_seconds, "Hard": cpu_seconds + 1}]
-    file_size = int(limits["file_size"])
-    ulimits += [{"Name": name, "Soft": soft, "Hard": hard} for name, (soft, hard) in
-                dict(_FIXED_ULIMITS, fsize=(file_size, file_size)).items()]
-    if features.nproc:
-        ulimits.append({"Name": "nproc", "Soft": features.nproc[0], "Hard": features.nproc[1]})
-    memory = _size_in_bytes(limits["memory"])
-    log_options = {"max-size": str(max(int(limits["output"]), _LOG_FILE_SIZE)), "max-file": "2",
-                   "compress": "false"}
-    host_config: Dict[str, Any] = {
-        "Memory": memory, "MemorySwap": memory, "PidsLimit": int(limits["processes"]),
-        "NanoCpus": int(limits["cpus"] * 1e9), "CapDrop": ["ALL"],
-        "SecurityOpt": ["no-new-privileges"], "Ulimits": ulimits, "Init": features.init,
-        "NetworkMode": "default" if task.network else features.no_network_mode,
-        # "local" where the engine has it, not "json-file": json-file splits long lines at
-        # 16 KiB and re-encodes each piece as UTF-8, mangling a character cut in two; "local"
-        # keeps the bytes as they are (_features.LOG_DRIVERS says what else is used)
-        "LogConfig": {"Type": features.log_driver, "Config": {
-            key: value for key, value in log_options.items() if key in features.log_options}},
-    }
-    if task.directory:
-        host_config["Binds"] = [f"{task.directory}:/task:ro"]
-    if task.read_only:
-        host_config["ReadonlyRootfs"] = True
-        host_config["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={_TMPFS_SIZE}"}
-    if config.runtime:
-        host_config["Runtime"] = config.runtime
-    if task.environment is None:
-        raise ValueError(f"job {spec.job_id} needs no container: it has no environment")
-    workdir = spec.workdir  # on a read-only root, a volume: the engine writes files into it
-    volumes: Dict[str, Any] = {"Volumes": {workdir: {}}} if workdir and task.read_only else {}
-    return {**({"WorkingDir": workdir} if workdir else {}), **volumes,
-        "Image": config.container_prefix + task.environment, "Cmd": task.command,
-        "OpenStdin": True, "StdinOnce": True, "AttachStdin": True, "AttachStdout": True,
-        "AttachStderr": True, "NetworkDisabled": not task.network,
-        "Env": [f"{key}={value}" for key, value in (task.env or {}).items()],
-        "User": task.user or "",
-        "Labels": {LABEL_MANAGER: manager_id, LABEL_JOB: spec.job_id, LABEL_OWNER: owner},
-        "HostConfig": host_config,
-    }
-
-
-def container_name(job_id: str, attempt: int) -> str:
-    """The name of a job's container on its ``attempt``-th placement. Known before the
-    container is created, it removes a container whose creation the engine did not confirm
-    (the engine stopped while answering)."""
-    return f"backend-{job_id}-{attempt}"
 
 def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
                      on_created: Optional[Callable[[str], None]] = None
