@@ -7,17 +7,20 @@ our containers, :class:`~backend._messages.EventsCovered` when a stream starts, 
 :class:`~backend._messages.EngineState` when the engine answers or stops answering. A stream
 that ends or fails is resumed from the time of the last event seen (``since``), so that no
 event is lost while the engine restarts.
+
+The load counter (:mod:`backend._load`) follows a second stream with its own ``actions`` and
+``note``: the containers of every manager, into the counter rather than a mailbox.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence
 
 from backend import _docker
 from backend._config import InstanceConfig
-from backend._messages import DockerEvent, EngineState, EventsCovered, Mailbox
+from backend._messages import DockerEvent, EngineState, EventsCovered
 
 logger = logging.getLogger("backend")
 
@@ -25,17 +28,35 @@ logger = logging.getLogger("backend")
 _FIRST_DELAY, _MOST_DELAY = 0.1, 2.0
 
 
+class Sink(Protocol):
+    """Where a follower's notes go: a :class:`~backend._messages.Mailbox`, or the load
+    counter."""
+
+    def put(self, message: Any) -> None: ...
+
+
 class EventFollower:
     """Follows the events of the containers labelled ``label`` on one engine.
+
+    Args:
+        config: the engine.
+        label: ``key=value`` or ``key``, as the engine filters.
+        mailbox: receives the notes, :class:`EventsCovered` and :class:`EngineState`.
+        actions: the events followed.
+        note: the note of a decoded event, or None for one to skip.
 
     Threads: :meth:`run` is the follower's own thread and the only one to touch the engine
     and ``since``; :meth:`stop` may be called from any thread.
     """
 
-    def __init__(self, config: InstanceConfig, label: str, mailbox: Mailbox):
+    def __init__(self, config: InstanceConfig, label: str, mailbox: Sink,
+                 actions: Sequence[str] = _docker.CONTAINER_EVENTS,
+                 note: Optional[Callable[[Dict[str, Any]], Any]] = None):
         self.config = config
         self.label = label
         self.mailbox = mailbox
+        self.actions = list(actions)
+        self.note = note or _docker_event
         self._stopped = threading.Event()
         self._stream: Optional[_docker.EventStream] = None
 
@@ -53,7 +74,7 @@ class EventFollower:
         engine: Optional[_docker.Engine] = None
         delay = _FIRST_DELAY
         filters = {"type": ["container"], "label": [self.label],
-                   "event": list(_docker.CONTAINER_EVENTS)}
+                   "event": self.actions}
         while not self._stopped.is_set():
             try:
                 if engine is None:
@@ -66,7 +87,7 @@ class EventFollower:
                 delay = _FIRST_DELAY
                 for event in stream:
                     since = max(since, _event_time(event))
-                    note = _docker_event(event)
+                    note = self.note(event)
                     if note is not None:
                         self.mailbox.put(note)
                 logger.debug("event stream of %s ended", self.config.name)

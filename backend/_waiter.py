@@ -10,6 +10,7 @@ by those helper threads, and the poll deadline::
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
     main loop --(JobEnded | EngineState)--> dispatcher
     event thread --(DockerEvent | EventsCovered | EngineState)--> mailbox --> main loop
+    load counter --(EngineLoad)--> mailbox --> main loop --> dispatcher
     output followers --(OutputOverflow | OutputEnded)--> mailbox --> main loop
 
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
@@ -24,8 +25,9 @@ Every ``time_between_polls`` the main loop also polls: it lists our containers b
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
 process only). A follower ends a job as soon as it prints more than its ``output`` limit.
 An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
-(reason ``engine_lost``). Everything here but the followers' threads and the kill threads
-runs on the main thread; those talk to it only through the mailbox.
+(reason ``engine_lost``). A :class:`~backend._load.LoadCounter` counts every manager's
+containers on the engine, for the dispatcher. Everything here but the followers' threads and
+the kill threads runs on the main thread; those talk to it only through the mailbox.
 """
 from __future__ import annotations
 
@@ -41,9 +43,10 @@ from backend import _docker, _features
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
 from backend._events import EventFollower
-from backend._messages import (DockerEvent, EngineState, EventsCovered, Exit, JobEnded,
-                               KillRunning, Mailbox, OutputEnded, OutputOverflow, Probe, Result,
-                               Watch)
+from backend._load import LoadCounter
+from backend._messages import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit,
+                               JobEnded, KillRunning, Mailbox, OutputEnded, OutputOverflow,
+                               Probe, Result, Watch)
 from backend._output import OutputFollower, StreamState
 from backend._results import ContainerEnd, ended_result, lost_result
 
@@ -170,8 +173,7 @@ class _Waiter:
         self.by_job: Dict[str, str] = {}
         self.mailbox = Mailbox()
         self.early_events = _EarlyEvents()
-        #: the time from which our event stream has covered this engine
-        self.events_since: Optional[float] = None
+        self.events_since: Optional[float] = None  # since when our event stream covers it
         self.events = EventFollower(config, self.label, self.mailbox)
         self.docker: Optional[_docker.Engine] = None
         self.reachable: Optional[bool] = None
@@ -270,6 +272,8 @@ class _Waiter:
         if isinstance(note, EngineState):
             self.set_reachable(note.reachable)
             return
+        if isinstance(note, EngineLoad):  # the load counter's (see waiter_main)
+            return self.connection.send(note)
         if isinstance(note, EventsCovered):  # the first stream's start counts
             self.events_since = note.since if self.events_since is None else self.events_since
             return
@@ -437,4 +441,6 @@ def waiter_main(connection: Connection, config: InstanceConfig, manager_id: str,
     """Entry point of a waiter process."""
     exit_with_parent(lifeline)
     configure_logging(log_level)
-    _Waiter(connection, config, manager_id).run()
+    waiter = _Waiter(connection, config, manager_id)
+    with LoadCounter(config, manager_id, waiter.mailbox):  # every manager's containers
+        waiter.run()

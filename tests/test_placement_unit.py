@@ -2,7 +2,7 @@
 capacity, engines that failed a job, no engine answering, and the retry policy."""
 from backend._config import parse_instances
 from backend._job import JobState, _Job
-from backend._messages import JobSpec
+from backend._messages import EngineLoad, JobSpec
 from backend._placement import PLACEMENT_TRIES, Placement
 from backend._task import LocalCheck, Task, snapshot_task
 
@@ -17,13 +17,25 @@ def job(job_id="j1"):
                 JobSpec(job_id, snapshot_task(Task("image"), None), b"{}\n"))
 
 
+def confirm(placement, engine, others=0, other_managers=None):
+    """The engine's count shows every job of ours there (and ``others`` of other
+    managers')."""
+    ours = frozenset(job.container_id[:12] for job in placement._held[engine])
+    placement.set_load(EngineLoad(engine, len(ours) + others, ours,
+                                  other_managers if other_managers is not None
+                                  else int(others > 0)))
+
+
 def place(placement, queued):
-    """Places ``queued`` as the dispatcher does; returns its engine."""
+    """Places ``queued`` as the dispatcher does, and its container is counted by its engine;
+    returns its engine."""
     placement.add(queued)
     head, engine = placement.next()
     assert head is queued
     placement.placed(queued, engine)
     queued.state, queued.engine = JobState.SUBMITTING, engine
+    queued.container_id = f"c{queued.job_id}".ljust(64, "0")
+    confirm(placement, engine)
     return engine
 
 
