@@ -13,6 +13,7 @@ stdout; they run in the caller's main thread.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
@@ -240,6 +241,13 @@ def _describe(version: Dict[str, Any]) -> Tuple[str, str, str]:
     return "Docker", str(version.get("Version") or "?"), api
 
 
+def _shares(containers: List[Dict[str, Any]]) -> str:
+    """Each manager's share of the running ``containers``, largest first: ``3+1``; ``-``."""
+    counts = collections.Counter((c.get("Labels") or {}).get(_docker.LABEL_MANAGER, "?")
+                                 for c in containers)
+    return "+".join(str(n) for n in sorted(counts.values(), reverse=True)) or "-"
+
+
 def _cmd_hosts(args: argparse.Namespace) -> int:
     rows, problems = [], []
     for config in _instances(_settings(args)):
@@ -248,14 +256,15 @@ def _cmd_hosts(args: argparse.Namespace) -> int:
         try:
             with _docker.connect(config, timeout=args.timeout) as engine:
                 kind, version, api = _describe(engine.version())
-                running = len(engine.containers(_docker.LABEL_MANAGER, all_states=False))
+                running = engine.containers(_docker.LABEL_MANAGER, all_states=False)
         except _docker.DockerFailure as failure:
-            rows.append((config.name, "no", "-", "-", "-", "-", capacity))
+            rows.append((config.name, "no", "-", "-", "-", "-", "-", capacity))
             problems.append(f"{config.name}: {first_line(failure.text)}")
             continue
-        rows.append((config.name, "yes", kind, version, api, str(running), capacity))
+        rows.append((config.name, "yes", kind, version, api, str(len(running)),
+                     _shares(running), capacity))
     sys.stdout.write(table(("engine", "reachable", "kind", "version", "api", "running jobs",
-                             "capacity"), rows, right=(5, 6)))
+                             "by manager", "capacity"), rows, right=(5, 6, 7)))
     for problem in problems:
         sys.stdout.write(f"unreachable: {problem}\n")
     return 1 if problems else 0

@@ -292,7 +292,7 @@ def test_hosts_shows_reachable_and_unreachable_engines(engines, tmp_path, capsys
         assert row["kind"] == "Docker", out
         assert row["version"][0].isdigit(), out  # the Docker version
         assert row["api"].startswith("1."), out
-        assert [row["running jobs"], row["capacity"]] == ["0", "7"], out
+        assert [row["running jobs"], row["by manager"], row["capacity"]] == ["0", "-", "7"], out
     assert rows[bogus]["reachable"] == "no", out
     assert f"unreachable: {bogus}: " in out
     code, out, err = cli_main(["hosts", "--engine", engines[0].url], capsys)

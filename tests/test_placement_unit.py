@@ -3,7 +3,8 @@ capacity, engines that failed a job, no engine answering, and the retry policy."
 from backend._config import parse_instances
 from backend._job import JobState, _Job
 from backend._messages import EngineLoad, JobSpec
-from backend._placement import PLACEMENT_TRIES, Placement
+from backend._placement import (JITTER, OVER_SHARE_DELAY, PLACEMENT_TRIES, UNCONFIRMED_SHARE,
+                                 Placement)
 from backend._task import LocalCheck, Task, snapshot_task
 
 A, B, UNLIMITED = parse_instances([
@@ -165,3 +166,110 @@ def test_a_killed_job_leaves_the_queue():
     assert not placement.queue
     placement.ended(queued)  # it held no slot
     assert placement.running["a"] == 0
+
+
+# -- several managers on one engine (SPEC §3) -------------------------------------------------
+
+def test_other_managers_containers_take_the_engine_slots():
+    placement = Placement([A, B])
+    placement.set_load(EngineLoad("a", 2, frozenset(), 1))  # a: full of another's
+    first = job("1")
+    assert place(placement, first) == "b"
+    placement.set_load(EngineLoad("a", 1, frozenset(), 1))
+    assert placement.load("a") == 1 and placement.load("b") == 1
+    # b: ours and another's (ours is counted once, as this manager's job)
+    placement.set_load(EngineLoad("b", 2, frozenset({first.container_id[:12]}), 1))
+    assert placement.load("b") == 2
+    assert placement.choose(job("2")) == "a"
+
+
+def test_near_the_limit_one_unconfirmed_job_at_a_time():
+    placement = Placement([A])
+    first, second = job("1"), job("2")
+    placement.add(first)
+    placement.add(second)
+    placement.placed(first, "a")
+    first.state, first.engine = JobState.SUBMITTING, "a"
+    assert placement.next() is None  # a free slot, but the first is not counted yet
+    first.container_id = "f" * 64
+    placement.set_load(EngineLoad("a", 1, frozenset({"f" * 12}), 0))
+    assert placement.next() == (second, "a")
+
+
+def test_far_from_the_limit_several_unconfirmed_jobs():
+    big = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                            "max_concurrent_jobs": 100}])[0]
+    placement = Placement([big])
+    placed = 0
+    while True:
+        queued = job(str(placed))
+        placement.add(queued)
+        if placement.next() is None:
+            break
+        placement.placed(queued, "d")
+        queued.state, queued.engine = JobState.SUBMITTING, "d"
+        placed += 1
+    assert placed == 11  # then 89 free: 89 // UNCONFIRMED_SHARE = 11 unconfirmed at most
+    assert (100 - placed) // UNCONFIRMED_SHARE == placed
+
+
+def test_no_unconfirmed_bound_without_a_limit():
+    placement = Placement([UNLIMITED])
+    for i in range(20):
+        queued = job(str(i))
+        placement.add(queued)
+        assert placement.next() == (queued, "c")
+        placement.placed(queued, "c")
+
+
+class FixedRandom:
+    def uniform(self, low, high):
+        return high / 2
+
+
+def test_a_shared_nearly_full_engine_defers_by_a_jitter():
+    placement = Placement([A], rng=FixedRandom())
+    placement.set_load(EngineLoad("a", 1, frozenset(), 1))  # another manager's: 1 free < 2
+    queued = job("1")
+    placement.add(queued)
+    assert placement.next(now=10.0) is None
+    assert placement.next_due() == 10.0 + JITTER / 2
+    assert placement.next(now=10.05) is None
+    assert placement.next(now=10.0 + JITTER / 2) == (queued, "a")
+    assert placement.next_due() is None
+
+
+def test_a_manager_over_its_share_waits_longer():
+    placement = Placement([A], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)  # ours: 1 = ceil(2 slots / 2 managers)
+    placement.set_load(EngineLoad("a", 1, frozenset({mine.container_id[:12]}), 1))
+    placement.add(job("2"))
+    assert placement.next(now=0.0) is None
+    assert placement.next_due() == JITTER / 2 + OVER_SHARE_DELAY
+
+
+def test_no_deferral_with_a_free_slot_for_every_manager_or_alone():
+    big = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                            "max_concurrent_jobs": 10}])[0]
+    placement = Placement([big])
+    placement.set_load(EngineLoad("d", 5, frozenset(), 3))  # 5 free for 4 managers
+    queued = job("1")
+    placement.add(queued)
+    assert placement.next(now=1.0) == (queued, "d")
+    alone = Placement([A])
+    alone.set_load(EngineLoad("a", 0, frozenset(), 0))
+    other = job("2")
+    alone.add(other)
+    assert alone.next(now=1.0) == (other, "a")
+
+
+def test_a_deferral_is_dropped_when_its_slot_is_taken():
+    placement = Placement([A], rng=FixedRandom())
+    placement.set_load(EngineLoad("a", 1, frozenset(), 1))
+    placement.add(job("1"))
+    assert placement.next(now=0.0) is None and placement.next_due() is not None
+    placement.set_load(EngineLoad("a", 2, frozenset(), 1))  # another manager took it
+    assert placement.next(now=5.0) is None and placement.next_due() is None
+    placement.set_load(EngineLoad("a", 1, frozenset(), 1))  # freed again: a new jitter
+    assert placement.next(now=6.0) is None and placement.next_due() == 6.0 + JITTER / 2
