@@ -146,3 +146,114 @@ def test_managers_in_separate_processes_share_the_engine_limit(engines, count):
     print(f"{count} processes: peak {sampler.peak} running on {SLOTS} slots "
           f"({sampler.samples} samples)")
     assert SLOTS <= sampler.peak <= SLOTS + count - 1, sampler.peak
+
+
+def test_managers_sharing_a_full_engine_all_make_progress(engines):
+    """The first manager fills the engine and keeps jobs queued; the second comes later:
+    it gets slots while the first still has work, rather than after it."""
+    engine = engines[0]
+    first, second = JobManager(one_engine(engine)), JobManager(one_engine(engine))
+    task = shell(ok_script("sleep 0.4; "), limits={"time": 5})
+    try:
+        buffers = [JobManagerBuffer(first), JobManagerBuffer(second)]
+        first_ids = [buffers[0].new_job(task, {"n": i}) for i in range(10)]
+        wait_for(lambda: len(running_on(engine)) == SLOTS, 30, "the first fills the engine")
+        second_ids = [buffers[1].new_job(task, {"n": i}) for i in range(10)]
+        order = []  # which manager each ended job belongs to, in order
+        lock = threading.Lock()
+
+        def collect(index, ids):
+            for _, result in buffers[index].as_completed(ids, timeout=90):
+                assert result["result"] == "success", result
+                with lock:
+                    order.append(index)
+
+        threads = [threading.Thread(target=collect, args=args)
+                   for args in ((0, first_ids), (1, second_ids))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        first.close()
+        second.close()
+    assert len(order) == 20
+    # by the time the first manager ended all its jobs, the second ended a fair part of its
+    done_by_second = order[:max(i for i, who in enumerate(order) if who == 0) + 1].count(1)
+    print(f"ended, in order: {''.join(map(str, order))}; the second ended {done_by_second} "
+          f"of 10 before the first's last")
+    assert done_by_second >= 4, order
+
+
+def running_on(engine, manager=None):
+    label = "backend.manager" + (f"={manager}" if manager else "")
+    with api_client(engine.url) as client:
+        return client.containers(filters={"label": label, "status": "running"})
+
+
+def test_stats_and_hosts_show_the_engine_total_beside_this_managers_share(engines, capsys):
+    from backend import cli
+    from test_cli import hosts_rows
+    engine = engines[0]
+    first, second = JobManager(one_engine(engine)), JobManager(one_engine(engine))
+    task = shell(ok_script("sleep 5; "), limits={"time": 10})
+    try:
+        futures = [first.submit(task, {}), second.submit(task, {})]
+        wait_for(lambda: len(running_on(engine)) == 2, 30, "both jobs run")
+        wait_for(lambda: first.stats()["engines"][engine.name]["engine_running"] == 2, 10,
+                 "the first manager counts the second's container")
+        stats = first.stats()
+        assert json.loads(json.dumps(stats)) == stats
+        mine = stats["engines"][engine.name]
+        assert mine["managers"] >= 2  # a manager of an earlier test may still count
+        assert mine == {"reachable": True, "running": 1, "engine_running": 2,
+                        "managers": mine["managers"], "capacity": SLOTS,
+                        "warm_containers": 0, "warm_hits": 0}
+        assert stats["jobs"]["submitted"] == 1 and stats["jobs"]["running"] == 1
+        assert cli.main(["hosts", "--engine", engine.url]) == 0
+        row = hosts_rows(capsys.readouterr().out)[engine.url]
+        assert [row["running jobs"], row["by manager"]] == ["2", "1+1"]
+        for manager in (first, second):
+            for job_id in list(manager._pending):
+                manager.kill_job(job_id)
+        assert [f.result(timeout=30)["result"] for f in futures] == ["killed", "killed"]
+        after = first.stats()
+        assert after["jobs"]["ended"] == 1 and after["jobs"]["by_status"] == {"killed": 1}
+        assert after["jobs"]["by_reason"] == {"killed": {"killed": 1}}
+        assert after["queue_wait"]["count"] == 1 and after["run_time"]["count"] == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_killed_manager_frees_its_share_once_its_containers_are_gone(engines):
+    engine = engines[0]
+    holder = start_manager_process(engine, SLOTS, ok_script("sleep 30; "))
+    manager = JobManager(one_engine(engine))
+    try:
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        wait_for(lambda: len(running_on(engine)) == SLOTS, 30, "the holder fills the engine")
+        held = running_on(engine)
+        futures = [manager.submit(SLEEPER, {"n": i}) for i in range(4)]
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        with Sampler(engine.url) as sampler:
+            # the killed manager's containers run on: they hold the slots, ours wait
+            time.sleep(1.5)  # what is checked is that nothing happens for a while
+            assert manager.stats()["jobs"]["queued"] == 4
+            assert sampler.peak == SLOTS
+            with api_client(engine.url) as client:  # its containers end (as on a timeout)
+                for container in held:
+                    client.kill(container["Id"])
+            results = [future.result(timeout=60) for future in futures]
+        assert [r["result"] for r in results] == ["success"] * 4, results
+        assert sampler.peak <= SLOTS + 1, sampler.peak
+    finally:
+        manager.close()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        with api_client(engine.url) as client:  # nobody removes a killed manager's containers
+            for container in client.containers(all=True, filters={"label": "backend.manager"}):
+                client.remove_container(container["Id"], force=True)
