@@ -40,7 +40,8 @@ class EventFollower:
 
     Args:
         config: the engine.
-        label: ``key=value`` or ``key``, as the engine filters.
+        label: ``key=value`` (Podman filters events by a key alone as matching nothing), or
+            None: the events of every container.
         mailbox: receives the notes, :class:`EventsCovered` and :class:`EngineState`.
         actions: the events followed.
         note: the note of a decoded event, or None for one to skip.
@@ -49,7 +50,7 @@ class EventFollower:
     and ``since``; :meth:`stop` may be called from any thread.
     """
 
-    def __init__(self, config: InstanceConfig, label: str, mailbox: Sink,
+    def __init__(self, config: InstanceConfig, label: Optional[str], mailbox: Sink,
                  actions: Sequence[str] = _docker.CONTAINER_EVENTS,
                  note: Optional[Callable[[Dict[str, Any]], Any]] = None):
         self.config = config
@@ -73,8 +74,9 @@ class EventFollower:
         since = time.time() - 1.0
         engine: Optional[_docker.Engine] = None
         delay = _FIRST_DELAY
-        filters = {"type": ["container"], "label": [self.label],
-                   "event": self.actions}
+        filters = {"type": ["container"], "event": self.actions}
+        if self.label is not None:
+            filters["label"] = [self.label]
         while not self._stopped.is_set():
             try:
                 if engine is None:

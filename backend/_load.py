@@ -10,7 +10,9 @@ there in the last :data:`RECENT` seconds: a manager whose jobs wait has none run
 shares the engine); the waiter forwards it to the dispatcher, whose placement uses it.
 
 Two threads: an :class:`~backend._events.EventFollower` on the engine's ``create``,
-``start``, ``die`` and ``destroy`` events of every manager's containers, and a reconcile
+``start``, ``die`` and ``destroy`` (Podman: ``remove``) events of every container, those
+without the label skipped here (Podman's event filter by a label's key alone matches
+nothing), and a reconcile
 thread that lists them every :data:`RECONCILE_EVERY` seconds (and the follower at each
 subscription), catching lost events. The events that come while a listing is on its way are
 applied again over its answer, so a listing never undoes a newer event. Both threads touch the
@@ -36,7 +38,7 @@ RECONCILE_EVERY = 2.0
 RECENT = 10.0
 #: The container states that hold a slot of the engine.
 ACTIVE_STATES = ("created", "running", "restarting", "paused")
-_ACTIONS = ("create", "start", "die", "destroy")
+_ACTIONS = ("create", "start", "die", "destroy", "remove")
 
 
 class LoadCounter:
@@ -53,14 +55,13 @@ class LoadCounter:
         self.manager_id = manager_id
         self.mailbox = mailbox
         self._lock = threading.Lock()
-        self._active: Dict[str, str] = {}  # container id -> its manager ("" not known yet)
+        self._active: Dict[str, str] = {}  # container id -> its manager
         self._during_listing: Optional[List[ContainerSeen]] = None
         self._reported: Optional[EngineLoad] = None
         self._last_seen: Dict[str, float] = {}  # other manager -> time.monotonic() seen
         self._stopped = threading.Event()
         self._engine: Optional[_docker.Engine] = None  # the listing's (one lists at a time)
-        self._events = EventFollower(config, _docker.LABEL_MANAGER, self, _ACTIONS,
-                                     _seen)
+        self._events = EventFollower(config, None, self, _ACTIONS, _seen)
 
     def __enter__(self) -> "LoadCounter":
         self.start()
@@ -122,7 +123,7 @@ class LoadCounter:
             seen, self._during_listing = self._during_listing or [], None
             if listed is None:
                 return
-            active = {c["Id"]: (c.get("Labels") or {}).get(_docker.LABEL_MANAGER, "")
+            active = {c["Id"]: str((c.get("Labels") or {}).get(_docker.LABEL_MANAGER))
                       for c in listed if c.get("State") in ACTIVE_STATES}
             for note in seen:
                 _apply(active, note)
@@ -132,7 +133,7 @@ class LoadCounter:
     def _report(self) -> None:
         now = time.monotonic()
         with self._lock:
-            for manager in set(self._active.values()) - {"", self.manager_id}:
+            for manager in set(self._active.values()) - {self.manager_id}:
                 self._last_seen[manager] = now
             for manager in [m for m, at in self._last_seen.items() if now - at > RECENT]:
                 del self._last_seen[manager]
@@ -147,18 +148,17 @@ class LoadCounter:
 
 def _apply(active: Dict[str, str], note: ContainerSeen) -> None:
     if note.action in ("create", "start"):
-        if note.manager or note.container_id not in active:
-            active[note.container_id] = note.manager
-    else:  # die, destroy
+        active[note.container_id] = note.manager
+    else:  # die, destroy, remove
         active.pop(note.container_id, None)
 
 
 def _seen(event: Dict[str, Any]) -> Optional[ContainerSeen]:
-    """The note of an event of any manager's container (None for another one)."""
+    """The note of an event of any manager's container (None for another container)."""
     action = event.get("Action") or event.get("status")
     actor = event.get("Actor") or {}
     container_id = event.get("id") or actor.get("ID")
     if action not in _ACTIONS or not container_id:
         return None
-    manager = (actor.get("Attributes") or {}).get(_docker.LABEL_MANAGER, "")
-    return ContainerSeen(action, container_id, manager)
+    manager = (actor.get("Attributes") or {}).get(_docker.LABEL_MANAGER)
+    return ContainerSeen(action, container_id, manager) if manager else None

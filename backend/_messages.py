@@ -203,9 +203,9 @@ class EventsCovered(NamedTuple):
 
 
 class ContainerSeen(NamedTuple):
-    action: str   # create, start, die or destroy
+    action: str   # create, start, die, destroy or remove (Podman's destroy)
     container_id: str
-    manager: str  # its backend.manager label ("" when the event does not say)
+    manager: str  # its backend.manager label
 
 
 class OutputOverflow(NamedTuple):

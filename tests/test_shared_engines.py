@@ -257,3 +257,25 @@ def test_a_killed_manager_frees_its_share_once_its_containers_are_gone(engines):
         with api_client(engine.url) as client:  # nobody removes a killed manager's containers
             for container in client.containers(all=True, filters={"label": "backend.manager"}):
                 client.remove_container(container["Id"], force=True)
+
+
+def test_every_engine_kind_counts_the_other_managers_containers(engine_kind):
+    """Docker 20.10, 28.5 and Podman: the events and listings of the load counter (Podman
+    filters events by a label's key alone as matching nothing, and says ``remove``)."""
+    kind, kind_engines = engine_kind
+    engine = kind_engines[0]
+    managers = [JobManager(one_engine(engine)) for _ in range(2)]
+    task = shell(ok_script("sleep 0.5; "), limits={"time": 5})
+    try:
+        with Sampler(engine.url) as sampler:
+            ended = run_all(managers, 4, task)
+        for results in ended:
+            assert [r["result"] for _, r in results] == ["success"] * 4, (kind, results)
+        wait_for(lambda: all(m.stats()["engines"][engine.name]["engine_running"] == 0
+                             for m in managers), 10, "the count comes back to 0")
+        assert managers[0].stats()["engines"][engine.name]["managers"] == 2
+    finally:
+        for manager in managers:
+            manager.close()
+    print(f"{kind}: peak {sampler.peak} running on {SLOTS} slots")
+    assert SLOTS <= sampler.peak <= SLOTS + 1, (kind, sampler.peak)

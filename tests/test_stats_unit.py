@@ -102,6 +102,11 @@ def test_events_of_every_manager_are_counted():
         counter.put(_seen(event("die", "x" * 64)))
         counter.put(_seen(event("destroy", "x" * 64)))
         assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset(), 1)
+        counter.put(_seen(event("remove", "y" * 64, "m2")))  # Podman's destroy
+        assert list(mailbox.drain())[-1] == EngineLoad("a", 0, frozenset(), 1)
+        unlabelled = event("create", "z" * 64)
+        del unlabelled["Actor"]["Attributes"]["backend.manager"]
+        assert _seen(unlabelled) is None  # not a container of any manager
     finally:
         mailbox.close()
 
