@@ -17,11 +17,12 @@ creating ones included) plus the other managers' containers, as the engine's
   that sees its container counted also sees every container created before it: the engine
   runs at most one job per other manager above its limit, and only when they place at the
   same instant.
-* *fairness*: on a shared engine with fewer free slots than managers, a placement waits a
-  random :data:`JITTER` (so that the fastest waiter does not always win a freed slot), and
-  :data:`OVER_SHARE_DELAY` more when this manager already holds its share (``limit /
-  managers``): a manager below its share takes the slot first, one above still takes it when
-  nobody else does.
+* *fairness*: on a shared engine with fewer free slots than managers, a manager that has no
+  job there takes a freed slot at once (the others may not know it waits: it has no container
+  to be seen by); one that has jobs there waits a random :data:`JITTER` (so that the fastest
+  waiter does not always win), and :data:`OVER_SHARE_DELAY` more when it already holds its
+  share (``limit / managers``): a manager below its share takes the slot first, one above
+  still takes it when nobody else does.
 """
 from __future__ import annotations
 
@@ -143,7 +144,8 @@ class Placement:
         need not: not shared, or with a free slot for every manager."""
         load, limit = self.loads[engine], self._limits[engine]
         managers = load.other_managers + 1
-        if limit == 0 or load.other_managers == 0 or limit - self.load(engine) >= managers:
+        if (limit == 0 or load.other_managers == 0 or limit - self.load(engine) >= managers
+                or self.running[engine] == 0):  # none here yet: it may be unseen by others
             return None
         share = math.ceil(limit / managers)
         return self._random.uniform(0, JITTER) + (

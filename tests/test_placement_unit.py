@@ -1,5 +1,7 @@
 """Placement without pipes or processes: the choice of engine, ties, slots, the queue's
 capacity, engines that failed a job, no engine answering, and the retry policy."""
+import pytest
+
 from backend._config import parse_instances
 from backend._job import JobState, _Job
 from backend._messages import EngineLoad, JobSpec
@@ -228,15 +230,28 @@ class FixedRandom:
 
 
 def test_a_shared_nearly_full_engine_defers_by_a_jitter():
+    three = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                              "max_concurrent_jobs": 3}])[0]
+    placement = Placement([three], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)
+    # one of ours, one of another manager's: 1 free for 3 managers; ours 1 = share ceil(3/3)
+    placement.set_load(EngineLoad("d", 2, frozenset({mine.container_id[:12]}), 2))
+    placement.add(job("2"))
+    assert placement.next(now=10.0) is None
+    assert placement.next_due() == pytest.approx(10.0 + JITTER / 2 + OVER_SHARE_DELAY)
+    placement.set_load(EngineLoad("d", 2, frozenset({mine.container_id[:12]}), 1))
+    assert placement.next(now=10.05) is None  # the deferral stays as it was drawn
+    assert placement.next(now=10.0 + JITTER / 2 + OVER_SHARE_DELAY)[1] == "d"
+    assert placement.next_due() is None
+
+
+def test_a_manager_with_no_job_on_a_shared_engine_takes_a_freed_slot_at_once():
     placement = Placement([A], rng=FixedRandom())
     placement.set_load(EngineLoad("a", 1, frozenset(), 1))  # another manager's: 1 free < 2
     queued = job("1")
     placement.add(queued)
-    assert placement.next(now=10.0) is None
-    assert placement.next_due() == 10.0 + JITTER / 2
-    assert placement.next(now=10.05) is None
-    assert placement.next(now=10.0 + JITTER / 2) == (queued, "a")
-    assert placement.next_due() is None
+    assert placement.next(now=10.0) == (queued, "a")
 
 
 def test_a_manager_over_its_share_waits_longer():
@@ -246,7 +261,7 @@ def test_a_manager_over_its_share_waits_longer():
     placement.set_load(EngineLoad("a", 1, frozenset({mine.container_id[:12]}), 1))
     placement.add(job("2"))
     assert placement.next(now=0.0) is None
-    assert placement.next_due() == JITTER / 2 + OVER_SHARE_DELAY
+    assert placement.next_due() == pytest.approx(JITTER / 2 + OVER_SHARE_DELAY)
 
 
 def test_no_deferral_with_a_free_slot_for_every_manager_or_alone():
@@ -265,11 +280,29 @@ def test_no_deferral_with_a_free_slot_for_every_manager_or_alone():
 
 
 def test_a_deferral_is_dropped_when_its_slot_is_taken():
-    placement = Placement([A], rng=FixedRandom())
-    placement.set_load(EngineLoad("a", 1, frozenset(), 1))
-    placement.add(job("1"))
+    three = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                              "max_concurrent_jobs": 3}])[0]
+    placement = Placement([three], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)
+    ours = frozenset({mine.container_id[:12]})
+    placement.set_load(EngineLoad("d", 2, ours, 2))
+    placement.add(job("2"))
     assert placement.next(now=0.0) is None and placement.next_due() is not None
-    placement.set_load(EngineLoad("a", 2, frozenset(), 1))  # another manager took it
+    placement.set_load(EngineLoad("d", 3, ours, 2))  # another manager took it
     assert placement.next(now=5.0) is None and placement.next_due() is None
-    placement.set_load(EngineLoad("a", 1, frozenset(), 1))  # freed again: a new jitter
-    assert placement.next(now=6.0) is None and placement.next_due() == 6.0 + JITTER / 2
+    placement.set_load(EngineLoad("d", 2, ours, 2))  # freed again: a new deferral
+    assert placement.next(now=6.0) is None
+    assert placement.next_due() == pytest.approx(6.0 + JITTER / 2 + OVER_SHARE_DELAY)
+
+
+def test_below_its_share_a_manager_waits_the_jitter_only():
+    four = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                             "max_concurrent_jobs": 4}])[0]
+    placement = Placement([four], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)  # ours: 1 < ceil(4 / 2)
+    placement.set_load(EngineLoad("d", 3, frozenset({mine.container_id[:12]}), 1))
+    placement.add(job("2"))
+    assert placement.next(now=1.0) is None
+    assert placement.next_due() == pytest.approx(1.0 + JITTER / 2)
