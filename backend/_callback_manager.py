@@ -17,6 +17,7 @@ import threading
 from typing import Callable, Optional
 
 from backend._job import _Job
+from backend._messages import Result
 from backend._results import complete, make_run, merge
 
 logger = logging.getLogger("backend")
@@ -30,15 +31,19 @@ class _CallbackManager(threading.Thread):
         done_queue: the ended jobs.
         remove_container: ``remove_container(engine, container_id)``, thread-safe.
         delivered: ``delivered(job)``, called once the job's callback returned (or raised).
+        ended: ``ended(job, result)`` with the final result, before the callback (the
+            manager's statistics).
     """
 
     def __init__(self, index: int, done_queue: "queue.Queue[Optional[_Job]]",
                  remove_container: Callable[[str, str], None],
-                 delivered: Callable[[_Job], None]):
+                 delivered: Callable[[_Job], None],
+                 ended: Optional[Callable[[_Job, Result], None]] = None):
         super().__init__(name=f"backend-callback-{index}", daemon=True)
         self.done_queue = done_queue
         self.remove_container = remove_container
         self.delivered = delivered
+        self.ended = ended
 
     def run(self) -> None:
         while True:
@@ -62,6 +67,11 @@ class _CallbackManager(threading.Thread):
                       "problems": {}, "run": make_run(reason="bad_output")}
         if job.container_id and job.engine:
             self.remove_container(job.engine, job.container_id)
+        try:
+            if self.ended is not None:
+                self.ended(job, result)
+        except Exception:  # noqa: BLE001 - counting must never cost a callback
+            logger.exception("job %s: counting its result failed", job.job_id)
         try:
             job.callback(job.job_id, job.task, result)
         except BaseException:  # noqa: BLE001 - SystemExit included: logged, never silent

@@ -8,7 +8,7 @@ process that dies never leaves a lock held; the messages are those of :mod:`back
      ▲        submitters ◀──Submit, Remove, Sweep, RemoveLeftovers, Exit──┤ └── Created,
      │                                     Started, StartFailed, Removed ──┤
      │           waiters ◀──Watch, KillRunning, Probe, Exit────────────────┤
-     │        (per engine) ──JobEnded, EngineState────────────────────────▶┘
+     │        (per engine) ──JobEnded, EngineState, EngineLoad────────────▶┘
      └── done queue (queue.Queue of ended jobs) ◀── dispatcher thread
 
 The thread owns the state, in three plain objects: :class:`~backend._placement.Placement`
@@ -22,6 +22,11 @@ A child that dies is replaced at once; the jobs it held end exactly once (a subm
 creation was confirmed), or are handed to the replacement (a waiter's containers, recovered
 from the engine). At close, once every job ended, each engine is asked for any container of
 this manager still there.
+
+Each engine's waiters report its :class:`~backend._messages.EngineLoad` (the containers of
+every manager sharing it), which placement counts against ``max_concurrent_jobs``; a placement
+it defers (fairness between managers) wakes the loop at its time. After each turn the loop
+updates the manager's :class:`~backend._stats.Stats`.
 
 A job ends in exactly one place, :meth:`_Dispatcher._end`, which frees its slot before the
 result goes to the done queue: a slow callback never holds an engine slot.
@@ -39,12 +44,14 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from backend import _docker
 from backend._config import InstanceConfig
 from backend._job import JobState, _Job
-from backend._messages import (Close, Created, EngineState, JobEnded, KillAll, KillJob,
-                               KillRunning, Mailbox, NewJob, Remove, RemoveContainer, Removed,
-                               RemoveLeftovers, Result, Started, StartFailed, Submit, Sweep)
+from backend._messages import (Close, Created, EngineLoad, EngineState, JobEnded, KillAll,
+                               KillJob, KillRunning, Mailbox, NewJob, Remove, RemoveContainer,
+                               Removed, RemoveLeftovers, Result, Started, StartFailed, Submit,
+                               Sweep)
 from backend._placement import Placement
 from backend._removals import Removals
 from backend._results import failure_result
+from backend._stats import Stats
 from backend._supervisor import STOP_GRACE, Supervisor, _Child, receive_fd
 
 logger = logging.getLogger("backend")
@@ -56,8 +63,9 @@ class _Dispatcher(threading.Thread):
 
     def __init__(self, context: Any, configs: Sequence[InstanceConfig], manager_id: str,
                  owner: str, pool_size: int, done_queue: "queue.Queue[Optional[_Job]]",
-                 max_queued_jobs: Optional[int]):
+                 max_queued_jobs: Optional[int], stats: Optional[Stats] = None):
         super().__init__(name="backend-dispatcher", daemon=True)
+        self.stats = stats or Stats(configs)
         self.placement = Placement(configs, max_queued_jobs)
         self.removals = Removals(self.placement.engines, self.placement.is_reachable)
         self.supervisor = Supervisor(context, configs, manager_id, owner,
@@ -83,7 +91,8 @@ class _Dispatcher(threading.Thread):
             StartFailed: self._on_start_failed, Removed: self._on_removed,
             JobEnded: self._on_job_ended,
             EngineState: lambda waiter, message: self._mark_reachable(
-                message.engine, message.reachable, probe=False)}
+                message.engine, message.reachable, probe=False),
+            EngineLoad: lambda waiter, message: self.placement.set_load(message)}
 
     def post(self, command: object) -> None:
         """Queues a command (a ``NewJob``, ``KillJob``, ``KillAll``, ``RemoveContainer`` or
@@ -114,7 +123,8 @@ class _Dispatcher(threading.Thread):
         while not self.stopping:
             children = self.supervisor.children()
             ready = set(wait([self.mailbox.fileno()] + self.supervisor.waitables(children),
-                             timeout=self._timeout()))
+                             timeout=_timeout(self.removals.next_due(), self.close_deadline,
+                                              self.placement.next_due())))
             for command in self.mailbox.drain():
                 self._commands[type(command)](command)
             for child in children:
@@ -125,11 +135,7 @@ class _Dispatcher(threading.Thread):
                 self._replace(child)
             self.removals.release_due(time.monotonic())
             self._schedule()
-
-    def _timeout(self) -> Optional[float]:
-        dues = [self.removals.next_due(), self.close_deadline]
-        due = min((d for d in dues if d is not None), default=None)
-        return None if due is None else max(0.0, due - time.monotonic())
+            self.stats.dispatched(self.placement)
 
     def _read_message(self, child: _Child, message: object) -> None:
         handler = self._replies.get(type(message))
@@ -173,7 +179,7 @@ class _Dispatcher(threading.Thread):
             self._end(job, failure_result("engine_unreachable", "no docker instance answers: "
                                           + ", ".join(self.placement.engines)))
         while idle:
-            placed = self.placement.next()
+            placed = self.placement.next(time.monotonic())
             if placed is None:
                 break
             self._submit(placed[0], placed[1], idle.pop())
@@ -300,3 +306,9 @@ class _Dispatcher(threading.Thread):
                     "container", held.engine, held.container_id))
         elif held is not None:
             self.removals.returned(held)
+
+
+def _timeout(*dues: Optional[float]) -> Optional[float]:
+    """Seconds until the earliest of ``dues`` (monotonic times; None: none), or None."""
+    due = min((d for d in dues if d is not None), default=None)
+    return None if due is None else max(0.0, due - time.monotonic())

@@ -7,17 +7,20 @@ our containers, :class:`~backend._messages.EventsCovered` when a stream starts, 
 :class:`~backend._messages.EngineState` when the engine answers or stops answering. A stream
 that ends or fails is resumed from the time of the last event seen (``since``), so that no
 event is lost while the engine restarts.
+
+The load counter (:mod:`backend._load`) follows a second stream with its own ``actions`` and
+``note``: the containers of every manager, into the counter rather than a mailbox.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from backend import _docker
 from backend._config import InstanceConfig
-from backend._messages import DockerEvent, EngineState, EventsCovered, Mailbox
+from backend._messages import DockerEvent, EngineState, EventsCovered
 
 logger = logging.getLogger("backend")
 
@@ -25,17 +28,36 @@ logger = logging.getLogger("backend")
 _FIRST_DELAY, _MOST_DELAY = 0.1, 2.0
 
 
+class Sink(Protocol):
+    """Where a follower's notes go: a :class:`~backend._messages.Mailbox`, or the load
+    counter."""
+
+    def put(self, message: Any) -> None: ...
+
+
 class EventFollower:
     """Follows the events of the containers labelled ``label`` on one engine.
+
+    Args:
+        config: the engine.
+        label: ``key=value`` (Podman filters events by a key alone as matching nothing), or
+            None: the events of every container.
+        mailbox: receives the notes, :class:`EventsCovered` and :class:`EngineState`.
+        actions: the events followed.
+        note: the note of a decoded event, or None for one to skip.
 
     Threads: :meth:`run` is the follower's own thread and the only one to touch the engine
     and ``since``; :meth:`stop` may be called from any thread.
     """
 
-    def __init__(self, config: InstanceConfig, label: str, mailbox: Mailbox):
+    def __init__(self, config: InstanceConfig, label: Optional[str], mailbox: Sink,
+                 actions: Sequence[str] = _docker.CONTAINER_EVENTS,
+                 note: Optional[Callable[[Dict[str, Any]], Any]] = None):
         self.config = config
         self.label = label
         self.mailbox = mailbox
+        self.actions = list(actions)
+        self.note = note or _docker_event
         self._stopped = threading.Event()
         self._stream: Optional[_docker.EventStream] = None
 
@@ -52,8 +74,9 @@ class EventFollower:
         since = time.time() - 1.0
         engine: Optional[_docker.Engine] = None
         delay = _FIRST_DELAY
-        filters = {"type": ["container"], "label": [self.label],
-                   "event": list(_docker.CONTAINER_EVENTS)}
+        filters = {"type": ["container"], "event": self.actions}
+        if self.label is not None:
+            filters["label"] = [self.label]
         while not self._stopped.is_set():
             try:
                 if engine is None:
@@ -66,7 +89,7 @@ class EventFollower:
                 delay = _FIRST_DELAY
                 for event in stream:
                     since = max(since, _event_time(event))
-                    note = _docker_event(event)
+                    note = self.note(event)
                     if note is not None:
                         self.mailbox.put(note)
                 if stream.idle:  # silent for its read timeout: subscribe again at once (the
@@ -105,3 +128,33 @@ def _docker_event(event: Dict[str, Any]) -> Optional[DockerEvent]:
         code = actor.get("Attributes", {}).get("exitCode")
         exit_code = int(code) if code is not None else None
     return DockerEvent(action, container_id, exit_code, _event_time(event) or time.time())
+
+
+#: Seconds the events of a container not yet watched are kept.
+EARLY_EVENTS_KEPT = 60.0
+
+
+class EarlyEvents:
+    """The events of containers we are not yet told of (a short job's ``die`` often comes
+    before the dispatcher's ``Watch``); forgotten after :data:`EARLY_EVENTS_KEPT`."""
+
+    def __init__(self) -> None:
+        self._kept: Dict[str, Tuple[float, List[DockerEvent]]] = {}
+
+    def keep(self, event: DockerEvent) -> None:
+        now = time.monotonic()
+        self._kept.setdefault(event.container_id, (now, []))[1].append(event)
+        while self._kept:
+            oldest = next(iter(self._kept))
+            if now - self._kept[oldest][0] < EARLY_EVENTS_KEPT:
+                break
+            del self._kept[oldest]
+
+    def pop(self, container_id: str) -> List[DockerEvent]:
+        return self._kept.pop(container_id, (0.0, []))[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kept)
+
+    def __len__(self) -> int:
+        return len(self._kept)

@@ -9,7 +9,8 @@ thread changes it then.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from backend._messages import JobSpec, Result
@@ -43,6 +44,7 @@ class _Job:
         container_name: the name of the current attempt's container, known before creation.
         kill_requested: :meth:`~backend.job_manager.JobManager.kill_job` was called.
         started_at: epoch seconds its container started at.
+        queued_at: epoch seconds it was made at.
         result: the container's part of its result, set when it ends.
     """
 
@@ -57,4 +59,5 @@ class _Job:
     container_name: Optional[str] = None
     kill_requested: bool = False
     started_at: Optional[float] = None
+    queued_at: float = field(default_factory=time.time)
     result: Optional[Result] = None

@@ -28,9 +28,12 @@ message                      sender → receiver            meaning
 :class:`JobEnded`            waiter → dispatcher          the job's container part of a result
 :class:`EngineState`         waiter → dispatcher; event   the engine answers, or does not
                              thread → waiter main loop
+:class:`EngineLoad`          load counter → waiter main   the containers of every manager
+                             loop → dispatcher            that the engine runs
 :class:`Exit`                dispatcher → any child       exit now
 :class:`DockerEvent`         event thread → waiter        a container event of the engine
 :class:`EventsCovered`       event thread → waiter        the event stream covers from ``since``
+:class:`ContainerSeen`       load events → load counter   a container of any manager changed
 :class:`OutputOverflow`      output follower → waiter     the job printed more than allowed
 :class:`OutputEnded`         output follower → waiter     the job's own attach ended
 ===========================  ===========================  ===================================
@@ -44,8 +47,8 @@ from __future__ import annotations
 import collections
 import os
 from dataclasses import dataclass
-from typing import (TYPE_CHECKING, Any, Deque, Dict, Iterator, List, NamedTuple, Optional,
-                    Tuple, Union)
+from typing import (TYPE_CHECKING, Any, Deque, Dict, FrozenSet, Iterator, List, NamedTuple,
+                    Optional, Tuple, Union)
 
 from backend._files import DEFAULT_WORKDIR, Files
 from backend._task import _TaskSnapshot
@@ -200,6 +203,16 @@ class EngineState(NamedTuple):
     reachable: bool
 
 
+class EngineLoad(NamedTuple):
+    """What one engine runs, of every manager (label ``backend.manager``), counted from it:
+    containers created or running (a created one is about to start)."""
+
+    engine: str
+    running: int               # of all managers
+    ours: FrozenSet[str]       # this manager's, by short id (12 characters)
+    other_managers: int        # other managers with a container there in the last seconds
+
+
 # -- inside a waiter: helper threads -> main loop ---------------------------------------------
 
 class DockerEvent(NamedTuple):
@@ -211,6 +224,12 @@ class DockerEvent(NamedTuple):
 
 class EventsCovered(NamedTuple):
     since: float
+
+
+class ContainerSeen(NamedTuple):
+    action: str   # create, start, die, destroy or remove (Podman's destroy)
+    container_id: str
+    manager: str  # its backend.manager label
 
 
 class OutputOverflow(NamedTuple):

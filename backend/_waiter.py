@@ -10,6 +10,7 @@ by those helper threads, and the poll deadline::
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
     main loop --(JobEnded | EngineState)--> dispatcher
     event thread --(DockerEvent | EventsCovered | EngineState)--> mailbox --> main loop
+    load counter --(EngineLoad)--> mailbox --> main loop --> dispatcher
     output followers --(OutputOverflow | OutputEnded)--> mailbox --> main loop
 
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
@@ -26,8 +27,9 @@ Every ``time_between_polls`` the main loop also polls: it lists our containers b
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
 process only). A follower ends a job as soon as it prints more than its ``output`` limit.
 An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
-(reason ``engine_lost``). Everything here but the followers' threads and the kill threads
-runs on the main thread; those talk to it only through the mailbox.
+(reason ``engine_lost``). A :class:`~backend._load.LoadCounter` counts every manager's
+containers on the engine, for the dispatcher. Everything here but the followers' threads and
+the kill threads runs on the main thread; those talk to it only through the mailbox.
 """
 from __future__ import annotations
 
@@ -37,16 +39,17 @@ import time
 from dataclasses import dataclass
 from multiprocessing import reduction
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from backend import _docker, _features, _input
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
-from backend._events import EventFollower
-from backend._messages import (DockerEvent, EngineState, EventsCovered, Exit, JobEnded,
-                               KillRunning, Mailbox, OutputEnded, OutputOverflow, Probe, Result,
-                               Watch)
+from backend._events import EarlyEvents, EventFollower
 from backend._job_outputs import add_outputs
+from backend._load import LoadCounter
+from backend._messages import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit,
+                               JobEnded, KillRunning, Mailbox, OutputEnded, OutputOverflow,
+                               Probe, Result, Watch)
 from backend._output import OutputFollower, StreamState
 from backend._results import ContainerEnd, ended_result, lost_result
 
@@ -56,8 +59,6 @@ logger = logging.getLogger("backend")
 ENGINE_LOST_AFTER = 5.0
 #: Seconds a job's output stream may lag behind its end before its log is read instead.
 STREAM_GRACE = 2.0
-#: Seconds the events of a container not yet watched are kept.
-EARLY_EVENTS_KEPT = 60.0
 
 
 class _PendingEnd(NamedTuple):
@@ -149,32 +150,6 @@ class _Watched:
         return (exit_code, *engine.logs(self.container_id))
 
 
-class _EarlyEvents:
-    """The events of containers we are not yet told of (a short job's ``die`` often comes
-    before the dispatcher's ``Watch``); forgotten after :data:`EARLY_EVENTS_KEPT`."""
-
-    def __init__(self) -> None:
-        self._kept: Dict[str, Tuple[float, List[DockerEvent]]] = {}
-
-    def keep(self, event: DockerEvent) -> None:
-        now = time.monotonic()
-        self._kept.setdefault(event.container_id, (now, []))[1].append(event)
-        while self._kept:
-            oldest = next(iter(self._kept))
-            if now - self._kept[oldest][0] < EARLY_EVENTS_KEPT:
-                break
-            del self._kept[oldest]
-
-    def pop(self, container_id: str) -> List[DockerEvent]:
-        return self._kept.pop(container_id, (0.0, []))[1]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._kept)
-
-    def __len__(self) -> int:
-        return len(self._kept)
-
-
 class _Waiter:
     """A waiter process's main loop and its state (see the module's docstring)."""
 
@@ -185,9 +160,8 @@ class _Waiter:
         self.watched: Dict[str, _Watched] = {}  # by container id
         self.by_job: Dict[str, str] = {}
         self.mailbox = Mailbox()
-        self.early_events = _EarlyEvents()
-        #: the time from which our event stream has covered this engine
-        self.events_since: Optional[float] = None
+        self.early_events = EarlyEvents()
+        self.events_since: Optional[float] = None  # since when our event stream covers it
         self.events = EventFollower(config, self.label, self.mailbox)
         self.docker: Optional[_docker.Engine] = None
         self.reachable: Optional[bool] = None
@@ -286,6 +260,8 @@ class _Waiter:
         if isinstance(note, EngineState):
             self.set_reachable(note.reachable)
             return
+        if isinstance(note, EngineLoad):  # the load counter's (see waiter_main)
+            return self.connection.send(note)
         if isinstance(note, EventsCovered):  # the first stream's start counts
             self.events_since = note.since if self.events_since is None else self.events_since
             return
@@ -376,7 +352,8 @@ class _Waiter:
                 self.finish(watched, pending.exit_code, pending.ended_at)
             elif watched.reason is None and now - watched.started_at >= watched.limits["hard_time"]:
                 self.kill(watched, "wall_time")
-        self.check_cpu(now)
+        for watched in _over_cpu_time(self.watched.values(), self.connected, now):
+            self.kill(watched, "cpu_time")
         self.reconcile(list(self.watched.values()))
         if (self.unreachable_since is not None
                 and time.monotonic() - self.unreachable_since >= ENGINE_LOST_AFTER):
@@ -414,18 +391,23 @@ class _Waiter:
             elif container.get("State") in ("exited", "dead"):
                 self.finish(watched, None, watched.ended_at or time.time())
 
-    def check_cpu(self, now: float) -> None:
-        """Kills containers whose processes together used their CPU time (cgroup stats)."""
-        for watched in list(self.watched.values()):
-            if not watched.cpu_due(now):
-                continue
-            try:
-                used = self.connected().cpu_seconds(watched.container_id)
-            except _docker.DockerFailure as failure:  # ended meanwhile, or engine trouble
-                logger.debug("stats %s: %s", watched.container_id, failure.text)
-                continue
-            if used >= watched.limits["time"]:
-                self.kill(watched, "cpu_time")
+
+
+def _over_cpu_time(watched: Iterable[_Watched], connected: Callable[[], _docker.Engine],
+                   now: float) -> List[_Watched]:
+    """The containers whose processes together used their CPU time (cgroup stats)."""
+    over = []
+    for one in list(watched):
+        if not one.cpu_due(now):
+            continue
+        try:
+            used = connected().cpu_seconds(one.container_id)
+        except _docker.DockerFailure as failure:  # ended meanwhile, or engine trouble
+            logger.debug("stats %s: %s", one.container_id, failure.text)
+            continue
+        if used >= one.limits["time"]:
+            over.append(one)
+    return over
 
 
 def _kill(connected: Callable[[], _docker.Engine], container_id: str, mailbox: Mailbox,
@@ -455,4 +437,6 @@ def waiter_main(connection: Connection, config: InstanceConfig, manager_id: str,
     """Entry point of a waiter process."""
     exit_with_parent(lifeline)
     configure_logging(log_level)
-    _Waiter(connection, config, manager_id).run()
+    waiter = _Waiter(connection, config, manager_id)
+    with LoadCounter(config, manager_id, waiter.mailbox):  # every manager's containers
+        waiter.run()

@@ -14,12 +14,13 @@ caller's main thread.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 from backend import _docker
 from backend._config import InstanceConfig, parse_instances, settings_from
@@ -239,14 +240,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 # -- hosts ---------------------------------------------------------------------------------
 
-def _describe(version: Dict[str, Any]) -> Tuple[str, str, str]:
-    """``(kind, version, API version)`` of an engine from its ``/version`` answer: Podman's
-    names a component "Podman Engine" (its compatible API otherwise looks like Docker's)."""
-    api = str(version.get("ApiVersion") or "?")
-    for component in version.get("Components") or []:
-        if isinstance(component, dict) and component.get("Name") == "Podman Engine":
-            return "Podman", str(component.get("Version") or version.get("Version") or "?"), api
-    return "Docker", str(version.get("Version") or "?"), api
+def _shares(containers: List[Dict[str, Any]]) -> str:
+    """Each manager's share of the running ``containers``, largest first: ``3+1``; ``-``."""
+    counts = collections.Counter((c.get("Labels") or {}).get(_docker.LABEL_MANAGER, "?")
+                                 for c in containers)
+    return "+".join(str(n) for n in sorted(counts.values(), reverse=True)) or "-"
 
 
 def _cmd_hosts(args: argparse.Namespace) -> int:
@@ -256,15 +254,17 @@ def _cmd_hosts(args: argparse.Namespace) -> int:
             else "unlimited"
         try:
             with _docker.connect(config, timeout=args.timeout) as engine:
-                kind, version, api = _describe(engine.version())
-                running = len(engine.containers(_docker.LABEL_MANAGER, all_states=False))
+                features = engine.features  # detected by connect(), with the version we speak
+                running = engine.containers(_docker.LABEL_MANAGER, all_states=False)
         except _docker.DockerFailure as failure:
-            rows.append((config.name, "no", "-", "-", "-", "-", capacity))
+            rows.append((config.name, "no", "-", "-", "-", "-", "-", capacity))
             problems.append(f"{config.name}: {first_line(failure.text)}")
             continue
-        rows.append((config.name, "yes", kind, version, api, str(running), capacity))
+        rows.append((config.name, "yes", features.kind.value, features.version,
+                     features.api_version, str(len(running)),
+                     _shares(running), capacity))
     sys.stdout.write(table(("engine", "reachable", "kind", "version", "api", "running jobs",
-                             "capacity"), rows, right=(5, 6)))
+                             "by manager", "capacity"), rows, right=(5, 6, 7)))
     for problem in problems:
         sys.stdout.write(f"unreachable: {problem}\n")
     return 1 if problems else 0

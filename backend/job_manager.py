@@ -22,13 +22,14 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from backend import _docker
 from backend._callback_manager import _CallbackManager
+from backend._images import build_all
 from backend._config import load_config, parse_instances
 from backend._dispatcher import _Dispatcher
 from backend._files import check_files
 from backend._job import JobState, _Job
 from backend._messages import Close, JobSpec, KillAll, KillJob, NewJob, RemoveContainer, Result
+from backend._stats import Stats
 from backend._task import LocalCheck, _TaskSnapshot, snapshot_task
 
 logger = logging.getLogger("backend")
@@ -97,11 +98,13 @@ class JobManager:
             context.set_forkserver_preload(["backend._submitter", "backend._waiter"])
         if process_pool_size is None:
             process_pool_size = min(8, max(2, 2 * (os.cpu_count() or 1)))
+        self._stats = Stats(self._configs)
         self._dispatcher = _Dispatcher(context, self._configs, self.manager_id, self._owner,
-                                       process_pool_size, self._done_queue, max_queued_jobs)
+                                       process_pool_size, self._done_queue, max_queued_jobs,
+                                       self._stats)
         self._callback_managers = [
-            _CallbackManager(i, self._done_queue, self._remove_container, self._delivered)
-            for i in range(callback_manager_count)]
+            _CallbackManager(i, self._done_queue, self._remove_container, self._delivered,
+                             self._stats.ended) for i in range(callback_manager_count)]
         if any(i.build_containers_on_start for i in self._configs):
             self.build_images([i.name for i in self._configs if i.build_containers_on_start])
         self._dispatcher.start_children()
@@ -182,6 +185,7 @@ class JobManager:
             if self._closed:
                 raise RuntimeError("this JobManager is closed")
             self._pending[job_id] = job
+        self._stats.submitted()
         if spec is None:
             self._done_queue.put(job)
         else:
@@ -205,6 +209,16 @@ class JobManager:
         """Jobs submitted whose callback has not run yet (queued and running)."""
         with self._lock:
             return len(self._pending)
+
+    def stats(self) -> Dict[str, Any]:
+        """Counters and latencies of this manager (SPEC §3), JSON-serialisable; cheap, from
+        any thread. Keys: ``jobs`` (``submitted``, ``queued``, ``running``, ``ended``,
+        ``by_status``, ``by_reason`` per status), ``engines`` (per engine: ``reachable``,
+        ``running`` (this manager's), ``engine_running`` (every manager's, counted from the
+        engine), ``managers``, ``capacity`` (None: no limit), ``warm_containers``,
+        ``warm_hits``), ``queue_wait`` and ``run_time`` (``p50``, ``p95`` in seconds over the
+        last 1000 jobs, ``count``). See :doc:`/engines`."""
+        return self._stats.snapshot()
 
     def _remove_container(self, engine: str, container_id: str) -> None:
         self._dispatcher.post(RemoveContainer(engine, container_id))
@@ -232,29 +246,8 @@ class JobManager:
         Returns:
             ``{instance_name: {image_tag: None or error text}}``.
         """
-        report: Dict[str, Dict[str, Optional[str]]] = {}
-        folder = self.containers_directory
-        for config in self._configs:
-            if instances is not None and config.name not in instances:
-                continue
-            report[config.name] = {}
-            try:
-                _docker.connect(config).close()
-            except _docker.DockerFailure as failure:
-                logger.error("cannot build images on %s: %s", config.name, failure.text)
-                for name in self.get_container_names():
-                    report[config.name][config.container_prefix + name] = failure.text
-                continue
-            for name in self.get_container_names():  # none when folder is None
-                assert folder is not None
-                tag = config.container_prefix + name
-                error = _docker.build_image(config, os.path.join(folder, name), tag)
-                if error:
-                    logger.error("building %s on %s failed: %s", tag, config.name, error)
-                else:
-                    logger.info("built %s on %s", tag, config.name)
-                report[config.name][tag] = error
-        return report
+        return build_all(self._configs, self.containers_directory, self.get_container_names(),
+                         instances)
 
     # -- shutdown ------------------------------------------------------------------------
     def close(self, wait: bool = True) -> None:

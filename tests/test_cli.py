@@ -292,25 +292,12 @@ def test_hosts_shows_reachable_and_unreachable_engines(engines, tmp_path, capsys
         assert row["kind"] == "Docker", out
         assert row["version"][0].isdigit(), out  # the Docker version
         assert row["api"].startswith("1."), out
-        assert [row["running jobs"], row["capacity"]] == ["0", "7"], out
+        assert [row["running jobs"], row["by manager"], row["capacity"]] == ["0", "-", "7"], out
     assert rows[bogus]["reachable"] == "no", out
     assert f"unreachable: {bogus}: " in out
     code, out, err = cli_main(["hosts", "--engine", engines[0].url], capsys)
     assert code == 0, err
     assert "100" in out.splitlines()[2]  # the default capacity
-
-
-@pytest.mark.parametrize("version, expected", [
-    ({"Version": "20.10.24", "ApiVersion": "1.41",
-      "Components": [{"Name": "Engine", "Version": "20.10.24"}]},
-     ("Docker", "20.10.24", "1.41")),
-    ({"Version": "4.9.3", "ApiVersion": "1.41",
-      "Components": [{"Name": "Podman Engine", "Version": "4.9.3"}]},
-     ("Podman", "4.9.3", "1.41")),
-    ({}, ("Docker", "?", "?")),
-])
-def test_hosts_names_the_engine_kind(version, expected):
-    assert cli._describe(version) == expected
 
 
 def test_build_reports_each_image_and_engine(engines, tmp_path, capsys):

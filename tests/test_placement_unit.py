@@ -1,9 +1,12 @@
 """Placement without pipes or processes: the choice of engine, ties, slots, the queue's
 capacity, engines that failed a job, no engine answering, and the retry policy."""
+import pytest
+
 from backend._config import parse_instances
 from backend._job import JobState, _Job
-from backend._messages import JobSpec
-from backend._placement import PLACEMENT_TRIES, Placement
+from backend._messages import EngineLoad, JobSpec
+from backend._placement import (JITTER, OVER_SHARE_DELAY, PLACEMENT_TRIES, UNCONFIRMED_SHARE,
+                                 Placement)
 from backend._task import LocalCheck, Task, snapshot_task
 
 A, B, UNLIMITED = parse_instances([
@@ -17,13 +20,25 @@ def job(job_id="j1"):
                 JobSpec(job_id, snapshot_task(Task("image"), None), b"{}\n"))
 
 
+def confirm(placement, engine, others=0, other_managers=None):
+    """The engine's count shows every job of ours there (and ``others`` of other
+    managers')."""
+    ours = frozenset(job.container_id[:12] for job in placement._held[engine])
+    placement.set_load(EngineLoad(engine, len(ours) + others, ours,
+                                  other_managers if other_managers is not None
+                                  else int(others > 0)))
+
+
 def place(placement, queued):
-    """Places ``queued`` as the dispatcher does; returns its engine."""
+    """Places ``queued`` as the dispatcher does, and its container is counted by its engine;
+    returns its engine."""
     placement.add(queued)
     head, engine = placement.next()
     assert head is queued
     placement.placed(queued, engine)
     queued.state, queued.engine = JobState.SUBMITTING, engine
+    queued.container_id = f"c{queued.job_id}".ljust(64, "0")
+    confirm(placement, engine)
     return engine
 
 
@@ -153,3 +168,141 @@ def test_a_killed_job_leaves_the_queue():
     assert not placement.queue
     placement.ended(queued)  # it held no slot
     assert placement.running["a"] == 0
+
+
+# -- several managers on one engine (SPEC §3) -------------------------------------------------
+
+def test_other_managers_containers_take_the_engine_slots():
+    placement = Placement([A, B])
+    placement.set_load(EngineLoad("a", 2, frozenset(), 1))  # a: full of another's
+    first = job("1")
+    assert place(placement, first) == "b"
+    placement.set_load(EngineLoad("a", 1, frozenset(), 1))
+    assert placement.load("a") == 1 and placement.load("b") == 1
+    # b: ours and another's (ours is counted once, as this manager's job)
+    placement.set_load(EngineLoad("b", 2, frozenset({first.container_id[:12]}), 1))
+    assert placement.load("b") == 2
+    assert placement.choose(job("2")) == "a"
+
+
+def test_near_the_limit_one_unconfirmed_job_at_a_time():
+    placement = Placement([A])
+    first, second = job("1"), job("2")
+    placement.add(first)
+    placement.add(second)
+    placement.placed(first, "a")
+    first.state, first.engine = JobState.SUBMITTING, "a"
+    assert placement.next() is None  # a free slot, but the first is not counted yet
+    first.container_id = "f" * 64
+    placement.set_load(EngineLoad("a", 1, frozenset({"f" * 12}), 0))
+    assert placement.next() == (second, "a")
+
+
+def test_far_from_the_limit_several_unconfirmed_jobs():
+    big = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                            "max_concurrent_jobs": 100}])[0]
+    placement = Placement([big])
+    placed = 0
+    while True:
+        queued = job(str(placed))
+        placement.add(queued)
+        if placement.next() is None:
+            break
+        placement.placed(queued, "d")
+        queued.state, queued.engine = JobState.SUBMITTING, "d"
+        placed += 1
+    assert placed == 11  # then 89 free: 89 // UNCONFIRMED_SHARE = 11 unconfirmed at most
+    assert (100 - placed) // UNCONFIRMED_SHARE == placed
+
+
+def test_no_unconfirmed_bound_without_a_limit():
+    placement = Placement([UNLIMITED])
+    for i in range(20):
+        queued = job(str(i))
+        placement.add(queued)
+        assert placement.next() == (queued, "c")
+        placement.placed(queued, "c")
+
+
+class FixedRandom:
+    def uniform(self, low, high):
+        return high / 2
+
+
+def test_a_shared_nearly_full_engine_defers_by_a_jitter():
+    three = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                              "max_concurrent_jobs": 3}])[0]
+    placement = Placement([three], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)
+    # one of ours, one of another manager's: 1 free for 3 managers; ours 1 = share ceil(3/3)
+    placement.set_load(EngineLoad("d", 2, frozenset({mine.container_id[:12]}), 2))
+    placement.add(job("2"))
+    assert placement.next(now=10.0) is None
+    assert placement.next_due() == pytest.approx(10.0 + JITTER / 2 + OVER_SHARE_DELAY)
+    placement.set_load(EngineLoad("d", 2, frozenset({mine.container_id[:12]}), 1))
+    assert placement.next(now=10.05) is None  # the deferral stays as it was drawn
+    assert placement.next(now=10.0 + JITTER / 2 + OVER_SHARE_DELAY)[1] == "d"
+    assert placement.next_due() is None
+
+
+def test_a_manager_with_no_job_on_a_shared_engine_takes_a_freed_slot_at_once():
+    placement = Placement([A], rng=FixedRandom())
+    placement.set_load(EngineLoad("a", 1, frozenset(), 1))  # another manager's: 1 free < 2
+    queued = job("1")
+    placement.add(queued)
+    assert placement.next(now=10.0) == (queued, "a")
+
+
+def test_a_manager_over_its_share_waits_longer():
+    placement = Placement([A], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)  # ours: 1 = ceil(2 slots / 2 managers)
+    placement.set_load(EngineLoad("a", 1, frozenset({mine.container_id[:12]}), 1))
+    placement.add(job("2"))
+    assert placement.next(now=0.0) is None
+    assert placement.next_due() == pytest.approx(JITTER / 2 + OVER_SHARE_DELAY)
+
+
+def test_no_deferral_with_a_free_slot_for_every_manager_or_alone():
+    big = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                            "max_concurrent_jobs": 10}])[0]
+    placement = Placement([big])
+    placement.set_load(EngineLoad("d", 5, frozenset(), 3))  # 5 free for 4 managers
+    queued = job("1")
+    placement.add(queued)
+    assert placement.next(now=1.0) == (queued, "d")
+    alone = Placement([A])
+    alone.set_load(EngineLoad("a", 0, frozenset(), 0))
+    other = job("2")
+    alone.add(other)
+    assert alone.next(now=1.0) == (other, "a")
+
+
+def test_a_deferral_is_dropped_when_its_slot_is_taken():
+    three = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                              "max_concurrent_jobs": 3}])[0]
+    placement = Placement([three], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)
+    ours = frozenset({mine.container_id[:12]})
+    placement.set_load(EngineLoad("d", 2, ours, 2))
+    placement.add(job("2"))
+    assert placement.next(now=0.0) is None and placement.next_due() is not None
+    placement.set_load(EngineLoad("d", 3, ours, 2))  # another manager took it
+    assert placement.next(now=5.0) is None and placement.next_due() is None
+    placement.set_load(EngineLoad("d", 2, ours, 2))  # freed again: a new deferral
+    assert placement.next(now=6.0) is None
+    assert placement.next_due() == pytest.approx(6.0 + JITTER / 2 + OVER_SHARE_DELAY)
+
+
+def test_below_its_share_a_manager_waits_the_jitter_only():
+    four = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
+                             "max_concurrent_jobs": 4}])[0]
+    placement = Placement([four], rng=FixedRandom())
+    mine = job("mine")
+    place(placement, mine)  # ours: 1 < ceil(4 / 2)
+    placement.set_load(EngineLoad("d", 3, frozenset({mine.container_id[:12]}), 1))
+    placement.add(job("2"))
+    assert placement.next(now=1.0) is None
+    assert placement.next_due() == pytest.approx(1.0 + JITTER / 2)

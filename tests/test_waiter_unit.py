@@ -188,7 +188,7 @@ def test_early_events_are_forgotten_after_a_while(monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(_waiter.time, "monotonic", lambda: clock[0])
     waiter.handle_note(DockerEvent("die", "old", 0, time.time()))
-    clock[0] += _waiter.EARLY_EVENTS_KEPT + 1
+    clock[0] += _events.EARLY_EVENTS_KEPT + 1
     waiter.handle_note(DockerEvent("die", "new", 0, time.time()))
     assert list(waiter.early_events) == ["new"]
 

@@ -1,0 +1,164 @@
+"""The load counter of a waiter: how many containers every manager runs on one engine.
+
+Several managers (the workers of a web application, several machines) may share an engine;
+its ``max_concurrent_jobs`` bounds all their containers (SPEC §3). Each waiter
+(:mod:`backend._waiter`) owns one :class:`LoadCounter`, which counts the containers labelled
+``backend.manager`` (by any manager, warm ones included) that are created or running, and
+puts an :class:`~backend._messages.EngineLoad` in the waiter's mailbox whenever the count
+changes (with this manager's containers by id, and how many other managers had a container
+there in the last :data:`RECENT` seconds: a manager whose jobs wait has none running, yet
+shares the engine); the waiter forwards it to the dispatcher, whose placement uses it.
+
+Two threads: an :class:`~backend._events.EventFollower` on the engine's ``create``,
+``start``, ``die`` and ``destroy`` (Podman: ``remove``) events of every container, those
+without the label skipped here (Podman's event filter by a label's key alone matches
+nothing), and a reconcile
+thread that lists them every :data:`RECONCILE_EVERY` seconds (and the follower at each
+subscription), catching lost events. The events that come while a listing is on its way are
+applied again over its answer, so a listing never undoes a newer event. Both threads touch the
+count under one lock; the mailbox is the only way out.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict, List, Optional
+
+from backend import _docker
+from backend._config import InstanceConfig
+from backend._events import EventFollower
+from backend._messages import ContainerSeen, EngineLoad, EngineState, EventsCovered, Mailbox
+
+logger = logging.getLogger("backend")
+
+#: Seconds between two listings of every manager's containers.
+RECONCILE_EVERY = 2.0
+#: Seconds another manager counts as sharing the engine after its last container there.
+RECENT = 10.0
+#: The container states that hold a slot of the engine.
+ACTIVE_STATES = ("created", "running", "restarting", "paused")
+_ACTIONS = ("create", "start", "die", "destroy", "remove")
+
+
+class LoadCounter:
+    """Counts every manager's active containers on one engine; see the module docstring.
+
+    Args:
+        config: the engine.
+        manager_id: this manager's id (its containers are also counted apart).
+        mailbox: the waiter's; receives :class:`~backend._messages.EngineLoad`.
+    """
+
+    def __init__(self, config: InstanceConfig, manager_id: str, mailbox: Mailbox):
+        self.config = config
+        self.manager_id = manager_id
+        self.mailbox = mailbox
+        self._lock = threading.Lock()
+        self._active: Dict[str, str] = {}  # container id -> its manager
+        self._during_listing: Optional[List[ContainerSeen]] = None
+        self._reported: Optional[EngineLoad] = None
+        self._last_seen: Dict[str, float] = {}  # other manager -> time.monotonic() seen
+        self._stopped = threading.Event()
+        self._engine: Optional[_docker.Engine] = None  # the listing's (one lists at a time)
+        self._events = EventFollower(config, None, self, _ACTIONS, _seen)
+
+    def __enter__(self) -> "LoadCounter":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._events.start()
+        threading.Thread(target=self._reconcile_every, name="backend-load",
+                         daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._events.stop()
+        with self._lock:
+            engine, self._engine = self._engine, None
+            if self._during_listing is None and engine is not None:
+                engine.close()
+
+    # -- from the event thread -----------------------------------------------------------
+    def put(self, note: Any) -> None:
+        """A note of the event follower (its own thread)."""
+        if isinstance(note, ContainerSeen):
+            with self._lock:
+                _apply(self._active, note)
+                if self._during_listing is not None:
+                    self._during_listing.append(note)
+            self._report()
+        elif isinstance(note, EventsCovered):  # a new subscription: look at the engine now
+            self.reconcile()
+        elif isinstance(note, EngineState) and not note.reachable:
+            logger.debug("load of %s: event stream lost", self.config.name)
+
+    # -- listings ------------------------------------------------------------------------
+    def _reconcile_every(self) -> None:
+        while not self._stopped.wait(RECONCILE_EVERY):
+            self.reconcile()
+            self._report()  # another manager may no longer count as sharing
+
+    def reconcile(self) -> None:
+        """Lists every manager's containers and counts the active ones (any thread)."""
+        with self._lock:
+            if self._during_listing is not None:
+                return  # another thread lists right now
+            self._during_listing = []
+        listed: Optional[List[Dict[str, Any]]] = None
+        try:
+            if self._engine is None:
+                self._engine = _docker.connect(self.config)
+            listed = self._engine.containers(_docker.LABEL_MANAGER)
+        except _docker.DockerFailure as failure:
+            logger.debug("load of %s: listing failed: %s", self.config.name, failure.text)
+            if self._engine is not None:
+                self._engine.close()
+            self._engine = None
+        with self._lock:
+            seen, self._during_listing = self._during_listing or [], None
+            if listed is None:
+                return
+            active = {c["Id"]: str((c.get("Labels") or {}).get(_docker.LABEL_MANAGER))
+                      for c in listed if c.get("State") in ACTIVE_STATES}
+            for note in seen:
+                _apply(active, note)
+            self._active = active
+        self._report()
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for manager in set(self._active.values()) - {self.manager_id}:
+                self._last_seen[manager] = now
+            for manager in [m for m, at in self._last_seen.items() if now - at > RECENT]:
+                del self._last_seen[manager]
+            load = EngineLoad(self.config.name, len(self._active),
+                              frozenset(c[:12] for c, m in self._active.items()
+                                        if m == self.manager_id), len(self._last_seen))
+            if load == self._reported:
+                return
+            self._reported = load
+        self.mailbox.put(load)
+
+
+def _apply(active: Dict[str, str], note: ContainerSeen) -> None:
+    if note.action in ("create", "start"):
+        active[note.container_id] = note.manager
+    else:  # die, destroy, remove
+        active.pop(note.container_id, None)
+
+
+def _seen(event: Dict[str, Any]) -> Optional[ContainerSeen]:
+    """The note of an event of any manager's container (None for another container)."""
+    action = event.get("Action") or event.get("status")
+    actor = event.get("Actor") or {}
+    container_id = event.get("id") or actor.get("ID")
+    if action not in _ACTIONS or not container_id:
+        return None
+    manager = (actor.get("Attributes") or {}).get(_docker.LABEL_MANAGER)
+    return ContainerSeen(action, container_id, manager) if manager else None

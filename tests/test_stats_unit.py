@@ -1,0 +1,136 @@
+"""stats() without engines: the counters, the latencies over the last jobs, the engines'
+counts from placement, JSON; and the load counter's bookkeeping of events and listings."""
+import json
+
+from backend._config import parse_instances
+from backend._job import JobState, _Job
+from backend._load import LoadCounter, _seen
+from backend._messages import ContainerSeen, EngineLoad, JobSpec, Mailbox
+from backend._placement import Placement
+from backend._stats import LATENCY_WINDOW, Stats, percentile
+from backend._task import LocalCheck, Task, snapshot_task
+
+A, UNLIMITED = parse_instances([
+    {"server_url": "unix:///a.sock", "name": "a", "max_concurrent_jobs": 2},
+    {"server_url": "unix:///c.sock", "name": "c", "max_concurrent_jobs": 0}])
+
+
+def job(job_id="j1", started_after=None):
+    made = _Job(job_id, Task("image"), print, LocalCheck(),
+                JobSpec(job_id, snapshot_task(Task("image"), None), b"{}\n"))
+    if started_after is not None:
+        made.started_at = made.queued_at + started_after
+    return made
+
+
+def result(status, reason=None, duration=1.0, container="c" * 64):
+    return {"result": status, "text": "", "problems": {},
+            "run": {"host": "a", "container_id": container, "exit_code": 0,
+                    "duration": duration, "stderr": "", "reason": reason}}
+
+
+def test_percentiles_nearest_rank():
+    assert percentile([], 0.5) is None
+    assert percentile([3.0], 0.95) == 3.0
+    values = [float(i) for i in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0 and percentile(values, 0.95) == 95.0
+
+
+def test_counts_by_status_and_reason_and_latencies():
+    stats = Stats([A, UNLIMITED])
+    for _ in range(3):
+        stats.submitted()
+    stats.ended(job("1", started_after=0.5), result("success", duration=2.0))
+    stats.ended(job("2", started_after=1.5), result("timeout", "wall_time", duration=4.0))
+    stats.ended(job("3"), {"result": "success", "text": "", "problems": {}})  # no container
+    snapshot = stats.snapshot()
+    assert json.loads(json.dumps(snapshot)) == snapshot
+    assert snapshot["jobs"] == {"submitted": 3, "queued": 0, "running": 0, "ended": 3,
+                                "by_status": {"success": 2, "timeout": 1},
+                                "by_reason": {"timeout": {"wall_time": 1}}}
+    assert snapshot["queue_wait"] == {"p50": 0.5, "p95": 1.5, "count": 2}
+    assert snapshot["run_time"] == {"p50": 2.0, "p95": 4.0, "count": 2}
+    assert snapshot["engines"]["a"]["capacity"] == 2
+    assert snapshot["engines"]["c"]["capacity"] is None  # no limit
+    assert snapshot["engines"]["a"]["warm_containers"] == 0
+    assert snapshot["engines"]["a"]["warm_hits"] == 0
+
+
+def test_latencies_keep_the_last_jobs_only():
+    stats = Stats([A])
+    for i in range(LATENCY_WINDOW + 500):
+        stats.ended(job(str(i)), result("success", duration=100.0 if i < 500 else 1.0))
+    assert stats.snapshot()["run_time"] == {"p50": 1.0, "p95": 1.0, "count": LATENCY_WINDOW}
+
+
+def test_engines_and_slots_come_from_placement():
+    stats = Stats([A])
+    placement = Placement([A])
+    queued, running = job("q"), job("r")
+    placement.add(queued)
+    placement.add(running)
+    placement.queue.remove(running)
+    placement.running["a"] += 1
+    running.state = JobState.RUNNING
+    placement.set_load(EngineLoad("a", 3, frozenset({"r" * 12}), 2))
+    placement.set_reachable("a", False)
+    stats.dispatched(placement)
+    snapshot = stats.snapshot()
+    assert snapshot["jobs"]["queued"] == 1 and snapshot["jobs"]["running"] == 1
+    assert snapshot["engines"]["a"] == {
+        "reachable": False, "running": 1, "engine_running": 3, "managers": 3, "capacity": 2,
+        "warm_containers": 0, "warm_hits": 0}
+
+
+# -- the load counter, without its threads ------------------------------------------------
+
+def event(action, container, manager="m1"):
+    return {"Type": "container", "Action": action, "id": container,
+            "Actor": {"ID": container, "Attributes": {"backend.manager": manager}}}
+
+
+def test_events_of_every_manager_are_counted():
+    mailbox = Mailbox()
+    try:
+        counter = LoadCounter(A, "m1", mailbox)
+        for note in [_seen(event("create", "x" * 64)), _seen(event("create", "y" * 64, "m2")),
+                     _seen(event("start", "y" * 64, "m2")), _seen({"Action": "exec_start"})]:
+            if note is not None:
+                counter.put(note)
+        loads = [m for m in mailbox.drain() if isinstance(m, EngineLoad)]
+        assert loads[-1] == EngineLoad("a", 2, frozenset({"x" * 12}), 1)
+        counter.put(_seen(event("die", "x" * 64)))
+        counter.put(_seen(event("destroy", "x" * 64)))
+        assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset(), 1)
+        counter.put(_seen(event("remove", "y" * 64, "m2")))  # Podman's destroy
+        assert list(mailbox.drain())[-1] == EngineLoad("a", 0, frozenset(), 1)
+        unlabelled = event("create", "z" * 64)
+        del unlabelled["Actor"]["Attributes"]["backend.manager"]
+        assert _seen(unlabelled) is None  # not a container of any manager
+    finally:
+        mailbox.close()
+
+
+def test_events_during_a_listing_are_applied_over_its_answer(monkeypatch):
+    mailbox = Mailbox()
+    counter = LoadCounter(A, "m1", mailbox)
+
+    class Engine:
+        def containers(self, label):
+            # the engine answers with what it had when asked; a die and a create come meanwhile
+            counter.put(ContainerSeen("die", "old" + "0" * 61, "m2"))
+            counter.put(ContainerSeen("create", "new" + "0" * 61, "m1"))
+            return [{"Id": "old" + "0" * 61, "State": "running",
+                     "Labels": {"backend.manager": "m2"}},
+                    {"Id": "gone" + "0" * 60, "State": "exited",
+                     "Labels": {"backend.manager": "m2"}}]
+
+        def close(self):
+            pass
+
+    counter._engine = Engine()
+    try:
+        counter.reconcile()
+        assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"new000000000"}), 0)
+    finally:
+        mailbox.close()
