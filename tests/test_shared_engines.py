@@ -273,7 +273,8 @@ def test_every_engine_kind_counts_the_other_managers_containers(engine_kind):
             assert [r["result"] for _, r in results] == ["success"] * 4, (kind, results)
         wait_for(lambda: all(m.stats()["engines"][engine.name]["engine_running"] == 0
                              for m in managers), 10, "the count comes back to 0")
-        assert managers[0].stats()["engines"][engine.name]["managers"] == 2
+        # each saw the other (a manager of an earlier test seen in the last 10 s counts too)
+        assert managers[0].stats()["engines"][engine.name]["managers"] >= 2
     finally:
         for manager in managers:
             manager.close()
