@@ -125,7 +125,14 @@ def test_a_refused_job_leaves_the_engine_up(engine_kind):
         assert (refused["result"], refused["run"]["reason"]) == ("crash", "start_failed")
         assert refused["run"]["host"] in refused["text"]
         assert all(dispatcher.placement.is_reachable(e.name) for e in engines)
-        futures = [manager.submit(shell(ok_script("sleep 1; ")), i) for i in range(8)]
+        # jobs that run until killed: all 8 are placed while the others still run, however
+        # slow the engine is to start them (a job that ended early would free its slot)
+        futures = [manager.submit(shell("sleep 60"), i) for i in range(8)]
+        wait_for(lambda: len(dispatcher.jobs) == 8 and all(
+            j.state is JobState.RUNNING for j in dispatcher.jobs.values()), 60,
+            "the 8 jobs did not all start")
+        for future in futures:
+            manager.kill_job(future.job_id)
         hosts = [f.result(timeout=60)["run"]["host"] for f in futures]
     assert sorted(hosts.count(e.name) for e in engines) == [4, 4], hosts
 
