@@ -1,4 +1,5 @@
-"""The JobManager's record of one job, and the states it goes through.
+"""The JobManager's record of one job, the states it goes through, and its spec: the plain
+data a submitter gets to run it (:class:`JobSpec`, with its :class:`Outputs`).
 
 A :class:`_Job` is made by :meth:`backend.job_manager.JobManager.new_job` (in the caller's
 thread), then changed only by the dispatcher thread (:mod:`backend._dispatcher`) until the
@@ -11,10 +12,39 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
-from backend._messages import JobSpec, Result
-from backend._task import LocalCheck
+from backend._files import DEFAULT_WORKDIR, Files
+from backend._results import Result
+from backend._task import LocalCheck, _TaskSnapshot
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a submitter needs to run one job; plain data only."""
+
+    job_id: str
+    task: _TaskSnapshot
+    stdin: bytes
+    files: Files = ()  # written into the working directory before the start (SPEC §9)
+
+    @property
+    def workdir(self) -> Optional[str]:
+        """The job's working directory: the task's, else ``/job`` for a job with files,
+        else None (the image's)."""
+        return self.task.workdir or (DEFAULT_WORKDIR if self.files else None)
+
+    @property
+    def outputs(self) -> Optional["Outputs"]:
+        """What the waiter collects once the container ended, if anything."""
+        return Outputs(self.workdir, self.task.outputs) if self.task.outputs else None
+
+
+class Outputs(NamedTuple):
+    """The outputs of a job (SPEC §9): paths relative to ``workdir`` (None: the image's)."""
+
+    workdir: Optional[str]
+    paths: Tuple[str, ...]
 
 
 class JobState(enum.Enum):

@@ -46,46 +46,12 @@ from __future__ import annotations
 
 import collections
 import os
-from dataclasses import dataclass
-from typing import (TYPE_CHECKING, Any, Deque, Dict, FrozenSet, Iterator, List, NamedTuple,
-                    Optional, Tuple, Union)
+from typing import Any, Deque, Dict, FrozenSet, Iterator, NamedTuple, Optional, Tuple, Union
 
-from backend._files import DEFAULT_WORKDIR, Files
-from backend._task import _TaskSnapshot
-
-if TYPE_CHECKING:  # _job imports this module
-    from backend._job import _Job
-
-#: A result dict (SPEC §6), or its container part before the merge with the local check.
-Result = Dict[str, Any]
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """Everything a submitter needs to run one job; plain data only."""
-
-    job_id: str
-    task: _TaskSnapshot
-    stdin: bytes
-    files: Files = ()  # written into the working directory before the start (SPEC §9)
-
-    @property
-    def workdir(self) -> Optional[str]:
-        """The job's working directory: the task's, else ``/job`` for a job with files,
-        else None (the image's)."""
-        return self.task.workdir or (DEFAULT_WORKDIR if self.files else None)
-
-    @property
-    def outputs(self) -> Optional["Outputs"]:
-        """What the waiter collects once the container ended, if anything."""
-        return Outputs(self.workdir, self.task.outputs) if self.task.outputs else None
-
-
-class Outputs(NamedTuple):
-    """The outputs of a job (SPEC §9): paths relative to ``workdir`` (None: the image's)."""
-
-    workdir: Optional[str]
-    paths: Tuple[str, ...]
+# the job's record and spec, and the result dict: defined with what they belong to, named here
+# too since they cross the channels below
+from backend._job import JobSpec, Outputs, _Job
+from backend._results import Result
 
 
 # -- to the dispatcher, from the JobManager's own threads ------------------------------------

@@ -9,6 +9,9 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from backend._task import LocalCheck
 
+#: A result dict (SPEC §6), or its container part before the merge with the local check.
+Result = Dict[str, Any]
+
 CONTAINER_STATUSES = ("success", "failed", "error", "timeout", "overflow")
 
 #: The status each reason gives (SPEC §6).
