@@ -48,6 +48,7 @@ from backend._messages import (Close, Created, EngineLoad, EngineState, JobEnded
                                KillJob, KillRunning, Mailbox, NewJob, Remove, RemoveContainer,
                                Removed, RemoveLeftovers, Result, Started, StartFailed, Submit,
                                Sweep)
+from backend._warm_starts import WarmStarts
 from backend._placement import Placement
 from backend._removals import Removals
 from backend._results import failure_result
@@ -70,6 +71,8 @@ class _Dispatcher(threading.Thread):
         self.removals = Removals(self.placement.engines, self.placement.is_reachable)
         self.supervisor = Supervisor(context, configs, manager_id, owner,
                                      logging.getLogger("backend").getEffectiveLevel())
+        self.warm = WarmStarts(configs, self.placement, self.removals, self.supervisor,
+                               lambda engine: self._mark_reachable(engine, False))
         self.pool_size = pool_size
         self.done_queue = done_queue
         self.mailbox = Mailbox()
@@ -122,9 +125,10 @@ class _Dispatcher(threading.Thread):
     def _loop(self) -> None:
         while not self.stopping:
             children = self.supervisor.children()
-            ready = set(wait([self.mailbox.fileno()] + self.supervisor.waitables(children),
-                             timeout=_timeout(self.removals.next_due(), self.close_deadline,
-                                              self.placement.next_due())))
+            ready = set(wait([self.mailbox.fileno()] + self.supervisor.waitables(children)
+                             + self.warm.waitables(), timeout=_timeout(
+                                 self.removals.next_due(), self.close_deadline,
+                                 self.placement.next_due(), self.warm.next_due())))
             for command in self.mailbox.drain():
                 self._commands[type(command)](command)
             for child in children:
@@ -133,13 +137,16 @@ class _Dispatcher(threading.Thread):
             for child in self.supervisor.dead(children, ready):
                 self.supervisor.read(child, self._read_message)  # what it said counts
                 self._replace(child)
+            self.warm.check(ready, time.monotonic())
             self.removals.release_due(time.monotonic())
             self._schedule()
-            self.stats.dispatched(self.placement)
+            self.stats.dispatched(self.placement, self.warm.pool)
 
     def _read_message(self, child: _Child, message: object) -> None:
         handler = self._replies.get(type(message))
-        if handler is None:
+        if isinstance(child.holding, Submit) and isinstance(message, (Started, StartFailed)):
+            self.warm.reply(child, message)  # a warm container's start
+        elif handler is None:
             logger.error("unexpected message from %s process %s: %r", child.kind.value,
                          child.process.pid, message)
         else:
@@ -170,6 +177,7 @@ class _Dispatcher(threading.Thread):
 
     def _on_close(self, command: Close) -> None:
         self.close_deadline = time.monotonic() + 2 * STOP_GRACE
+        self.warm.close()
 
     # -- giving work ---------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -178,11 +186,13 @@ class _Dispatcher(threading.Thread):
         for job in self.placement.unplaceable():
             self._end(job, failure_result("engine_unreachable", "no docker instance answers: "
                                           + ", ".join(self.placement.engines)))
+        self.warm.serve()  # no submitter needed: the slot was the warm container's
         while idle:
             placed = self.placement.next(time.monotonic())
-            if placed is None:
+            if placed is not None:
+                self._submit(placed[0], placed[1], idle.pop())
+            elif not self.warm.make_room():
                 break
-            self._submit(placed[0], placed[1], idle.pop())
         for engine in self.placement.engines:
             while idle:
                 request = self.removals.request(engine)
@@ -192,6 +202,7 @@ class _Dispatcher(threading.Thread):
                 if submitter.send(request):  # else it stays for another submitter
                     self.removals.sent(request)
                     submitter.holding = request
+        self.warm.replenish(idle, self.supervisor.manager_id)
         if self.close_deadline is not None:
             self._close_when_done(self.close_deadline)
 
@@ -202,6 +213,7 @@ class _Dispatcher(threading.Thread):
         if not submitter.send(Submit(engine, job.spec, name)):
             return
         self.placement.placed(job, engine)
+        self.warm.used(job, engine)
         job.state, job.engine, job.container_name = JobState.SUBMITTING, engine, name
         submitter.holding = job
 
@@ -276,6 +288,8 @@ class _Dispatcher(threading.Thread):
             return
         logger.info("engine %s is %s", engine,
                     "reachable again" if reachable else "unreachable")
+        if not reachable:
+            self.warm.engine_lost(engine)
         if probe and not reachable:
             self.supervisor.probe(engine)
 
@@ -285,6 +299,8 @@ class _Dispatcher(threading.Thread):
         if job.state is JobState.DONE:
             return
         self.placement.ended(job)
+        if isinstance(result.get("run"), dict):
+            result["run"]["warm"] = job.warm  # SPEC §10
         job.state, job.result = JobState.DONE, result
         self.jobs.pop(job.job_id, None)
         self.done_queue.put(job)
@@ -304,6 +320,8 @@ class _Dispatcher(threading.Thread):
                 self._end(held, failure_result(
                     "start_failed", "the submitter process died while starting the job's "
                     "container", held.engine, held.container_id))
+        elif isinstance(held, Submit):
+            self.warm.start_failed(held, None)
         elif held is not None:
             self.removals.returned(held)
 
