@@ -75,7 +75,8 @@ def test_duration_counts_from_the_input(engines):
         ready(manager, engine)
         container = manager._dispatcher.warm.pool.ready[engine.name][0]
         with api_client(engine.url) as client:  # the boot has no event to wait for
-            wait_for(lambda: "sleep" not in json.dumps(client.top(container.container_id)),
+            wait_for(lambda: not any(p[-1].startswith("sleep") for p in
+                                     client.top(container.container_id)["Processes"]),
                      10, "the warm container did not boot")
         warm = sync.new_job(booting, 2, timeout=30)
     assert cold["run"]["warm"] is False and cold["run"]["duration"] >= 1.0, cold
@@ -142,6 +143,7 @@ def test_engine_lost_with_warm_containers(engines):
         if first["run"]["host"] != dying.name:
             dying, other = other, dying
         ready(manager, dying)
+        lost = dispatcher.warm.pool.ready[dying.name][0].container_id
         dying.kill()
         try:
             wait_for(lambda: not dispatcher.placement.is_reachable(dying.name), 15,
@@ -154,7 +156,8 @@ def test_engine_lost_with_warm_containers(engines):
             dying.start()
         wait_for(lambda: dispatcher.placement.is_reachable(dying.name), 30,
                  f"{dying.name} not marked up again")
-        wait_for(lambda: not warm_on_engine(dying, manager.manager_id), 40,
+        # (a new one may start there: the shape was used on it within warm_idle)
+        wait_for(lambda: lost not in [c["Id"] for c in warm_on_engine(dying)], 40,
                  "the warm container of the engine that died was never removed")
 
 
