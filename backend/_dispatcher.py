@@ -39,7 +39,7 @@ import queue
 import threading
 import time
 from multiprocessing.connection import wait
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from backend import _docker
 from backend._config import InstanceConfig
@@ -81,21 +81,7 @@ class _Dispatcher(threading.Thread):
         #: removals after this (time.monotonic()); None: not closing
         self.close_deadline: Optional[float] = None
         self.stopping = False
-        # the handlers, by message type (see backend._messages)
-        self._commands: Dict[type, Callable[[Any], None]] = {
-            NewJob: self._on_new_job,
-            KillJob: lambda command: self._kill(self.jobs.get(command.job_id)),
-            KillAll: lambda command: self._kill(*self.jobs.values()),
-            RemoveContainer: lambda command: self.removals.add(command.engine,
-                                                              command.container),
-            Close: self._on_close}
-        self._replies: Dict[type, Callable[[_Child, Any], None]] = {
-            Created: self._on_created, Started: self._on_started,
-            StartFailed: self._on_start_failed, Removed: self._on_removed,
-            JobEnded: self._on_job_ended,
-            EngineState: lambda waiter, message: self._mark_reachable(
-                message.engine, message.reachable, probe=False),
-            EngineLoad: lambda waiter, message: self.placement.set_load(message)}
+        self._commands, self._replies = _handlers(self)
 
     def post(self, command: object) -> None:
         """Queues a command (a ``NewJob``, ``KillJob``, ``KillAll``, ``RemoveContainer`` or
@@ -193,15 +179,7 @@ class _Dispatcher(threading.Thread):
                 self._submit(placed[0], placed[1], idle.pop())
             elif not self.warm.make_room():
                 break
-        for engine in self.placement.engines:
-            while idle:
-                request = self.removals.request(engine)
-                if request is None:
-                    break
-                submitter = idle.pop()
-                if submitter.send(request):  # else it stays for another submitter
-                    self.removals.sent(request)
-                    submitter.holding = request
+        _hand_out_removals(self.removals, self.placement.engines, idle)
         self.warm.replenish(idle, self.supervisor.manager_id)
         if self.close_deadline is not None:
             self._close_when_done(self.close_deadline)
@@ -324,6 +302,39 @@ class _Dispatcher(threading.Thread):
             self.warm.start_failed(held, None)
         elif held is not None:
             self.removals.returned(held)
+
+
+def _handlers(d: _Dispatcher) -> Tuple[Dict[type, Callable[[Any], None]],
+                                      Dict[type, Callable[[_Child, Any], None]]]:
+    """The dispatcher's handlers, by message type (see :mod:`backend._messages`): of the
+    commands from the JobManager's threads, and of the children's replies."""
+    commands: Dict[type, Callable[[Any], None]] = {
+        NewJob: d._on_new_job,
+        KillJob: lambda command: d._kill(d.jobs.get(command.job_id)),
+        KillAll: lambda command: d._kill(*d.jobs.values()),
+        RemoveContainer: lambda command: d.removals.add(command.engine, command.container),
+        Close: d._on_close}
+    replies: Dict[type, Callable[[_Child, Any], None]] = {
+        Created: d._on_created, Started: d._on_started,
+        StartFailed: d._on_start_failed, Removed: d._on_removed,
+        JobEnded: d._on_job_ended,
+        EngineState: lambda waiter, message: d._mark_reachable(
+            message.engine, message.reachable, probe=False),
+        EngineLoad: lambda waiter, message: d.placement.set_load(message)}
+    return commands, replies
+
+
+def _hand_out_removals(removals: Removals, engines: Sequence[str], idle: List[_Child]) -> None:
+    """Gives the pending removals of each engine to idle submitters (taken from ``idle``)."""
+    for engine in engines:
+        while idle:
+            request = removals.request(engine)
+            if request is None:
+                break
+            submitter = idle.pop()
+            if submitter.send(request):  # else it stays for another submitter
+                removals.sent(request)
+                submitter.holding = request
 
 
 def _timeout(*dues: Optional[float]) -> Optional[float]:
