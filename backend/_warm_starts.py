@@ -22,6 +22,7 @@ instance).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import select
@@ -37,6 +38,10 @@ from backend._supervisor import Supervisor, _Child, receive_fd
 from backend._warm import WarmContainer, WarmPool, shape_of
 
 logger = logging.getLogger("backend")
+
+#: Queued jobs looked at, at most, for a warm container of their shape (a long queue of
+#: other shapes costs no more per turn of the dispatcher's loop).
+SCANNED = 64
 
 
 class WarmStarts:
@@ -59,11 +64,14 @@ class WarmStarts:
         self.pool.used(engine, job.spec, time.monotonic())
 
     def serve(self) -> None:
-        """Gives each queued job of a warm shape a warm container of its shape, on the least
-        loaded reachable engine that has one (no submitter needed: the slot was held)."""
-        for job in list(self.placement.queue):
+        """Gives each queued job of a warm shape (among the first :data:`SCANNED`) a warm
+        container of its shape, on the least loaded reachable engine that has one (no
+        submitter needed: the slot was held)."""
+        for job in list(itertools.islice(self.placement.queue, SCANNED)):
+            if not any(self.pool.ready.values()):
+                return
             shape = shape_of(job.spec)
-            if shape is None or not any(self.pool.ready.values()):
+            if shape is None:
                 continue
             engines = sorted((e for e in self.placement.engines
                               if self.placement.is_reachable(e) and self.pool.ready[e]),
