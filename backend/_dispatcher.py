@@ -28,6 +28,10 @@ every manager sharing it), which placement counts against ``max_concurrent_jobs`
 it defers (fairness between managers) wakes the loop at its time. After each turn the loop
 updates the manager's :class:`~backend._stats.Stats`.
 
+Warm containers (SPEC §10) are :class:`~backend._warm_starts.WarmStarts`'s: the loop also
+waits on their attaches, a queued job of their shape takes one before placement, and they
+are started once no job waits.
+
 A job ends in exactly one place, :meth:`_Dispatcher._end`, which frees its slot before the
 result goes to the done queue: a slow callback never holds an engine slot.
 """
@@ -48,12 +52,12 @@ from backend._messages import (Close, Created, EngineLoad, EngineState, JobEnded
                                KillJob, KillRunning, Mailbox, NewJob, Remove, RemoveContainer,
                                Removed, RemoveLeftovers, Result, Started, StartFailed, Submit,
                                Sweep)
-from backend._warm_starts import WarmStarts
 from backend._placement import Placement
 from backend._removals import Removals
 from backend._results import failure_result
 from backend._stats import Stats
 from backend._supervisor import STOP_GRACE, Supervisor, _Child, receive_fd
+from backend._warm_starts import WarmStarts
 
 logger = logging.getLogger("backend")
 
