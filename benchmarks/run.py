@@ -7,12 +7,16 @@ process that runs the JobManager plus every process it starts (submitters, waite
 forkserver); for raw docker-py, its one process.
 
 Prints a table (jobs/s, p50/p95 latency, ratios against the best raw docker-py at the same
-concurrency K, client CPU per job, peak RSS), then the scale run (a burst of 100 and of 1000
-trivial jobs on two engines of 4 slots each), and writes ``benchmarks/results/results.json``
-and ``benchmarks/results/plot.png`` (when matplotlib is installed: ``pip install -e .[bench]``).
+concurrency K, client CPU per job, peak RSS), with the latency run (one job at a time, 0.5 s
+between jobs, a trivial job and a grader that boots 0.3 s, warm starts off and on), then the
+scale run (a burst of 100 and of 1000 trivial jobs on two
+engines of 4 slots each), and writes ``benchmarks/results/results.json``,
+``benchmarks/results/results.rst`` (the table as a Sphinx ``list-table``, for the docs) and
+``benchmarks/results/plot.png`` (when matplotlib is installed: ``pip install -e .[bench]``).
 
     python benchmarks/run.py            # N=40, K in 1 2 4 8, trivial and 1-second jobs, 2 repeats
     python benchmarks/run.py --quick    # N=20, K in 1 4, trivial jobs, 1 repeat, scale 100/300
+    python benchmarks/run.py --only latency --repeats 3   # sections: compare, latency, scale
 """
 from __future__ import annotations
 
@@ -348,6 +352,7 @@ def main(argv=None):
     parser.add_argument("--only", choices=["compare", "latency", "scale"], action="append",
                         help="run only the side-by-side comparison, the latency run (one "
                         "job at a time, a pause between jobs) or the scale run; repeatable")
+    parser.add_argument("--repeats", type=int, help="repeats of each measurement")
     parser.add_argument("--report", metavar="RESULTS_JSON",
                         help="print the tables and draw the plot again from a results.json")
     parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
@@ -366,6 +371,7 @@ def main(argv=None):
     n, ks, kinds, repeats = (20, [1, 4], ["trivial"], 1) if args.quick else \
         (40, [1, 2, 4, 8], ["trivial", "1s"], 2)
     scale_sizes = (100, 300) if args.quick else (100, 1000)
+    repeats = args.repeats or repeats
     engines = [PrivateEngine(name, Path(args.root) / name) for name in ("e1", "e2")]
     for engine in engines:
         engine.start()
