@@ -317,7 +317,8 @@ CONTENDERS = {"ours": run_ours, "ours-warm": lambda *a: run_ours(*a, warm=True),
               "ours-sync-warm": lambda *a: run_ours(*a, sync=True, warm=True, pause=PAUSE)}
 #: Each contender's reference: raw docker-py at the same K (one at a time for ours-sync).
 REFERENCE = {"ours-sync": "raw-seq", "ours-sync-paused": "raw-seq-paused",
-             "ours-sync-warm": "raw-seq-paused"}
+             "ours-sync-warm": "raw-seq-paused", "raw-seq": "raw-seq",
+             "raw-seq-paused": "raw-seq-paused"}
 
 
 def run_isolated(urls, contender, kind, n, k):
