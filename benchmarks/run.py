@@ -354,6 +354,7 @@ def main(argv=None):
                         help="run only the side-by-side comparison, the latency run (one "
                         "job at a time, a pause between jobs) or the scale run; repeatable")
     parser.add_argument("--repeats", type=int, help="repeats of each measurement")
+    parser.add_argument("--ks", type=int, nargs="+", help="the concurrencies K compared")
     parser.add_argument("--report", metavar="RESULTS_JSON",
                         help="print the tables and draw the plot again from a results.json")
     parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
@@ -373,6 +374,7 @@ def main(argv=None):
         (40, [1, 2, 4, 8], ["trivial", "1s"], 2)
     scale_sizes = (100, 300) if args.quick else (100, 1000)
     repeats = args.repeats or repeats
+    ks = args.ks or ks
     engines = [PrivateEngine(name, Path(args.root) / name) for name in ("e1", "e2")]
     for engine in engines:
         engine.start()
