@@ -21,6 +21,8 @@ _INSTANCE_KEYS: Dict[str, Tuple[type, ...]] = {
     "max_concurrent_jobs": (int,),
     "build_containers_on_start": (bool,),
     "runtime": (str,),
+    "warm_containers": (int,),
+    "warm_idle": (int, float),
 }
 _TLS_KEYS = {"ca_cert", "client_cert", "client_key", "verify"}
 
@@ -48,6 +50,8 @@ class InstanceConfig:
     max_concurrent_jobs: int = 100
     build_containers_on_start: bool = False
     runtime: Optional[str] = None
+    warm_containers: int = 0  # SPEC §10: 0 = off
+    warm_idle: float = 60.0
 
     @classmethod
     def from_dict(cls, raw: Any, index: int) -> "InstanceConfig":
@@ -86,6 +90,10 @@ class InstanceConfig:
             raise ValueError(f"{where}: key 'time_between_polls' must be positive")
         if raw.get("max_concurrent_jobs", 100) < 0:
             raise ValueError(f"{where}: key 'max_concurrent_jobs' must be 0 (no limit) or more")
+        if raw.get("warm_containers", 0) < 0:
+            raise ValueError(f"{where}: key 'warm_containers' must be 0 (off) or more")
+        if raw.get("warm_idle", 60) <= 0:
+            raise ValueError(f"{where}: key 'warm_idle' must be positive")
         tls = _validate_tls(raw.get("tls"), where)
         instance = cls(server_url=url, name=raw.get("name", url), tls=tls,
                        container_prefix=raw.get("container_prefix", ""),
@@ -93,7 +101,9 @@ class InstanceConfig:
                        time_between_polls=float(raw.get("time_between_polls", 0.5)),
                        max_concurrent_jobs=raw.get("max_concurrent_jobs", 100),
                        build_containers_on_start=raw.get("build_containers_on_start", False),
-                       runtime=raw.get("runtime"))
+                       runtime=raw.get("runtime"),
+                       warm_containers=raw.get("warm_containers", 0),
+                       warm_idle=float(raw.get("warm_idle", 60)))
         instance._warn_if_plain_remote()
         return instance
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: Labels put on every container (SPEC §4).
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
+#: Label of a warm container, which has no job yet (SPEC §10).
+LABEL_WARM = "backend.warm"
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "core": (0, 0)}
 _TMPFS_SIZE = "64m"

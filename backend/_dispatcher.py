@@ -28,6 +28,10 @@ every manager sharing it), which placement counts against ``max_concurrent_jobs`
 it defers (fairness between managers) wakes the loop at its time. After each turn the loop
 updates the manager's :class:`~backend._stats.Stats`.
 
+Warm containers (SPEC §10) are :class:`~backend._warm_starts.WarmStarts`'s: the loop also
+waits on their attaches, a queued job of their shape takes one before placement, and they
+are started once no job waits.
+
 A job ends in exactly one place, :meth:`_Dispatcher._end`, which frees its slot before the
 result goes to the done queue: a slow callback never holds an engine slot.
 """
@@ -39,7 +43,7 @@ import queue
 import threading
 import time
 from multiprocessing.connection import wait
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from backend import _docker
 from backend._config import InstanceConfig
@@ -53,6 +57,7 @@ from backend._removals import Removals
 from backend._results import failure_result
 from backend._stats import Stats
 from backend._supervisor import STOP_GRACE, Supervisor, _Child, receive_fd
+from backend._warm_starts import WarmStarts
 
 logger = logging.getLogger("backend")
 
@@ -70,6 +75,8 @@ class _Dispatcher(threading.Thread):
         self.removals = Removals(self.placement.engines, self.placement.is_reachable)
         self.supervisor = Supervisor(context, configs, manager_id, owner,
                                      logging.getLogger("backend").getEffectiveLevel())
+        self.warm = WarmStarts(configs, self.placement, self.removals, self.supervisor,
+                               lambda engine: self._mark_reachable(engine, False))
         self.pool_size = pool_size
         self.done_queue = done_queue
         self.mailbox = Mailbox()
@@ -78,21 +85,7 @@ class _Dispatcher(threading.Thread):
         #: removals after this (time.monotonic()); None: not closing
         self.close_deadline: Optional[float] = None
         self.stopping = False
-        # the handlers, by message type (see backend._messages)
-        self._commands: Dict[type, Callable[[Any], None]] = {
-            NewJob: self._on_new_job,
-            KillJob: lambda command: self._kill(self.jobs.get(command.job_id)),
-            KillAll: lambda command: self._kill(*self.jobs.values()),
-            RemoveContainer: lambda command: self.removals.add(command.engine,
-                                                              command.container),
-            Close: self._on_close}
-        self._replies: Dict[type, Callable[[_Child, Any], None]] = {
-            Created: self._on_created, Started: self._on_started,
-            StartFailed: self._on_start_failed, Removed: self._on_removed,
-            JobEnded: self._on_job_ended,
-            EngineState: lambda waiter, message: self._mark_reachable(
-                message.engine, message.reachable, probe=False),
-            EngineLoad: lambda waiter, message: self.placement.set_load(message)}
+        self._commands, self._replies = _handlers(self)
 
     def post(self, command: object) -> None:
         """Queues a command (a ``NewJob``, ``KillJob``, ``KillAll``, ``RemoveContainer`` or
@@ -122,9 +115,10 @@ class _Dispatcher(threading.Thread):
     def _loop(self) -> None:
         while not self.stopping:
             children = self.supervisor.children()
-            ready = set(wait([self.mailbox.fileno()] + self.supervisor.waitables(children),
-                             timeout=_timeout(self.removals.next_due(), self.close_deadline,
-                                              self.placement.next_due())))
+            ready = set(wait([self.mailbox.fileno()] + self.supervisor.waitables(children)
+                             + self.warm.waitables(), timeout=_timeout(
+                                 self.removals.next_due(), self.close_deadline,
+                                 self.placement.next_due(), self.warm.next_due())))
             for command in self.mailbox.drain():
                 self._commands[type(command)](command)
             for child in children:
@@ -133,13 +127,16 @@ class _Dispatcher(threading.Thread):
             for child in self.supervisor.dead(children, ready):
                 self.supervisor.read(child, self._read_message)  # what it said counts
                 self._replace(child)
+            self.warm.check(ready, time.monotonic())
             self.removals.release_due(time.monotonic())
             self._schedule()
-            self.stats.dispatched(self.placement)
+            self.stats.dispatched(self.placement, self.warm.pool)
 
     def _read_message(self, child: _Child, message: object) -> None:
         handler = self._replies.get(type(message))
-        if handler is None:
+        if isinstance(child.holding, Submit) and isinstance(message, (Started, StartFailed)):
+            self.warm.reply(child, message)  # a warm container's start
+        elif handler is None:
             logger.error("unexpected message from %s process %s: %r", child.kind.value,
                          child.process.pid, message)
         else:
@@ -170,6 +167,7 @@ class _Dispatcher(threading.Thread):
 
     def _on_close(self, command: Close) -> None:
         self.close_deadline = time.monotonic() + 2 * STOP_GRACE
+        self.warm.close()
 
     # -- giving work ---------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -178,20 +176,15 @@ class _Dispatcher(threading.Thread):
         for job in self.placement.unplaceable():
             self._end(job, failure_result("engine_unreachable", "no docker instance answers: "
                                           + ", ".join(self.placement.engines)))
+        self.warm.serve()  # no submitter needed: the slot was the warm container's
         while idle:
             placed = self.placement.next(time.monotonic())
-            if placed is None:
+            if placed is not None:
+                self._submit(placed[0], placed[1], idle.pop())
+            elif not self.warm.make_room():
                 break
-            self._submit(placed[0], placed[1], idle.pop())
-        for engine in self.placement.engines:
-            while idle:
-                request = self.removals.request(engine)
-                if request is None:
-                    break
-                submitter = idle.pop()
-                if submitter.send(request):  # else it stays for another submitter
-                    self.removals.sent(request)
-                    submitter.holding = request
+        _hand_out_removals(self.removals, self.placement.engines, idle)
+        self.warm.replenish(idle, self.supervisor.manager_id)
         if self.close_deadline is not None:
             self._close_when_done(self.close_deadline)
 
@@ -202,6 +195,7 @@ class _Dispatcher(threading.Thread):
         if not submitter.send(Submit(engine, job.spec, name)):
             return
         self.placement.placed(job, engine)
+        self.warm.used(job, engine)
         job.state, job.engine, job.container_name = JobState.SUBMITTING, engine, name
         submitter.holding = job
 
@@ -276,6 +270,8 @@ class _Dispatcher(threading.Thread):
             return
         logger.info("engine %s is %s", engine,
                     "reachable again" if reachable else "unreachable")
+        if not reachable:
+            self.warm.engine_lost(engine)
         if probe and not reachable:
             self.supervisor.probe(engine)
 
@@ -285,6 +281,8 @@ class _Dispatcher(threading.Thread):
         if job.state is JobState.DONE:
             return
         self.placement.ended(job)
+        if isinstance(result.get("run"), dict):
+            result["run"]["warm"] = job.warm  # SPEC §10
         job.state, job.result = JobState.DONE, result
         self.jobs.pop(job.job_id, None)
         self.done_queue.put(job)
@@ -304,8 +302,43 @@ class _Dispatcher(threading.Thread):
                 self._end(held, failure_result(
                     "start_failed", "the submitter process died while starting the job's "
                     "container", held.engine, held.container_id))
+        elif isinstance(held, Submit):
+            self.warm.start_failed(held, None)
         elif held is not None:
             self.removals.returned(held)
+
+
+def _handlers(d: _Dispatcher) -> Tuple[Dict[type, Callable[[Any], None]],
+                                      Dict[type, Callable[[_Child, Any], None]]]:
+    """The dispatcher's handlers, by message type (see :mod:`backend._messages`): of the
+    commands from the JobManager's threads, and of the children's replies."""
+    commands: Dict[type, Callable[[Any], None]] = {
+        NewJob: d._on_new_job,
+        KillJob: lambda command: d._kill(d.jobs.get(command.job_id)),
+        KillAll: lambda command: d._kill(*d.jobs.values()),
+        RemoveContainer: lambda command: d.removals.add(command.engine, command.container),
+        Close: d._on_close}
+    replies: Dict[type, Callable[[_Child, Any], None]] = {
+        Created: d._on_created, Started: d._on_started,
+        StartFailed: d._on_start_failed, Removed: d._on_removed,
+        JobEnded: d._on_job_ended,
+        EngineState: lambda waiter, message: d._mark_reachable(
+            message.engine, message.reachable, probe=False),
+        EngineLoad: lambda waiter, message: d.placement.set_load(message)}
+    return commands, replies
+
+
+def _hand_out_removals(removals: Removals, engines: Sequence[str], idle: List[_Child]) -> None:
+    """Gives the pending removals of each engine to idle submitters (taken from ``idle``)."""
+    for engine in engines:
+        while idle:
+            request = removals.request(engine)
+            if request is None:
+                break
+            submitter = idle.pop()
+            if submitter.send(request):  # else it stays for another submitter
+                removals.sent(request)
+                submitter.holding = request
 
 
 def _timeout(*dues: Optional[float]) -> Optional[float]:

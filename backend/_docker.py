@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from backend import _features, _input
 from backend._config import InstanceConfig
 # the container definition (pure): see _container (re-exported here)
-from backend._container import (LABEL_JOB, LABEL_MANAGER, LABEL_OWNER, container_name,
-                                container_options)
+from backend._container import (LABEL_JOB, LABEL_MANAGER, LABEL_OWNER, LABEL_WARM,
+                                container_name, container_options)
 # the failure type, its translation and the streams: see _docker_io (re-exported here)
 from backend._docker_io import (CALL_ERRORS, STDERR, STDOUT, ArchiveStream, DockerFailure,
                                 EventStream, OutputStream, demultiplex, is_not_found, short_text,
@@ -227,7 +227,7 @@ def connect(config: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
 
 
 def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
-                     on_created: Optional[Callable[[str], None]] = None
+                     on_created: Optional[Callable[[str], None]] = None, warm: bool = False
                      ) -> Tuple[str, OutputStream, int]:
     """Creates the job's container (named ``name``), attaches, starts it, and writes what
     of its stdin the connection takes without blocking (:func:`backend._input.write_available`);
@@ -243,6 +243,9 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     Over TLS, a half-close is not possible: the attach is for stdin only, nothing is written
     here, and closing it is the job's end of file.
 
+    ``warm``: a warm container (SPEC §10), labelled so; nothing is written, its stdin stays
+    open for the job that will take it.
+
     Returns:
         ``(container_id, stream, written)``: the open attach (its ``sock`` is the
         connection; the caller closes it), and the bytes of stdin written.
@@ -253,6 +256,8 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     """
     config = engine.config
     options = container_options(spec, config, manager_id, owner, engine.features)
+    if warm:
+        options["Labels"][LABEL_WARM] = "1"
     container_id = None
     plain = engine.http.plain
     try:
@@ -269,7 +274,7 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
             stream.close()
             raise
         written = 0
-        if plain:
+        if plain and not warm:
             written = _input.write_available(stream.sock, spec.stdin)
             if written == len(spec.stdin):
                 _input.half_close(stream.sock)  # end of file (the container has StdinOnce)

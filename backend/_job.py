@@ -76,6 +76,7 @@ class _Job:
         started_at: epoch seconds its container started at.
         queued_at: epoch seconds it was made at.
         result: the container's part of its result, set when it ends.
+        warm: it was written into a warm container (SPEC §10, :mod:`backend._warm`).
     """
 
     job_id: str
@@ -91,3 +92,4 @@ class _Job:
     started_at: Optional[float] = None
     queued_at: float = field(default_factory=time.time)
     result: Optional[Result] = None
+    warm: bool = False

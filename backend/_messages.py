@@ -83,6 +83,7 @@ class Submit(NamedTuple):
     engine: str
     spec: JobSpec
     container_name: str
+    warm: bool = False  # a warm container (SPEC §10): started, its input left unwritten
 
 
 class Remove(NamedTuple):

@@ -30,7 +30,7 @@ import collections
 import itertools
 import math
 import random
-from typing import Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 from backend._config import InstanceConfig
 from backend._job import JobState, _Job
@@ -71,6 +71,8 @@ class Placement:
         # RUNNING: the jobs counted in ``running``
         self._not_before: Dict[str, float] = {}  # engine -> a deferred placement's time
         self._random = rng or random.Random()
+        #: this manager's warm containers on an engine (SPEC §10): they hold slots too
+        self.warm_count: Callable[[str], int] = lambda engine: 0
 
     # -- the queue -----------------------------------------------------------------------
     def add(self, job: _Job) -> None:
@@ -123,13 +125,14 @@ class Placement:
         return max(0, load.running - len(load.ours))
 
     def load(self, engine: str) -> int:
-        """This manager's jobs on ``engine`` and the other managers' containers there."""
-        return self.running[engine] + self.others(engine)
+        """This manager's jobs and warm containers on ``engine`` and the other managers'
+        containers there."""
+        return self.running[engine] + self.warm_count(engine) + self.others(engine)
 
     def limit(self, engine: str) -> int:
         return self._limits[engine]
 
-    def _has_room(self, engine: str) -> bool:
+    def has_room(self, engine: str) -> bool:
         limit = self._limits[engine]
         if limit == 0:
             return True
@@ -160,7 +163,7 @@ class Placement:
         reachable = [e for e in self.engines if self._reachable[e]]
         failed = self._failed_on.get(job.job_id, set())
         others = [e for e in reachable if e not in failed]
-        free = [e for e in others or reachable if self._has_room(e)]
+        free = [e for e in others or reachable if self.has_room(e)]
         if not free:
             return None
         least = min(self.load(e) for e in free)

@@ -18,6 +18,7 @@ from backend._config import InstanceConfig
 if TYPE_CHECKING:
     from backend._job import _Job
     from backend._placement import Placement
+    from backend._warm import WarmPool
 
 #: Jobs the latencies are taken over: the last ones.
 LATENCY_WINDOW = 1000
@@ -74,7 +75,7 @@ class Stats:
             if run.get("container_id") and isinstance(run.get("duration"), (int, float)):
                 self._run_times.append(float(run["duration"]))
 
-    def dispatched(self, placement: "Placement") -> None:
+    def dispatched(self, placement: "Placement", warm: Optional["WarmPool"] = None) -> None:
         """The dispatcher's view after a turn of its loop (in its thread): jobs waiting for
         a slot, jobs holding one, and each engine's state and counts."""
         with self._lock:
@@ -85,6 +86,9 @@ class Stats:
                 values.update(reachable=placement.is_reachable(engine),
                               running=placement.running[engine],
                               engine_running=load.running, managers=load.other_managers + 1)
+                if warm is not None:
+                    values.update(warm_containers=warm.count(engine),
+                                  warm_hits=warm.hits[engine])
 
     # -- reader --------------------------------------------------------------------------
     def snapshot(self) -> Dict[str, Any]:

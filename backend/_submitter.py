@@ -83,7 +83,10 @@ class _Submitter:
             if isinstance(request, Submit):
                 reply, stream = self.submit(request)
                 self.connection.send(reply)
-                if isinstance(reply, Started) and stream is not None and not reply.has_stream:
+                if isinstance(reply, Started) and stream is not None and request.warm \
+                        and not reply.has_stream:  # no warm containers over TLS
+                    stream.close()
+                elif isinstance(reply, Started) and stream is not None and not reply.has_stream:
                     self.write_input(request, reply.container_id, stream)  # TLS: from here
                 elif stream is not None:
                     try:
@@ -106,8 +109,9 @@ class _Submitter:
             engine = self.engine(request.engine)
             container_id, stream, written = _docker.create_and_start(
                 engine, request.spec, self.manager_id, self.owner, request.container_name,
-                on_created=lambda cid: self.connection.send(Created(job_id, cid)))
-            if not engine.http.plain:  # written by write_input, after the reply
+                on_created=lambda cid: self.connection.send(Created(job_id, cid)),
+                warm=request.warm)
+            if not engine.http.plain and not request.warm:  # by write_input, after the reply
                 written = len(request.spec.stdin)
             return Started(job_id, container_id, engine.http.plain, written), stream
         except _docker.DockerFailure as failure:

@@ -23,15 +23,16 @@ from backend import _submitter, _waiter
 from backend._child import is_running, start_process
 from backend._config import InstanceConfig
 from backend._job import JobState, _Job
-from backend._messages import Exit, Probe, Removal, Watch
+from backend._messages import Exit, Probe, Removal, Submit, Watch
 
 logger = logging.getLogger("backend")
 
 #: Seconds the children get to exit at shutdown before TERM, then as long before KILL.
 STOP_GRACE = 5.0
 
-#: What a submitter works on: a job whose container it starts, or a removal.
-Holding = Union[_Job, Removal]
+#: What a submitter works on: a job whose container it starts, a removal, or a warm
+#: container it starts (its ``Submit``, see :mod:`backend._warm_starts`).
+Holding = Union[_Job, Removal, Submit]
 
 
 class ChildKind(enum.Enum):

@@ -215,8 +215,8 @@ class JobManager:
         any thread. Keys: ``jobs`` (``submitted``, ``queued``, ``running``, ``ended``,
         ``by_status``, ``by_reason`` per status), ``engines`` (per engine: ``reachable``,
         ``running`` (this manager's), ``engine_running`` (every manager's, counted from the
-        engine), ``managers``, ``capacity`` (None: no limit), ``warm_containers``,
-        ``warm_hits``), ``queue_wait`` and ``run_time`` (``p50``, ``p95`` in seconds over the
+        engine), ``managers``, ``capacity`` (None: no limit), ``warm_containers`` (started
+        or starting, SPEC §10), ``warm_hits`` (jobs served warm)), ``queue_wait`` and ``run_time`` (``p50``, ``p95`` in seconds over the
         last 1000 jobs, ``count``). See :doc:`/engines`."""
         return self._stats.snapshot()
 

@@ -7,12 +7,16 @@ process that runs the JobManager plus every process it starts (submitters, waite
 forkserver); for raw docker-py, its one process.
 
 Prints a table (jobs/s, p50/p95 latency, ratios against the best raw docker-py at the same
-concurrency K, client CPU per job, peak RSS), then the scale run (a burst of 100 and of 1000
-trivial jobs on two engines of 4 slots each), and writes ``benchmarks/results/results.json``
-and ``benchmarks/results/plot.png`` (when matplotlib is installed: ``pip install -e .[bench]``).
+concurrency K, client CPU per job, peak RSS), with the latency run (one job at a time, 0.5 s
+between jobs, a trivial job and a grader that boots 0.3 s, warm starts off and on), then the
+scale run (a burst of 100 and of 1000 trivial jobs on two
+engines of 4 slots each), and writes ``benchmarks/results/results.json``,
+``benchmarks/results/results.rst`` (the table as a Sphinx ``list-table``, for the docs) and
+``benchmarks/results/plot.png`` (when matplotlib is installed: ``pip install -e .[bench]``).
 
     python benchmarks/run.py            # N=40, K in 1 2 4 8, trivial and 1-second jobs, 2 repeats
     python benchmarks/run.py --quick    # N=20, K in 1 4, trivial jobs, 1 repeat, scale 100/300
+    python benchmarks/run.py --only latency --repeats 3   # sections: compare, latency, scale
 """
 from __future__ import annotations
 
@@ -36,7 +40,11 @@ from backend._child import proc_stat  # noqa: E402 - the checkout's package, fou
 
 IMAGE = "backend-test-busybox"
 JOBS = {"trivial": "read line; echo '{\"result\": \"success\"}'",
-        "1s": "read line; sleep 1; echo '{\"result\": \"success\"}'"}
+        "1s": "read line; sleep 1; echo '{\"result\": \"success\"}'",
+        # a grader that boots (an interpreter, a JVM) before it reads its input
+        "boot": "sleep 0.3; read line; echo '{\"result\": \"success\"}'"}
+#: Seconds between two jobs of the latency run (a user's rhythm).
+PAUSE = 0.5
 LIMITS = {"time": 10, "memory": 100}
 
 
@@ -135,29 +143,33 @@ class Meter:
 
 # -- contenders (each runs in its own fresh process; engines are given by URL) -----------
 
-def _instances(urls, k):
+def _instances(urls, k, warm=False):
     per_engine = [k // 2 + (1 if i < k % 2 else 0) for i in range(2)]
-    return [{"server_url": url, "name": f"e{i + 1}", "max_concurrent_jobs": slots}
+    return [{"server_url": url, "name": f"e{i + 1}", "max_concurrent_jobs": slots,
+             "warm_containers": int(warm)}
             for i, (url, slots) in enumerate(zip(urls, per_engine)) if slots]
 
 
-def run_ours(urls, script, n, k, sync=False):
+def run_ours(urls, script, n, k, sync=False, warm=False, pause=0.0):
     from backend import JobManager, JobManagerSync, Task
 
     task = Task(IMAGE, command=["sh", "-c", script], limits=LIMITS)
     latencies, lock, done = [], threading.Lock(), threading.Event()
     with Meter() as startup:
-        manager = JobManager(_instances(urls, k), process_pool_size=4)
+        manager = JobManager(_instances(urls, k, warm), process_pool_size=4)
         _warm_up(manager, task)
         startup.finish()
     with Meter() as meter:
         try:
             started = time.perf_counter()
             if sync:
-                runner = JobManagerSync(manager)
+                runner, served_warm = JobManagerSync(manager), 0
                 for i in range(n):
+                    time.sleep(pause)  # a user's rhythm (none: back to back)
                     t0 = time.perf_counter()
-                    assert runner.new_job(task, i, timeout=120)["result"] == "success"
+                    result = runner.new_job(task, i, timeout=120)
+                    assert result["result"] == "success", result
+                    served_warm += bool(result["run"].get("warm"))
                     latencies.append(time.perf_counter() - t0)
             else:
                 submitted = {}
@@ -177,6 +189,8 @@ def run_ours(urls, script, n, k, sync=False):
                     raise RuntimeError(f"only {len(latencies)} of {n} jobs ended")
             elapsed = time.perf_counter() - started
             meter.finish()
+            meter.warm = served_warm if sync else sum(
+                e["warm_hits"] for e in manager.stats()["engines"].values())
         finally:
             manager.close()
     meter.startup_cpu = startup.cpu
@@ -257,7 +271,7 @@ def run_raw(urls, script, n, k):
     return _in_threads(job, n, k)
 
 
-def run_raw_sequential(urls, script, n, k):
+def run_raw_sequential(urls, script, n, k, pause=0.0):
     """One raw docker-py job at a time; latency of each job alone (to compare with
     JobManagerSync)."""
     clients = [_client(url) for url in urls]
@@ -268,6 +282,7 @@ def run_raw_sequential(urls, script, n, k):
     with Meter() as meter:
         started = time.perf_counter()
         for i in range(n):
+            time.sleep(pause)
             t0 = time.perf_counter()
             _raw_job(clients[i % 2], config, i)
             latencies.append(time.perf_counter() - t0)
@@ -293,8 +308,17 @@ def run_cli(urls, script, n, k):
     return _in_threads(job, n, k)
 
 
-CONTENDERS = {"ours": run_ours, "ours-sync": lambda *a: run_ours(*a, sync=True),
-              "raw": run_raw, "raw-seq": run_raw_sequential, "cli": run_cli}
+CONTENDERS = {"ours": run_ours, "ours-warm": lambda *a: run_ours(*a, warm=True),
+              "ours-sync": lambda *a: run_ours(*a, sync=True),
+              "raw": run_raw, "raw-seq": run_raw_sequential, "cli": run_cli,
+              # the latency run: one job at a time, PAUSE between jobs
+              "raw-seq-paused": lambda *a: run_raw_sequential(*a, pause=PAUSE),
+              "ours-sync-paused": lambda *a: run_ours(*a, sync=True, pause=PAUSE),
+              "ours-sync-warm": lambda *a: run_ours(*a, sync=True, warm=True, pause=PAUSE)}
+#: Each contender's reference: raw docker-py at the same K (one at a time for ours-sync).
+REFERENCE = {"ours-sync": "raw-seq", "ours-sync-paused": "raw-seq-paused",
+             "ours-sync-warm": "raw-seq-paused", "raw-seq": "raw-seq",
+             "raw-seq-paused": "raw-seq-paused"}
 
 
 def run_isolated(urls, contender, kind, n, k):
@@ -313,7 +337,8 @@ def run_one(args):
                                                      args.k)
     print(json.dumps({"elapsed": elapsed, "latencies": latencies, "cpu": meter.cpu,
                       "rss": meter.peak_rss, "pss": meter.peak_pss,
-                      "machine_cpu": meter.machine_cpu, "startup_cpu": meter.startup_cpu}))
+                      "machine_cpu": meter.machine_cpu, "startup_cpu": meter.startup_cpu,
+                      "warm": getattr(meter, "warm", None)}))
 
 
 def percentile(values, fraction):
@@ -325,8 +350,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--root", default="/tmp/djm-bench")
-    parser.add_argument("--only", choices=["compare", "scale"],
-                        help="run only the side-by-side comparison or only the scale run")
+    parser.add_argument("--only", choices=["compare", "latency", "scale"], action="append",
+                        help="run only the side-by-side comparison, the latency run (one "
+                        "job at a time, a pause between jobs) or the scale run; repeatable")
+    parser.add_argument("--repeats", type=int, help="repeats of each measurement")
+    parser.add_argument("--ks", type=int, nargs="+", help="the concurrencies K compared")
     parser.add_argument("--report", metavar="RESULTS_JSON",
                         help="print the tables and draw the plot again from a results.json")
     parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
@@ -345,27 +373,39 @@ def main(argv=None):
     n, ks, kinds, repeats = (20, [1, 4], ["trivial"], 1) if args.quick else \
         (40, [1, 2, 4, 8], ["trivial", "1s"], 2)
     scale_sizes = (100, 300) if args.quick else (100, 1000)
+    repeats = args.repeats or repeats
+    ks = args.ks or ks
     engines = [PrivateEngine(name, Path(args.root) / name) for name in ("e1", "e2")]
     for engine in engines:
         engine.start()
         build_busybox_image(engine.url, IMAGE)
     urls = [engine.url for engine in engines]
     rows, scale = [], []
+    sections = set(args.only or ["compare", "latency", "scale"])
     try:
-        if args.only != "scale":
+        if "compare" in sections:
             # repeats go round all contenders in turn, so that a machine that drifts (they
             # do, by some 10 %) weighs on every contender alike
             for kind in kinds:
                 for k in ks:
                     for repeat in range(repeats):
-                        for name in ("raw", "ours", "raw-seq", "ours-sync", "cli"):
-                            if name in ("ours-sync", "raw-seq") and k != 1:
+                        for name in ("raw", "ours", "ours-warm", "raw-seq", "ours-sync", "cli"):
+                            if name in ("ours-sync", "raw-seq") and k != 1 or \
+                                    name == "ours-warm" and k != 4:
                                 continue
                             out = run_isolated(urls, name, kind, n, k)
                             rows.append(_row(kind, k, name, repeat, n, out))
                             print(f"{kind:8} K={k} {name:9} #{repeat}: "
                                   f"{rows[-1]['jobs_per_s']:6.2f} jobs/s", flush=True)
-        if args.only != "compare":
+        if "latency" in sections:
+            for kind in ("trivial", "boot"):
+                for repeat in range(repeats):
+                    for name in ("raw-seq-paused", "ours-sync-paused", "ours-sync-warm"):
+                        out = run_isolated(urls, name, kind, n // 2, 1)
+                        rows.append(_row(kind, 1, name, repeat, n // 2, out))
+                        print(f"{kind:8} {name:16} #{repeat}: p50 "
+                              f"{1000 * rows[-1]['p50']:6.1f} ms", flush=True)
+        if "scale" in sections:
             for size in scale_sizes:
                 out = run_isolated(urls, "ours", "trivial", size, 8)
                 scale.append(_row("trivial", 8, "ours", 0, size, out))
@@ -383,7 +423,16 @@ def _row(kind, k, name, repeat, n, out):
             "p95": percentile(latencies, 0.95), "cpu_ms_per_job": 1000 * out["cpu"] / n,
             "peak_rss_mib": out["rss"] / 2 ** 20, "peak_pss_mib": out["pss"] / 2 ** 20,
             "machine_cpu_ms_per_job": 1000 * out["machine_cpu"] / n, "startup_cpu_ms": (
-                None if out.get("startup_cpu") is None else 1000 * out["startup_cpu"])}
+                None if out.get("startup_cpu") is None else 1000 * out["startup_cpu"]),
+            "served_warm": out.get("warm")}
+
+
+def _list_table(cells):
+    """The comparison as a Sphinx ``list-table`` (the docs include it beside the plot)."""
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in cells:
+        lines += [f"   {'*' if i == 0 else ' '} - {cell}" for i, cell in enumerate(row)]
+    return "\n".join(lines) + "\n"
 
 
 def report(rows, scale=()):
@@ -393,19 +442,23 @@ def report(rows, scale=()):
         key = (row["kind"], row["k"], row["contender"])
         if key not in best or row["jobs_per_s"] > best[key]["jobs_per_s"]:
             best[key] = row
-    lines = [f"{'kind':8} {'K':>2} {'contender':9} {'jobs/s':>6} {'p50 ms':>6} {'p95 ms':>6} "
+    lines = [f"{'kind':8} {'K':>2} {'contender':16} {'jobs/s':>6} {'p50 ms':>6} {'p95 ms':>6} "
              f"{'xput/raw':>8} {'p50/raw':>7} {'CPU ms/job':>10} {'RSS MiB':>7} {'PSS MiB':>7} "
              f"{'machine ms/job':>14}"]
+    cells = [["kind", "K", "contender", "jobs/s", "p50 ms", "p95 ms", "xput/raw", "p50/raw",
+              "CPU ms/job", "RSS MiB", "PSS MiB", "machine ms/job"]]
     for (kind, k, name), row in sorted(best.items()):
-        raw = best.get((kind, k, "raw"))
-        if name == "ours-sync":
-            raw = best.get((kind, 1, "raw-seq"))
+        raw = best.get((kind, k, REFERENCE.get(name, "raw")))
         ratio = row["jobs_per_s"] / raw["jobs_per_s"] if raw else float("nan")
         p50 = row["p50"] / raw["p50"] if raw else float("nan")
-        lines.append(f"{kind:8} {k:>2} {name:9} {row['jobs_per_s']:6.2f} "
+        lines.append(f"{kind:8} {k:>2} {name:16} {row['jobs_per_s']:6.2f} "
                      f"{1000 * row['p50']:6.0f} {1000 * row['p95']:6.0f} {ratio:8.2f} "
                      f"{p50:7.2f} {row['cpu_ms_per_job']:10.1f} {row['peak_rss_mib']:7.1f} "
                      f"{row['peak_pss_mib']:7.1f} {row['machine_cpu_ms_per_job']:14.1f}")
+        cells.append([kind, k, name, f"{row['jobs_per_s']:.2f}", f"{1000 * row['p50']:.0f}",
+                      f"{1000 * row['p95']:.0f}", f"{ratio:.2f}", f"{p50:.2f}",
+                      f"{row['cpu_ms_per_job']:.1f}", f"{row['peak_rss_mib']:.1f}",
+                      f"{row['peak_pss_mib']:.1f}", f"{row['machine_cpu_ms_per_job']:.1f}"])
     startups = [r["startup_cpu_ms"] for r in rows if r.get("startup_cpu_ms") is not None]
     if startups:
         lines.append(f"\nours: start-up (manager, children, one job per slot) "
@@ -429,6 +482,7 @@ def report(rows, scale=()):
     (out / "results.json").write_text(json.dumps({"rows": rows, "scale": list(scale)},
                                                  indent=1))
     (out / "results.txt").write_text(text)
+    (out / "results.rst").write_text(_list_table(cells))
     if not rows:
         return
     try:

@@ -11,7 +11,7 @@ from backend import JobManager, JobManagerSync, LocalCheck, Task
 from conftest import IMAGE, ok_script, shell
 
 RESULT_KEYS = {"result", "text", "problems", "run"}
-RUN_KEYS = {"host", "container_id", "exit_code", "duration", "stderr", "reason"}
+RUN_KEYS = {"warm", "host", "container_id", "exit_code", "duration", "stderr", "reason"}
 
 
 def run(manager, task, inputdata=None, timeout=60):

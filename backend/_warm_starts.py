@@ -1,0 +1,230 @@
+"""Warm starts in the dispatcher (SPEC §10): starting warm containers, writing a job into
+one, and removing them.
+
+A warm container is made like a job's (a submitter's ``Submit`` with ``warm=True``: created
+with the label ``backend.warm``, attached, started, nothing written), and its open attach is
+passed back to the dispatcher, which holds it in the :class:`~backend._warm.WarmPool`. A job
+of its shape takes it without a submitter: its slot was the warm container's, its attach and
+its whole input go to a waiter in the job's ``Watch`` (the waiter writes the input under the
+job's clock, which starts then), and it ends and is removed as any other job.
+
+The dispatcher waits on each warm container's attach too: one that becomes readable ended
+(killed, OOM at boot, a crashing image) or wrote before its input came; it is removed, never
+used, and its shape is not kept warm again until a job of it is placed on that engine.
+
+Warm containers never delay a job: they are started only when no job waits and the engine
+has room; when the first queued job finds every engine it may use full, a warm container
+of another shape there is removed (its slot is free at once: it waits idle). They go after
+``warm_idle`` seconds unused, when their engine is lost, and at close.
+
+Runs in the dispatcher thread only (:class:`~backend._dispatcher._Dispatcher` owns the one
+instance).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import select
+import time
+from typing import Any, Callable, Collection, List, Optional, Sequence, Union
+
+from backend._config import InstanceConfig
+from backend._job import JobState, _Job
+from backend._messages import Started, StartFailed, Submit
+from backend._placement import Placement
+from backend._removals import Removals
+from backend._supervisor import Supervisor, _Child, receive_fd
+from backend._warm import WarmContainer, WarmPool, shape_of
+
+logger = logging.getLogger("backend")
+
+#: Queued jobs looked at, at most, for a warm container of their shape (a long queue of
+#: other shapes costs no more per turn of the dispatcher's loop).
+SCANNED = 64
+
+
+class WarmStarts:
+    """The warm containers of one JobManager, seen from its dispatcher."""
+
+    def __init__(self, configs: Sequence[InstanceConfig], placement: Placement,
+                 removals: Removals, supervisor: Supervisor,
+                 mark_unreachable: Callable[[str], None]):
+        self.pool = WarmPool(configs)
+        self.placement = placement
+        self.removals = removals
+        self.supervisor = supervisor
+        self.mark_unreachable = mark_unreachable
+        self.closing = False
+        placement.warm_count = self.pool.count  # warm containers hold slots
+
+    # -- jobs ----------------------------------------------------------------------------
+    def used(self, job: _Job, engine: str) -> None:
+        """``job`` was placed on ``engine`` for a new container: its shape is wanted warm."""
+        self.pool.used(engine, job.spec, time.monotonic())
+
+    def serve(self) -> None:
+        """Gives each queued job of a warm shape (among the first :data:`SCANNED`) a warm
+        container of its shape, on the least loaded reachable engine that has one (no
+        submitter needed: the slot was held)."""
+        for job in list(itertools.islice(self.placement.queue, SCANNED)):
+            if not any(self.pool.ready.values()):
+                return
+            shape = shape_of(job.spec)
+            if shape is None:
+                continue
+            engines = sorted((e for e in self.placement.engines
+                              if self.placement.is_reachable(e) and self.pool.ready[e]),
+                             key=self.placement.load)
+            for engine in engines:
+                container = self._take(engine, shape)
+                if container is not None:
+                    self._run(job, container)
+                    break
+
+    def _take(self, engine: str, shape: Any) -> Optional[WarmContainer]:
+        while True:
+            container = self.pool.take(engine, shape)
+            if container is None or container.fd is None or _waits(container.fd):
+                return container
+            self._remove(container, died=True)
+
+    def _run(self, job: _Job, container: WarmContainer) -> None:
+        engine, fd = container.engine, container.fd
+        assert container.container_id is not None and fd is not None
+        self.pool.hits[engine] += 1
+        self.placement.placed(job, engine)
+        self.pool.used(engine, job.spec, time.monotonic())
+        job.state, job.engine, job.warm = JobState.RUNNING, engine, True
+        job.container_id, job.container_name = container.container_id, container.name
+        job.started_at = time.time()  # its clock starts with its input (SPEC §10)
+        container.fd = None
+        logger.debug("job %s: served warm by %s on %s", job.job_id,
+                     container.container_id[:12], engine)
+        self.supervisor.watch(job, fd, 0)  # the waiter writes its whole input
+
+    def make_room(self) -> bool:
+        """When jobs wait and an engine is full, removes a warm container there that is not
+        of the first job's shape. True if one was removed (placement may go on)."""
+        if not self.placement.queue:
+            return False
+        keep = shape_of(self.placement.queue[0].spec)
+        for engine in self.placement.engines:
+            limit = self.placement.limit(engine)
+            if (not self.placement.is_reachable(engine) or limit == 0
+                    or self.placement.load(engine) < limit):
+                continue
+            container = self.pool.evict(engine, keep)
+            if container is not None:
+                logger.debug("warm container %s on %s makes room for a job",
+                             container.container_id, engine)
+                self._remove(container)
+                return True
+        return False
+
+    # -- starting ------------------------------------------------------------------------
+    def replenish(self, idle: List[_Child], manager_id: str) -> None:
+        """Starts the warm containers wanted, while no job waits, submitters are idle and
+        their engines have room."""
+        if self.closing or self.placement.queue:
+            return
+        now = time.monotonic()
+        for engine in self.placement.engines:
+            while idle and self.placement.is_reachable(engine) and \
+                    self.placement.has_room(engine):
+                container = self.pool.wanted(engine, now, manager_id)
+                if container is None:
+                    break
+                submitter = idle.pop()
+                request = Submit(engine, container.spec, container.name, warm=True)
+                if submitter.send(request):
+                    submitter.holding = request
+                else:
+                    self.pool.starting.pop(container.warm_id, None)
+
+    def reply(self, submitter: _Child, message: Union[Started, StartFailed]) -> None:
+        """A submitter's reply to a warm container's ``Submit`` (the one it holds)."""
+        request, submitter.holding = submitter.holding, None
+        assert isinstance(request, Submit)
+        if isinstance(message, Started):
+            fd = receive_fd(submitter.connection) if message.has_stream else None
+            self.started(request, message, fd)
+        else:
+            self.start_failed(request, message)
+            if message.retryable:
+                self.mark_unreachable(request.engine)
+
+    def started(self, request: Submit, message: Started, fd: Optional[int]) -> None:
+        """A submitter's reply: the warm container waits for its job (or goes, if it is no
+        longer wanted: closing, its engine lost)."""
+        if fd is None or self.closing or not self.placement.is_reachable(request.engine):
+            self.pool.starting.pop(request.spec.job_id, None)
+            if fd is not None:
+                os.close(fd)
+            self.removals.add(request.engine, message.container_id)
+        elif self.pool.started(request.spec.job_id, message.container_id, fd,
+                               time.monotonic()) is None:
+            os.close(fd)
+            self.removals.add(request.engine, message.container_id)
+
+    def start_failed(self, request: Submit, message: Optional[StartFailed]) -> None:
+        """A warm container could not be started (``message``), or its submitter died
+        (None): whatever was created goes; its shape is not kept warm for now."""
+        self.pool.start_failed(request.spec.job_id)
+        if message is None:
+            self.removals.attempt_failed(request.engine, None, request.container_name, True,
+                                         time.monotonic())
+            return
+        logger.info("a warm container could not be started on %s: %s", request.engine,
+                    message.text)
+        self.removals.attempt_failed(request.engine, message.container_id,
+                                     request.container_name, message.maybe_created,
+                                     time.monotonic())
+
+    # -- removing ------------------------------------------------------------------------
+    def waitables(self) -> List[int]:
+        return self.pool.fds()
+
+    def check(self, ready: Collection[Any], now: float) -> None:
+        """Removes the containers whose attach is readable (``ready``) and those idle for
+        ``warm_idle``."""
+        for fd in [fd for fd in self.pool.fds() if fd in ready]:
+            container = self.pool.by_fd(fd)
+            if container is not None:
+                self.pool.discard(container)
+                logger.info("warm container %s on %s ended or wrote before its job came; it "
+                            "is not used", container.container_id, container.engine)
+                self._remove(container, died=True)
+        for container in self.pool.expired(now):
+            self._remove(container)
+
+    def next_due(self) -> Optional[float]:
+        return self.pool.next_due()
+
+    def engine_lost(self, engine: str) -> None:
+        for container in self.pool.drop(engine):
+            self._remove(container)
+
+    def close(self) -> None:
+        """Closing: every warm container goes, and no new one is started."""
+        self.closing = True
+        for container in self.pool.drop():
+            self._remove(container)
+
+    def _remove(self, container: WarmContainer, died: bool = False) -> None:
+        if container.fd is not None:
+            os.close(container.fd)
+        container.fd = None
+        if container.container_id:
+            self.removals.add(container.engine, container.container_id)
+        if died:
+            self.pool.forget(container.engine, container.shape)
+
+
+def _waits(fd: int) -> bool:
+    """Whether a warm container's attach has nothing to read: it still waits for its input
+    (one that ended, or wrote, is readable)."""
+    try:
+        return not select.select([fd], [], [], 0)[0]
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,139 @@
+"""The warm pool's bookkeeping without Docker (SPEC §10): shapes, which jobs can be served
+warm, how many are wanted, expiry after ``warm_idle``, eviction for another shape, loss of an
+engine, and the slots they hold in placement."""
+import dataclasses
+
+import pytest
+
+from backend._config import parse_instances
+from backend._messages import JobSpec
+from backend._placement import Placement
+from backend._task import Task, snapshot_task
+from backend._warm import WarmPool, shape_of
+
+A, B, TLS = parse_instances([
+    {"server_url": "unix:///a.sock", "name": "a", "warm_containers": 2, "warm_idle": 10,
+     "max_concurrent_jobs": 3},
+    {"server_url": "unix:///b.sock", "name": "b"},
+    {"server_url": "tcp://c:2376", "name": "c", "warm_containers": 2}])
+TLS = dataclasses.replace(TLS, tls={"verify": True})  # its files are not read here
+
+
+def spec(command="one", job_id="j", **options):
+    return JobSpec(job_id, snapshot_task(Task("image", command=[command], **options), None),
+                   b"{}\n")
+
+
+def start(pool, engine="a", now=0.0, fd=10):
+    container = pool.wanted(engine, now, "m")
+    assert container is not None
+    assert pool.started(container.warm_id, f"id-{container.warm_id}", fd, now) is container
+    return container
+
+
+def test_shape_is_the_whole_container_definition():
+    assert shape_of(spec(job_id="j1")) == shape_of(spec(job_id="j2"))
+    assert shape_of(spec("one")) != shape_of(spec("two"))
+    assert shape_of(spec(limits={"memory": 50})) != shape_of(spec())
+    assert shape_of(spec(env={"A": "1"})) != shape_of(spec())
+    assert shape_of(spec(network=True)) != shape_of(spec())
+    assert shape_of(spec(read_only=True)) != shape_of(spec())
+
+
+def test_raw_jobs_jobs_with_files_and_local_jobs_are_never_warm():
+    assert shape_of(spec(protocol="raw")) is None
+    files = spec()
+    assert shape_of(JobSpec("j", files.task, b"", (("a.txt", b"a"),))) is None
+    assert shape_of(None) is None
+
+
+def test_a_shape_is_wanted_once_used_up_to_warm_containers():
+    pool = WarmPool([A, B, TLS])
+    assert pool.wanted("a", 0.0) is None  # nothing ran yet
+    pool.used("a", spec(), 0.0)
+    pool.used("b", spec(), 0.0)   # warm starts off there
+    pool.used("c", spec(), 0.0)   # over TLS: none
+    assert pool.wanted("b", 0.0) is None and pool.wanted("c", 0.0) is None
+    first, second = pool.wanted("a", 1.0, "m"), pool.wanted("a", 1.0, "m")
+    assert first and second and first.warm_id != second.warm_id
+    assert first.spec.stdin == b"" and first.spec.job_id == first.warm_id
+    assert pool.wanted("a", 1.0) is None  # two starting: enough
+    assert pool.count("a") == 2
+    pool.started(first.warm_id, "c1", 5, 1.0)
+    assert pool.count("a") == 2 and pool.fds() == [5]
+    pool.used("a", spec("two"), 2.0)   # another shape: wanted too
+    assert pool.wanted("a", 2.0).shape == shape_of(spec("two"))
+
+
+def test_take_gives_one_container_per_job_of_its_shape():
+    pool = WarmPool([A, B, TLS])
+    pool.used("a", spec(), 0.0)
+    container = start(pool)
+    assert pool.take("a", shape_of(spec("two"))) is None
+    assert pool.take("a", shape_of(spec())) is container
+    assert pool.take("a", shape_of(spec())) is None  # served once, gone
+    assert pool.count("a") == 0
+
+
+def test_idle_ones_expire_and_unused_shapes_are_forgotten():
+    pool = WarmPool([A, B, TLS])
+    pool.used("a", spec(), 0.0)
+    container = start(pool, now=1.0)
+    assert pool.next_due() == 11.0
+    assert pool.expired(10.9) == []
+    assert pool.expired(11.0) == [container] and pool.count("a") == 0
+    assert pool.wanted("a", 11.0) is None  # last used at 0, warm_idle 10: forgotten
+
+
+def test_evict_keeps_the_waiting_jobs_shape():
+    pool = WarmPool([A, B, TLS])
+    pool.used("a", spec("one"), 0.0)
+    one = start(pool, fd=1)
+    pool.used("a", spec("two"), 1.0)  # the last used is the one wanted first
+    start(pool, now=1.0, fd=2)
+    assert pool.evict("a", shape_of(spec("two"))) is one
+    assert pool.evict("a", shape_of(spec("two"))) is None
+
+
+def test_failures_and_deaths_forget_the_shape_until_the_next_job():
+    pool = WarmPool([A, B, TLS])
+    pool.used("a", spec(), 0.0)
+    failing = pool.wanted("a", 0.0)
+    assert pool.start_failed(failing.warm_id) is failing
+    assert pool.wanted("a", 0.0) is None
+    pool.used("a", spec(), 1.0)
+    dead = start(pool, now=1.0, fd=7)
+    assert pool.by_fd(7) is dead
+    pool.discard(dead)
+    pool.forget("a", dead.shape)
+    assert pool.count("a") == 0 and pool.wanted("a", 1.0) is None
+
+
+def test_an_engine_lost_drops_its_containers():
+    pool = WarmPool([A, B, TLS])
+    pool.used("a", spec(), 0.0)
+    container = start(pool)
+    assert pool.drop("b") == []
+    assert pool.drop("a") == [container] and pool.count("a") == 0
+
+
+@pytest.mark.parametrize("warm", [0, 2])
+def test_warm_containers_hold_slots_in_placement(warm):
+    placement = Placement([A, B, TLS])
+    pool = WarmPool([A, B, TLS])
+    placement.warm_count = pool.count
+    pool.used("a", spec(), 0.0)
+    for _ in range(warm):
+        start(pool)
+    assert placement.load("a") == warm
+    assert placement.has_room("a") == (warm < A.max_concurrent_jobs)
+
+
+def test_config_keys_are_validated():
+    with pytest.raises(ValueError, match="warm_containers"):
+        parse_instances([{"server_url": "unix:///a", "warm_containers": -1}])
+    with pytest.raises(ValueError, match="warm_idle"):
+        parse_instances([{"server_url": "unix:///a", "warm_idle": 0}])
+    with pytest.raises(ValueError, match="warm_containers"):
+        parse_instances([{"server_url": "unix:///a", "warm_containers": 1.5}])
+    assert (B.warm_containers, B.warm_idle) == (0, 60.0)
