@@ -14,9 +14,10 @@ warm container's open attach) are the caller's to close.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
 
 from backend._config import InstanceConfig
 from backend._messages import JobSpec
@@ -30,12 +31,20 @@ def shape_of(spec: Optional[JobSpec]) -> Optional[Shape]:
     container, is a raw-protocol job or has ``files`` (SPEC §10)."""
     if spec is None or spec.files or spec.task.protocol != "json":
         return None
-    task = spec.task
-    if task.environment is None:
+    if spec.task.environment is None:
         return None
-    return (task.environment, None if task.command is None else tuple(task.command),
-            tuple(sorted(task.limits.items())), tuple(sorted(task.env.items())),
-            task.directory, task.user, task.network, task.read_only, task.workdir)
+    # every field of the snapshot, so that a field added to it can never be left out of the
+    # shape (a warm container of another definition would then serve the job)
+    return tuple(_frozen(getattr(spec.task, f.name)) for f in dataclasses.fields(spec.task))
+
+
+def _frozen(value: Any) -> Hashable:
+    """``value`` made hashable: a dict as its sorted items, a list as a tuple."""
+    if isinstance(value, dict):
+        return tuple(sorted(value.items()))
+    if isinstance(value, list):
+        return tuple(value)
+    return value
 
 
 @dataclass(eq=False)
