@@ -34,8 +34,10 @@ def _size_in_bytes(megabytes: float) -> int:
 
 
 def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, owner: str,
-                      features: Optional[_features.Features] = None) -> Dict[str, Any]:
-    """The body of ``POST /containers/create`` for a job: limits, hardening, labels.
+                      features: Optional[_features.Features] = None, warm: bool = False
+                      ) -> Dict[str, Any]:
+    """The body of ``POST /containers/create`` for a job: limits, hardening, labels (with
+    :data:`LABEL_WARM` for a warm container, SPEC §10).
 
     Like ``docker run -i``: stdin open for one attach (``StdinOnce``), so that the job sees
     end of file once its input is written. ``features`` (the engine's, see
@@ -85,7 +87,8 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
         "AttachStderr": True, "NetworkDisabled": not task.network,
         "Env": [f"{key}={value}" for key, value in (task.env or {}).items()],
         "User": task.user or "",
-        "Labels": {LABEL_MANAGER: manager_id, LABEL_JOB: spec.job_id, LABEL_OWNER: owner},
+        "Labels": {LABEL_MANAGER: manager_id, LABEL_JOB: spec.job_id, LABEL_OWNER: owner,
+                   **({LABEL_WARM: "1"} if warm else {})},
         "HostConfig": host_config,
     }
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from backend import _features, _input
 from backend._config import InstanceConfig
 # the container definition (pure): see _container (re-exported here)
-from backend._container import (LABEL_JOB, LABEL_MANAGER, LABEL_OWNER, LABEL_WARM,
+from backend._container import (LABEL_JOB, LABEL_MANAGER, LABEL_OWNER,
                                 container_name, container_options)
 # the failure type, its translation and the streams: see _docker_io (re-exported here)
 from backend._docker_io import (CALL_ERRORS, STDERR, STDOUT, ArchiveStream, DockerFailure,
@@ -255,9 +255,7 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
             the container, if created, is left for the caller to remove.
     """
     config = engine.config
-    options = container_options(spec, config, manager_id, owner, engine.features)
-    if warm:
-        options["Labels"][LABEL_WARM] = "1"
+    options = container_options(spec, config, manager_id, owner, engine.features, warm)
     container_id = None
     plain = engine.http.plain
     try:
