@@ -14,8 +14,9 @@ process that dies never leaves a lock held; the messages are those of :mod:`back
 The thread owns the state, in three plain objects: :class:`~backend._placement.Placement`
 (the queue, the slots, the choice of engine), :class:`~backend._removals.Removals` (what to
 remove, where, when) and :class:`~backend._supervisor.Supervisor` (the children, what each
-holds). Its loop does one :func:`multiprocessing.connection.wait` over the mailbox, every
-child's pipe and every child's sentinel, and hands each message to its handler by type.
+holds). Its loop does one wait (a :class:`~backend._waitset.Waitset`, kept from turn to turn)
+over the mailbox, every child's pipe and every child's sentinel, and hands each message to its
+handler by type.
 
 A child that dies is replaced at once; the jobs it held end exactly once (a submitter's job:
 ``start_failed``, and its container is removed by the name it was given, whether or not its
@@ -42,7 +43,6 @@ import os
 import queue
 import threading
 import time
-from multiprocessing.connection import wait
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from backend import _docker
@@ -57,6 +57,7 @@ from backend._removals import Removals
 from backend._results import failure_result
 from backend._stats import Stats
 from backend._supervisor import STOP_GRACE, Supervisor, _Child, receive_fd
+from backend._waitset import Waitset
 from backend._warm_starts import WarmStarts
 
 logger = logging.getLogger("backend")
@@ -80,6 +81,7 @@ class _Dispatcher(threading.Thread):
         self.pool_size = pool_size
         self.done_queue = done_queue
         self.mailbox = Mailbox()
+        self.waitset = Waitset()
         self.jobs: Dict[str, _Job] = {}
         #: closing: stop once every job ended and removals are done, or give up retrying
         #: removals after this (time.monotonic()); None: not closing
@@ -115,14 +117,15 @@ class _Dispatcher(threading.Thread):
     def _loop(self) -> None:
         while not self.stopping:
             children = self.supervisor.children()
-            ready = set(wait([self.mailbox.fileno()] + self.supervisor.waitables(children)
-                             + self.warm.waitables(), timeout=_timeout(
-                                 self.removals.next_due(), self.close_deadline,
-                                 self.placement.next_due(), self.warm.next_due())))
+            ready = self.waitset.wait(
+                [self.mailbox.fileno()] + self.supervisor.waitables(children)
+                + self.warm.waitables(), timeout=_timeout(
+                    self.removals.next_due(), self.close_deadline,
+                    self.placement.next_due(), self.warm.next_due()))
             for command in self.mailbox.drain():
                 self._commands[type(command)](command)
             for child in children:
-                if child.connection in ready:
+                if child.fd in ready:
                     self.supervisor.read(child, self._read_message)
             for child in self.supervisor.dead(children, ready):
                 self.supervisor.read(child, self._read_message)  # what it said counts

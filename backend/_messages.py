@@ -39,8 +39,8 @@ message                      sender → receiver            meaning
 ===========================  ===========================  ===================================
 
 In-process channels (the dispatcher's commands, a waiter's notes from its helper threads) are a
-:class:`Mailbox`: a deque and a wake-up pipe, so that the reader's single
-:func:`multiprocessing.connection.wait` sees them beside its pipes and sentinels.
+:class:`Mailbox`: a deque and a wake-up pipe, so that the reader's single wait (a
+:class:`~backend._waitset.Waitset`) sees them beside its pipes and sentinels.
 """
 from __future__ import annotations
 
@@ -210,11 +210,18 @@ class OutputEnded(NamedTuple):
 
 class Mailbox:
     """An in-process channel to a thread that waits on pipes: :meth:`put` from any thread;
-    the owner includes :attr:`fileno` in its :func:`~multiprocessing.connection.wait` and
-    calls :meth:`drain` when it is ready. :meth:`close` once, by the owner, at its end."""
+    the owner includes :attr:`fileno` in its wait and calls :meth:`drain` when it is ready.
+    :meth:`close` once, by the owner, at its end.
+
+    A put writes a wake-up only when none is pending since the last drain: a burst of
+    messages costs one write, not one per message. (A put appends before it looks at the
+    flag; a drain reads the pipe, then clears the flag, then takes the messages: a put that
+    saw the flag set has its message taken by that drain, and a flag set is always followed
+    by a byte in the pipe, so no message is left without a wake-up.)"""
 
     def __init__(self) -> None:
         self._messages: Deque[Any] = collections.deque()
+        self._armed = False  # a wake-up byte is in the pipe, or about to be
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -224,9 +231,12 @@ class Mailbox:
 
     def put(self, message: Any) -> None:
         self._messages.append(message)
+        if self._armed:
+            return
+        self._armed = True
         try:
             os.write(self._wake_w, b"!")
-        except OSError:  # full (a wake-up is pending anyway) or closed (the owner ended)
+        except OSError:  # closed: the owner ended
             pass
 
     def drain(self) -> Iterator[Any]:
@@ -235,6 +245,7 @@ class Mailbox:
             os.read(self._wake_r, 65536)
         except OSError:  # nothing to read: a put raced with the last drain
             pass
+        self._armed = False  # after the read: a put that saw it set appended before it
         while self._messages:
             yield self._messages.popleft()
 

@@ -24,6 +24,7 @@ from backend._child import is_running, start_process
 from backend._config import InstanceConfig
 from backend._job import JobState, _Job
 from backend._messages import Exit, Probe, Removal, Submit, Watch
+from backend._waitset import readable
 
 logger = logging.getLogger("backend")
 
@@ -59,6 +60,8 @@ class _Child:
         self.kind = kind
         self.process = process  # a multiprocessing process of the context
         self.connection = connection
+        self.fd = connection.fileno()  # what the dispatcher's wait returns for the pipe
+        self.sentinel: Optional[int] = getattr(process, "sentinel", None)
         self.engine = engine
         self.holding: Optional[Holding] = None
         self.jobs: Dict[str, _Job] = {}
@@ -131,22 +134,22 @@ class Supervisor:
         return self.submitters + [w for waiters in self.waiters.values() for w in waiters]
 
     @staticmethod
-    def waitables(children: Iterable[_Child]) -> List[Any]:
-        """The pipes and sentinels of ``children`` to wait on."""
-        waitables: List[Any] = []
+    def waitables(children: Iterable[_Child]) -> List[int]:
+        """The pipes and sentinels of ``children`` to wait on (file descriptors)."""
+        waitables: List[int] = []
         for child in children:
-            waitables.append(child.connection)
-            if not child.orphaned:
-                waitables.append(child.process.sentinel)
+            waitables.append(child.fd)
+            if not child.orphaned and child.sentinel is not None:
+                waitables.append(child.sentinel)
         return waitables
 
     def dead(self, children: Iterable[_Child], ready: Set[Any]) -> List[_Child]:
-        """Which of ``children`` died, from what :func:`~multiprocessing.connection.wait`
-        returned (``ready``). A sentinel of a child that runs on came from its forkserver,
+        """Which of ``children`` died, from what the dispatcher's wait returned
+        (``ready``). A sentinel of a child that runs on came from its forkserver,
         which died: the child is orphaned, its pipe's end of file tells its death."""
         dead = []
         for child in children:
-            if not child.orphaned and child.process.sentinel in ready:
+            if not child.orphaned and child.sentinel in ready:
                 if child.is_running():
                     logger.info("%s process %s outlived its forkserver", child.kind.value,
                                 child.process.pid)
@@ -161,7 +164,7 @@ class Supervisor:
     def read(child: _Child, handle: Callable[[_Child, object], None]) -> None:
         """Hands each message ``child`` sent to ``handle``; notes the end of its pipe."""
         try:
-            while child.connection.poll():
+            while readable(child.fd):
                 handle(child, child.connection.recv())
         except EOFError:
             child.pipe_closed = True

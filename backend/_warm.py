@@ -107,8 +107,10 @@ class WarmPool:
     def used(self, engine: str, spec: Optional[JobSpec], now: float) -> None:
         """A job of ``spec``'s shape was placed on ``engine``: the shape is wanted warm there
         (when the engine has warm starts and the job can be served warm)."""
+        if not self.sizes.get(engine):
+            return
         shape = shape_of(spec)
-        if shape is not None and spec is not None and self.sizes.get(engine):
+        if shape is not None and spec is not None:
             self._wanted[(engine, shape)] = (now, JobSpec(spec.job_id, spec.task, b""))
 
     def wanted(self, engine: str, now: float, manager_id: str = "") -> Optional[WarmContainer]:

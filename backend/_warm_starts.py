@@ -108,12 +108,13 @@ class WarmStarts:
         of the first job's shape. True if one was removed (placement may go on)."""
         if not self.placement.queue:
             return False
-        keep = shape_of(self.placement.queue[0].spec)
+        keep: Any = None
         for engine in self.placement.engines:
             limit = self.placement.limit(engine)
-            if (not self.placement.is_reachable(engine) or limit == 0
-                    or self.placement.load(engine) < limit):
+            if (not self.pool.count(engine) or not self.placement.is_reachable(engine)
+                    or limit == 0 or self.placement.load(engine) < limit):
                 continue
+            keep = keep or shape_of(self.placement.queue[0].spec)
             container = self.pool.evict(engine, keep)
             if container is not None:
                 logger.debug("warm container %s on %s makes room for a job",
