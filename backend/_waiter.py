@@ -2,16 +2,20 @@
 
 A waiter process serves one engine (an engine may have several). It reads its *wait queue*
 (its pipe from the dispatcher) and pushes results towards the *done queue* (the same pipe,
-back). Inside, an :class:`~backend._events.EventFollower` thread follows Docker's event
-stream, an :class:`~backend._output.OutputFollower` per container reads what the job prints,
-and the main thread does one wait over the pipe, the :class:`~backend._messages.Mailbox` fed
-by those helper threads, and the poll deadline::
+back). Inside, an :class:`~backend._events.EventFollower` thread follows the engine's one
+event stream (for the main loop and the load counter both), an
+:class:`~backend._output.OutputFollower` per container reads what the job prints, and the
+main thread does one wait over the pipe, the :class:`~backend._messages.Mailbox` fed by those
+helper threads, and the poll deadline::
 
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
-    main loop --(JobEnded | EngineState)--> dispatcher
+    main loop --(JobEnded | EngineState | EngineLoad)--> dispatcher
     event thread --(DockerEvent | EventsCovered | EngineState)--> mailbox --> main loop
+    event thread --(ContainerSeen | EventsCovered | EngineState)--> load counter
     load counter --(EngineLoad)--> mailbox --> main loop --> dispatcher
     output followers --(OutputOverflow | OutputEnded)--> mailbox --> main loop
+
+Of the counts (EngineLoad) in one drain of the mailbox, only the last, the newest, is sent.
 
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
 ``Watch`` (a short job) is kept until it does. The output comes from the job's own attach,
@@ -27,9 +31,10 @@ Every ``time_between_polls`` the main loop also polls: it lists our containers b
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
 process only). A follower ends a job as soon as it prints more than its ``output`` limit.
 An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
-(reason ``engine_lost``). A :class:`~backend._load.LoadCounter` counts every manager's
-containers on the engine, for the dispatcher. Everything here but the followers' threads and
-the kill threads runs on the main thread; those talk to it only through the mailbox.
+(reason ``engine_lost``). A :class:`~backend._load.LoadCounter` (the waiter's, with its
+listing thread) counts every manager's containers on the engine, for the dispatcher.
+Everything here but the followers' threads, the counter's and the kill threads runs on the
+main thread; those talk to it only through the mailbox.
 """
 from __future__ import annotations
 
@@ -162,7 +167,8 @@ class _Waiter:
         self.mailbox = Mailbox()
         self.early_events = EarlyEvents()
         self.events_since: Optional[float] = None  # since when our event stream covers it
-        self.events = EventFollower(config, self.label, self.mailbox)
+        self.load = LoadCounter(config, manager_id, self.mailbox)  # every manager's containers
+        self.events = EventFollower(config, manager_id, self.mailbox, self.load)
         self.docker: Optional[_docker.Engine] = None
         self.reachable: Optional[bool] = None
         self.unreachable_since: Optional[float] = None
@@ -189,14 +195,14 @@ class _Waiter:
 
     # -- main loop -----------------------------------------------------------------------
     def run(self) -> None:
+        self.load.start()
         self.events.start()
         next_poll = time.monotonic() + self.config.time_between_polls
         try:
             while not self.stopping:
                 timeout = max(0.0, next_poll - time.monotonic())
                 ready = wait([self.connection, self.mailbox.fileno()], timeout)
-                for note in self.mailbox.drain():
-                    self.handle_note(note)
+                self.handle_notes()
                 if self.connection in ready:
                     try:
                         while self.connection.poll():
@@ -209,6 +215,7 @@ class _Waiter:
         finally:
             # the mailbox stays open: a kill thread may still put into it until we exit
             self.events.stop()
+            self.load.stop()
             for watched in self.watched.values():
                 watched.follower.stop()
 
@@ -256,12 +263,21 @@ class _Waiter:
             # holding it): look now rather than at the next poll
             self.reconcile([watched])
 
+    def handle_notes(self) -> None:
+        """Handles what the mailbox holds; of the load counter's counts, sends the last."""
+        load: Optional[EngineLoad] = None
+        for note in self.mailbox.drain():
+            if isinstance(note, EngineLoad):
+                load = note
+            else:
+                self.handle_note(note)
+        if load is not None:
+            self.connection.send(load)
+
     def handle_note(self, note: Any) -> None:
         if isinstance(note, EngineState):
             self.set_reachable(note.reachable)
             return
-        if isinstance(note, EngineLoad):  # the load counter's (see waiter_main)
-            return self.connection.send(note)
         if isinstance(note, EventsCovered):  # the first stream's start counts
             self.events_since = note.since if self.events_since is None else self.events_since
             return
@@ -392,7 +408,6 @@ class _Waiter:
                 self.finish(watched, None, watched.ended_at or time.time())
 
 
-
 def _over_cpu_time(watched: Iterable[_Watched], connected: Callable[[], _docker.Engine],
                    now: float) -> List[_Watched]:
     """The containers whose processes together used their CPU time (cgroup stats)."""
@@ -437,6 +452,4 @@ def waiter_main(connection: Connection, config: InstanceConfig, manager_id: str,
     """Entry point of a waiter process."""
     exit_with_parent(lifeline)
     configure_logging(log_level)
-    waiter = _Waiter(connection, config, manager_id)
-    with LoadCounter(config, manager_id, waiter.mailbox):  # every manager's containers
-        waiter.run()
+    _Waiter(connection, config, manager_id).run()

@@ -7,8 +7,9 @@ import pytest
 
 from backend import _docker, _events, _output, _waiter
 from backend._config import parse_instances
-from backend._messages import (DockerEvent, EngineState, EventsCovered, JobEnded, Mailbox,
-                               OutputEnded, OutputOverflow, Probe, Watch)
+from backend._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
+                               EventsCovered, JobEnded, Mailbox, OutputEnded, OutputOverflow,
+                               Probe, Watch)
 from backend._task import merge_limits
 
 [INSTANCE] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake"}])
@@ -73,6 +74,7 @@ class FakeClient:
 
     def events(self, since, filters):
         self.since.append(float(since))
+        self.filters = filters
         if not self.event_batches:
             self.blocked.wait()  # a quiet stream
             return FakeStream()
@@ -136,12 +138,12 @@ def test_event_stream_resumes_with_since(monkeypatch):
     event_time = time.time() + 100
     client = FakeClient([], events=[
         [{"Action": "die", "id": "c1", "timeNano": int(event_time * 1e9),
-          "Actor": {"Attributes": {"exitCode": "0"}}}],
+          "Actor": {"Attributes": {"exitCode": "0", "backend.manager": "m1"}}}],
         down("socket closed"),
     ])
     monkeypatch.setattr(_docker, "connect", lambda *a, **k: client)
     mailbox = Mailbox()
-    follower = _events.EventFollower(INSTANCE, "backend.manager=m1", mailbox)
+    follower = _events.EventFollower(INSTANCE, "m1", mailbox)
     started = time.time()
     thread = threading.Thread(target=follower.run, daemon=True)
     thread.start()
@@ -321,3 +323,77 @@ def test_an_error_answer_to_a_listing_does_not_mark_the_engine_unreachable(monke
     assert connection.sent == [] and client.listings == 2 and waiter.docker is client
     warnings = [r for r in caplog.records if "answered 500" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].exc_info is None  # one line, once
+
+
+# -- one event stream for the waiter and its load counter --------------------------------
+
+class Recorder:
+    """Stands for the load counter: what the follower gives it."""
+
+    def __init__(self):
+        self.notes = []
+
+    def put(self, note):
+        self.notes.append(note)
+
+
+def labelled(action, container, manager, **attributes):
+    return {"Type": "container", "Action": action, "id": container, "time": 1000,
+            "Actor": {"ID": container, "Attributes": {"backend.manager": manager,
+                                                      **attributes}}}
+
+
+def test_one_stream_is_routed_to_the_waiter_and_to_the_load_counter(monkeypatch):
+    unlabelled = {"Action": "die", "id": "u1", "Actor": {"Attributes": {"exitCode": "0"}}}
+    client = FakeClient([], events=[[
+        labelled("create", "c1", "m1"), labelled("start", "c1", "m1"),
+        labelled("create", "o1", "m2"), labelled("oom", "c1", "m1"),
+        labelled("kill", "c1", "m1"), labelled("die", "c1", "m1", exitCode="137"),
+        labelled("die", "o1", "m2", exitCode="0"), unlabelled,
+        labelled("destroy", "c1", "m1"), labelled("remove", "o1", "m2")]])
+    monkeypatch.setattr(_docker, "connect", lambda *a, **k: client)
+    mailbox, counter = Mailbox(), Recorder()
+    follower = _events.EventFollower(INSTANCE, "m1", mailbox, counter)
+    thread = threading.Thread(target=follower.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(client.since) < 2:  # the batch was read; the next subscription is quiet
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    follower.stop()
+    client.blocked.set()
+    thread.join(5)
+    # no label filter (Podman's by a key alone matches nothing); both readers' actions
+    assert client.filters == {"type": ["container"], "event": list(_events.FOLLOWED)}
+    assert set(_docker.CONTAINER_EVENTS) | {"create", "start", "remove"} <= set(
+        client.filters["event"])
+    notes = list(mailbox.drain())
+    # ours only, the waiter's actions, in the engine's order
+    assert [(n.action, n.container_id, n.exit_code) for n in notes
+            if isinstance(n, DockerEvent)] == [("oom", "c1", None), ("kill", "c1", None),
+                                               ("die", "c1", 137), ("destroy", "c1", None)]
+    # every manager's, the counter's actions (Podman's remove too); none unlabelled
+    assert [(n.action, n.container_id, n.manager) for n in counter.notes
+            if isinstance(n, ContainerSeen)] == [
+        ("create", "c1", "m1"), ("start", "c1", "m1"), ("create", "o1", "m2"),
+        ("die", "c1", "m1"), ("die", "o1", "m2"), ("destroy", "c1", "m1"),
+        ("remove", "o1", "m2")]
+    for sink in (notes, counter.notes):  # each subscription, and its end, to both
+        assert EventsCovered(client.since[0]) in sink and EngineState("fake", True) in sink
+        assert EngineState("fake", False) in sink
+    mailbox.close()
+
+
+def test_the_waiter_sends_only_the_last_engine_load_of_a_drain(monkeypatch):
+    waiter, connection = make_waiter(FakeClient([]), monkeypatch)
+    first = EngineLoad("fake", 1, frozenset({"a" * 12}), 0)
+    last = EngineLoad("fake", 2, frozenset({"a" * 12, "b" * 12}), 0)
+    waiter.mailbox.put(first)
+    waiter.mailbox.put(EngineState("fake", True))
+    waiter.mailbox.put(last)
+    waiter.handle_notes()
+    assert connection.sent == [EngineState("fake", True), last]
+    waiter.mailbox.put(first)
+    waiter.handle_notes()  # a later drain: sent again
+    assert connection.sent[-1] == first
+    waiter.mailbox.close()
