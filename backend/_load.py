@@ -91,10 +91,11 @@ class LoadCounter:
         """A note of the waiter's event follower (its thread)."""
         if isinstance(note, ContainerSeen):
             with self._lock:
-                _apply(self._active, note)
+                changed = _apply(self._active, note)
                 if self._during_listing is not None:
                     self._during_listing.append(note)
-            self._report()
+            if changed:  # not a start after its create, nor a destroy after its die
+                self._report()
         elif isinstance(note, EventsCovered):  # a new subscription: look at the engine now
             self._list_now.set()
         elif isinstance(note, EngineState) and not note.reachable:
@@ -155,11 +156,13 @@ class LoadCounter:
         self.mailbox.put(load)
 
 
-def _apply(active: Dict[str, str], note: ContainerSeen) -> None:
+def _apply(active: Dict[str, str], note: ContainerSeen) -> bool:
+    """Applies an event to the count; returns whether the count changed."""
     if note.action in ("create", "start"):
+        changed = note.container_id not in active
         active[note.container_id] = note.manager
-    else:  # die, destroy, remove
-        active.pop(note.container_id, None)
+        return changed
+    return active.pop(note.container_id, None) is not None  # die, destroy, remove
 
 
 def _only_ours_ended(reported: Optional[EngineLoad], load: EngineLoad) -> bool:

@@ -218,6 +218,7 @@ class Mailbox:
 
     def __init__(self) -> None:
         self._messages: Deque[Any] = collections.deque()
+        self._awake = False  # a wake-up byte is in the pipe, not yet read
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -227,6 +228,9 @@ class Mailbox:
 
     def put(self, message: Any) -> None:
         self._messages.append(message)
+        if self._awake:  # the owner is woken already, and drains this one too
+            return
+        self._awake = True
         try:
             os.write(self._wake_w, b"!")
         except OSError:  # full (a wake-up is pending anyway) or closed (the owner ended)
@@ -234,6 +238,7 @@ class Mailbox:
 
     def drain(self) -> Iterator[Any]:
         """The messages queued so far, oldest first (also those put while draining)."""
+        self._awake = False  # before the deque is read: a put from now on wakes again
         try:
             os.read(self._wake_r, 65536)
         except OSError:  # nothing to read: a put raced with the last drain

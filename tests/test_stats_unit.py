@@ -132,6 +132,8 @@ def test_the_end_of_ours_goes_with_the_next_change_of_the_others():
                event("create", "y" * 64, "m2"))
         assert list(mailbox.drain())[-1] == EngineLoad(
             "a", 3, frozenset({"x" * 12, "w" * 12}), 1)
+        routed(counter, event("start", "x" * 64), event("start", "y" * 64, "m2"))
+        assert not list(mailbox.drain())  # counted since their create: no change, no count
         routed(counter, event("die", "x" * 64))
         assert not list(mailbox.drain())  # placement reads the same: 1 other, x was counted
         routed(counter, event("create", "v" * 64))  # a new one of ours: sent, with x's end

@@ -1,11 +1,12 @@
 """The waiter's fault logic against a fake engine (fast; no engine): its main loop
 (backend._waiter), its event thread (backend._events) and an output follower (backend._output)."""
+import os
 import threading
 import time
 
 import pytest
 
-from backend import _docker, _events, _output, _waiter
+from backend import _docker, _events, _output, _waiter, _watched
 from backend._config import parse_instances
 from backend._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
                                EventsCovered, JobEnded, Mailbox, OutputEnded, OutputOverflow,
@@ -206,7 +207,7 @@ def watched_with_stream(waiter, output=b"", stderr=b""):
     stream = FakeStream(frames)
     follower = _output.OutputFollower("c1", merge_limits({})["output"], waiter.mailbox, stream)
     follower._read(stream)  # what its thread has read so far
-    watched = _waiter._Watched("j1", "c1", merge_limits({}), time.time(), follower)
+    watched = _watched.Watched("j1", "c1", merge_limits({}), time.time(), follower)
     waiter.watched["c1"] = watched
     waiter.by_job["j1"] = "c1"
     return watched
@@ -397,3 +398,18 @@ def test_the_waiter_sends_only_the_last_engine_load_of_a_drain(monkeypatch):
     waiter.handle_notes()  # a later drain: sent again
     assert connection.sent[-1] == first
     waiter.mailbox.close()
+
+
+def test_a_mailbox_wakes_its_reader_once_per_drain():
+    mailbox = Mailbox()
+    try:
+        readable = _waiter._poller(mailbox.fileno())
+        assert not readable.poll(0)
+        mailbox.put("a")
+        mailbox.put("b")  # the reader is woken already: no second byte
+        assert os.read(mailbox.fileno(), 16) == b"!"  # one byte for both
+        assert list(mailbox.drain()) == ["a", "b"] and not readable.poll(0)
+        mailbox.put("c")  # after a drain: woken again
+        assert readable.poll(0) and list(mailbox.drain()) == ["c"]
+    finally:
+        mailbox.close()
