@@ -213,8 +213,9 @@ class OutputEnded(NamedTuple):
 
 class Mailbox:
     """An in-process channel to a thread that waits on pipes: :meth:`put` from any thread;
-    the owner includes :attr:`fileno` in its :func:`~multiprocessing.connection.wait` and
-    calls :meth:`drain` when it is ready. :meth:`close` once, by the owner, at its end."""
+    the owner includes :attr:`fileno` in its :func:`~multiprocessing.connection.wait` (or a
+    poll) and calls :meth:`drain` when it is ready: the puts between two drains write one
+    wake-up byte. :meth:`close` once, by the owner, at its end."""
 
     def __init__(self) -> None:
         self._messages: Deque[Any] = collections.deque()
