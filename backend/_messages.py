@@ -239,11 +239,13 @@ class Mailbox:
 
     def drain(self) -> Iterator[Any]:
         """The messages queued so far, oldest first (also those put while draining)."""
-        self._awake = False  # before the deque is read: a put from now on wakes again
         try:
             os.read(self._wake_r, 65536)
         except OSError:  # nothing to read: a put raced with the last drain
             pass
+        # after the read (a byte written since is still there, or its put's message is
+        # popped below) and before the deque is read: a put from now on wakes again
+        self._awake = False
         while self._messages:
             yield self._messages.popleft()
 

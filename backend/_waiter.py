@@ -109,13 +109,14 @@ class _Waiter:
     def run(self) -> None:
         self.load.start()
         self.events.start()
-        # kept across the loop's waits (multiprocessing's wait() makes a selector each time)
-        either, pipe = _poller(self.connection, self.mailbox.fileno()), _poller(self.connection)
+        notes = self.mailbox.fileno()
+        either, pipe = _poller(self.connection, notes), _poller(self.connection)
         next_poll = time.monotonic() + self.config.time_between_polls
         try:
             while not self.stopping:
-                either.poll(max(0.0, next_poll - time.monotonic()) * 1000)
-                self.handle_notes()
+                ready = either.poll(max(0.0, next_poll - time.monotonic()) * 1000)
+                if any(fd == notes for fd, _ in ready):  # each put wakes it (Mailbox.put)
+                    self.handle_notes()
                 try:
                     while pipe.poll(0):
                         self.handle_message(self.connection.recv())
@@ -218,9 +219,8 @@ class _Waiter:
         """Kills a container, from a helper thread: the engine may take a while to answer."""
         watched.reason = watched.reason or reason
         logger.debug("killing %s (%s)", watched.job_id, reason)
-        threading.Thread(target=_kill, args=(self.connected, watched.container_id,
-                                             self.mailbox, self.config.name),
-                         daemon=True, name="backend-kill").start()
+        threading.Thread(target=_kill, name="backend-kill", daemon=True, args=(
+            self.connected, watched.container_id, self.mailbox, self.config.name)).start()
 
     def finish(self, watched: Watched, exit_code: Optional[int], ended_at: float,
                gone: bool = False) -> None:
@@ -320,7 +320,8 @@ class _Waiter:
 
 
 def _poller(*readable: Any) -> "select.poll":
-    """A poll object for reading any of ``readable`` (file descriptors, or with fileno())."""
+    """A poll object for reading any of ``readable`` (file descriptors, or with fileno()),
+    kept across the main loop's waits (multiprocessing's wait() makes a selector each time)."""
     poller = select.poll()
     for one in readable:
         poller.register(one, select.POLLIN)

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from backend import _docker, _events, _output, _waiter, _watched
+from backend import _docker, _events, _messages, _output, _waiter, _watched
 from backend._config import parse_instances
 from backend._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
                                EventsCovered, JobEnded, Mailbox, OutputEnded, OutputOverflow,
@@ -411,5 +411,36 @@ def test_a_mailbox_wakes_its_reader_once_per_drain():
         assert list(mailbox.drain()) == ["a", "b"] and not readable.poll(0)
         mailbox.put("c")  # after a drain: woken again
         assert readable.poll(0) and list(mailbox.drain()) == ["c"]
+        mailbox.put("d")
+        draining = mailbox.drain()
+        assert next(draining) == "d"
+        mailbox.put("e")  # while draining: woken again (this drain may take it or not)
+        assert readable.poll(0) and list(draining) == ["e"]
+        assert list(mailbox.drain()) == [] and not readable.poll(0)
+        mailbox.put("f")  # and the wake-ups go on
+        assert readable.poll(0) and list(mailbox.drain()) == ["f"]
+    finally:
+        mailbox.close()
+
+
+def test_a_put_during_the_drains_read_still_wakes_the_next_time(monkeypatch):
+    """A put from another thread while drain() reads the pipe: the next put wakes again."""
+    mailbox = Mailbox()
+    readable = _waiter._poller(mailbox.fileno())
+    real_read = os.read
+
+    def read(fd, size):
+        if fd == mailbox.fileno() and not during:
+            during.append(mailbox.put("during"))  # as a writer thread may, just now
+        return real_read(fd, size)
+
+    during = []
+    monkeypatch.setattr(_messages.os, "read", read)
+    try:
+        mailbox.put("first")
+        assert list(mailbox.drain()) == ["first", "during"]
+        mailbox.put("after")
+        assert readable.poll(0), "a message left without a wake-up"
+        assert list(mailbox.drain()) == ["after"]
     finally:
         mailbox.close()
