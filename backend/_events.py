@@ -1,31 +1,38 @@
 """The event thread of a waiter: :class:`EventFollower` follows one engine's container events.
 
 Owned by a waiter (:mod:`backend._waiter`), which starts it and stops it; it runs in its own
-thread and talks to the waiter's main loop only through its
-:class:`~backend._messages.Mailbox`: :class:`~backend._messages.DockerEvent` for each event of
-our containers, :class:`~backend._messages.EventsCovered` when a stream starts, and
-:class:`~backend._messages.EngineState` when the engine answers or stops answering. A stream
-that ends or fails is resumed from the time of the last event seen (``since``), so that no
-event is lost while the engine restarts.
-
-The load counter (:mod:`backend._load`) follows a second stream with its own ``actions`` and
-``note``: the containers of every manager, into the counter rather than a mailbox.
+thread. It follows ONE stream per engine for two readers: the waiter's main loop, through its
+:class:`~backend._messages.Mailbox`, and the waiter's load counter (:mod:`backend._load`),
+through its ``put``. The stream is not filtered by label (Podman's filter by a label's key
+alone matches nothing): each event is decoded once here and routed by its ``backend.manager``
+label: an event of any manager's container becomes the counter's
+:class:`~backend._messages.ContainerSeen` (``create``, ``start``, ``die``, ``destroy``,
+Podman's ``remove``), and one of OUR manager's containers also the main loop's
+:class:`~backend._messages.DockerEvent` (``die``, ``oom``, ``kill``, ``destroy``); unlabelled
+ones are dropped. :class:`~backend._messages.EventsCovered` when a stream starts and
+:class:`~backend._messages.EngineState` when the engine answers or stops answering go to both.
+A stream that ends or fails is resumed from the time of the last event seen (``since``), so
+that no event is lost while the engine restarts.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple
 
 from backend import _docker
 from backend._config import InstanceConfig
-from backend._messages import DockerEvent, EngineState, EventsCovered
+from backend._messages import ContainerSeen, DockerEvent, EngineState, EventsCovered
 
 logger = logging.getLogger("backend")
 
 #: Seconds between two subscriptions after a failure: the first, and the most.
 _FIRST_DELAY, _MOST_DELAY = 0.1, 2.0
+#: The actions the load counter is told of (Podman's ``remove`` is Docker's ``destroy``).
+LOAD_ACTIONS = ("create", "start", "die", "destroy", "remove")
+#: The actions of the one stream: the waiter's and the load counter's.
+FOLLOWED = tuple(dict.fromkeys(_docker.CONTAINER_EVENTS + LOAD_ACTIONS))
 
 
 class Sink(Protocol):
@@ -36,28 +43,26 @@ class Sink(Protocol):
 
 
 class EventFollower:
-    """Follows the events of the containers labelled ``label`` on one engine.
+    """Follows the container events of one engine for a waiter and its load counter.
 
     Args:
         config: the engine.
-        label: ``key=value`` (Podman filters events by a key alone as matching nothing), or
-            None: the events of every container.
-        mailbox: receives the notes, :class:`EventsCovered` and :class:`EngineState`.
-        actions: the events followed.
-        note: the note of a decoded event, or None for one to skip.
+        manager_id: our manager's id: the events of its containers go to ``mailbox``.
+        mailbox: the waiter's: :class:`DockerEvent`, :class:`EventsCovered` and
+            :class:`EngineState`.
+        counter: the load counter, or None: :class:`ContainerSeen` of every manager's
+            containers, :class:`EventsCovered` and :class:`EngineState`.
 
     Threads: :meth:`run` is the follower's own thread and the only one to touch the engine
     and ``since``; :meth:`stop` may be called from any thread.
     """
 
-    def __init__(self, config: InstanceConfig, label: Optional[str], mailbox: Sink,
-                 actions: Sequence[str] = _docker.CONTAINER_EVENTS,
-                 note: Optional[Callable[[Dict[str, Any]], Any]] = None):
+    def __init__(self, config: InstanceConfig, manager_id: str, mailbox: Sink,
+                 counter: Optional[Sink] = None):
         self.config = config
-        self.label = label
+        self.manager_id = manager_id
         self.mailbox = mailbox
-        self.actions = list(actions)
-        self.note = note or _docker_event
+        self.counter = counter
         self._stopped = threading.Event()
         self._stream: Optional[_docker.EventStream] = None
 
@@ -70,13 +75,17 @@ class EventFollower:
         if stream is not None:
             stream.shutdown()
 
+    def _tell(self, note: Any) -> None:
+        """A note for both readers."""
+        self.mailbox.put(note)
+        if self.counter is not None:
+            self.counter.put(note)
+
     def run(self) -> None:
         since = time.time() - 1.0
         engine: Optional[_docker.Engine] = None
         delay = _FIRST_DELAY
-        filters = {"type": ["container"], "event": self.actions}
-        if self.label is not None:
-            filters["label"] = [self.label]
+        filters = {"type": ["container"], "event": list(FOLLOWED)}
         while not self._stopped.is_set():
             try:
                 if engine is None:
@@ -84,14 +93,11 @@ class EventFollower:
                 self._stream = stream = engine.events(since, filters)
                 if self._stopped.is_set():  # stop() came before the stream was there
                     break
-                self.mailbox.put(EventsCovered(since))
-                self.mailbox.put(EngineState(self.config.name, True))
+                self._tell(EventsCovered(since))
+                self._tell(EngineState(self.config.name, True))
                 delay = _FIRST_DELAY
                 for event in stream:
-                    since = max(since, _event_time(event))
-                    note = self.note(event)
-                    if note is not None:
-                        self.mailbox.put(note)
+                    since = max(since, self.route(event))
                 if stream.idle:  # silent for its read timeout: subscribe again at once (the
                     continue     # waiter's polls tell whether the engine still answers)
                 logger.debug("event stream of %s ended", self.config.name)
@@ -104,30 +110,37 @@ class EventFollower:
                 if self._stream is not None:
                     self._stream.close()
                     self._stream = None
-            self.mailbox.put(EngineState(self.config.name, False))
+            self._tell(EngineState(self.config.name, False))
             self._stopped.wait(delay)
             delay = min(delay * 2, _MOST_DELAY)
         if engine is not None:
             engine.close()
 
+    def route(self, event: Dict[str, Any]) -> float:
+        """Decodes one event of the engine and gives it to whom it concerns: the counter if
+        a manager's container, the mailbox too if ours. Returns its time (0 if none)."""
+        at = _event_time(event)
+        action = event.get("Action") or event.get("status")
+        actor = event.get("Actor") or {}
+        container_id = event.get("id") or actor.get("ID")
+        attributes = actor.get("Attributes") or {}
+        manager = attributes.get(_docker.LABEL_MANAGER)
+        if not container_id or not manager:  # not a container of any manager
+            return at
+        if self.counter is not None and action in LOAD_ACTIONS:
+            self.counter.put(ContainerSeen(action, container_id, manager))
+        if manager == self.manager_id and action in _docker.CONTAINER_EVENTS:
+            exit_code = None
+            if action == "die":
+                code = attributes.get("exitCode")
+                exit_code = int(code) if code is not None else None
+            self.mailbox.put(DockerEvent(action, container_id, exit_code, at or time.time()))
+        return at
+
 
 def _event_time(event: Dict[str, Any]) -> float:
     """The engine's time of an event, in epoch seconds (0 when it has none)."""
     return float(event.get("timeNano", 0)) / 1e9 or float(event.get("time", 0))
-
-
-def _docker_event(event: Dict[str, Any]) -> Optional[DockerEvent]:
-    """The note of a decoded event of the engine (None for one we do not follow)."""
-    action = event.get("Action") or event.get("status")
-    actor = event.get("Actor", {})
-    container_id = event.get("id") or actor.get("ID")
-    if action not in _docker.CONTAINER_EVENTS or not container_id:
-        return None
-    exit_code = None
-    if action == "die":
-        code = actor.get("Attributes", {}).get("exitCode")
-        exit_code = int(code) if code is not None else None
-    return DockerEvent(action, container_id, exit_code, _event_time(event) or time.time())
 
 
 #: Seconds the events of a container not yet watched are kept.

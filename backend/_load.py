@@ -9,14 +9,20 @@ changes (with this manager's containers by id, and how many other managers had a
 there in the last :data:`RECENT` seconds: a manager whose jobs wait has none running, yet
 shares the engine); the waiter forwards it to the dispatcher, whose placement uses it.
 
-Two threads: an :class:`~backend._events.EventFollower` on the engine's ``create``,
-``start``, ``die`` and ``destroy`` (Podman: ``remove``) events of every container, those
-without the label skipped here (Podman's event filter by a label's key alone matches
-nothing), and a reconcile
-thread that lists them every :data:`RECONCILE_EVERY` seconds (and the follower at each
-subscription), catching lost events. The events that come while a listing is on its way are
-applied again over its answer, so a listing never undoes a newer event. Both threads touch the
-count under one lock; the mailbox is the only way out.
+Its events come from the waiter's one :class:`~backend._events.EventFollower`, which routes
+the ``create``, ``start``, ``die`` and ``destroy`` (Podman: ``remove``) events of every
+manager's containers here (:meth:`LoadCounter.put`, on the follower's thread). The counter's
+own thread lists them at each subscription of the follower (its
+:class:`~backend._messages.EventsCovered`) and every :data:`RECONCILE_EVERY` seconds,
+catching lost events. The events that come while a listing is on its way are applied again
+over its answer, so a listing never undoes a newer event. Both threads touch the count under
+one lock; the mailbox is the only way out.
+
+A count that differs from the last one sent only by this manager's containers that ended (the
+other managers' count unchanged) is not sent at once: the dispatcher learns of their end from
+the waiter, and placement reads the other managers' containers (``running - len(ours)``, the
+same) and whether a job's container was counted (it was). It goes with the next change, or at
+the next listing, within :data:`RECONCILE_EVERY` seconds (``engine_running`` of the stats).
 """
 from __future__ import annotations
 
@@ -27,7 +33,6 @@ from typing import Any, Dict, List, Optional
 
 from backend import _docker
 from backend._config import InstanceConfig
-from backend._events import EventFollower
 from backend._messages import ContainerSeen, EngineLoad, EngineState, EventsCovered, Mailbox
 
 logger = logging.getLogger("backend")
@@ -38,7 +43,6 @@ RECONCILE_EVERY = 2.0
 RECENT = 10.0
 #: The container states that hold a slot of the engine.
 ACTIVE_STATES = ("created", "running", "restarting", "paused")
-_ACTIONS = ("create", "start", "die", "destroy", "remove")
 
 
 class LoadCounter:
@@ -61,7 +65,7 @@ class LoadCounter:
         self._last_seen: Dict[str, float] = {}  # other manager -> time.monotonic() seen
         self._stopped = threading.Event()
         self._engine: Optional[_docker.Engine] = None  # the listing's (one lists at a time)
-        self._events = EventFollower(config, None, self, _ACTIONS, _seen)
+        self._list_now = threading.Event()  # a listing is due at once (or we stop)
 
     def __enter__(self) -> "LoadCounter":
         self.start()
@@ -71,13 +75,12 @@ class LoadCounter:
         self.stop()
 
     def start(self) -> None:
-        self._events.start()
         threading.Thread(target=self._reconcile_every, name="backend-load",
                          daemon=True).start()
 
     def stop(self) -> None:
         self._stopped.set()
-        self._events.stop()
+        self._list_now.set()
         with self._lock:
             engine, self._engine = self._engine, None
             if self._during_listing is None and engine is not None:
@@ -85,23 +88,29 @@ class LoadCounter:
 
     # -- from the event thread -----------------------------------------------------------
     def put(self, note: Any) -> None:
-        """A note of the event follower (its own thread)."""
+        """A note of the waiter's event follower (its thread)."""
         if isinstance(note, ContainerSeen):
             with self._lock:
-                _apply(self._active, note)
+                changed = _apply(self._active, note)
                 if self._during_listing is not None:
                     self._during_listing.append(note)
-            self._report()
+            if changed:  # not a start after its create, nor a destroy after its die
+                self._report()
         elif isinstance(note, EventsCovered):  # a new subscription: look at the engine now
-            self.reconcile()
+            self._list_now.set()
         elif isinstance(note, EngineState) and not note.reachable:
             logger.debug("load of %s: event stream lost", self.config.name)
 
     # -- listings ------------------------------------------------------------------------
     def _reconcile_every(self) -> None:
-        while not self._stopped.wait(RECONCILE_EVERY):
+        """The counter's thread: lists when the follower subscribes, and every while."""
+        while True:
+            self._list_now.wait(RECONCILE_EVERY)
+            self._list_now.clear()
+            if self._stopped.is_set():
+                return
             self.reconcile()
-            self._report()  # another manager may no longer count as sharing
+            self._report(deferred=True)  # another manager may no longer count as sharing
 
     def reconcile(self) -> None:
         """Lists every manager's containers and counts the active ones (any thread)."""
@@ -130,7 +139,8 @@ class LoadCounter:
             self._active = active
         self._report()
 
-    def _report(self) -> None:
+    def _report(self, deferred: bool = False) -> None:
+        """Sends the count if it changed (``deferred``: also the ends of ours held back)."""
         now = time.monotonic()
         with self._lock:
             for manager in set(self._active.values()) - {self.manager_id}:
@@ -140,25 +150,24 @@ class LoadCounter:
             load = EngineLoad(self.config.name, len(self._active),
                               frozenset(c[:12] for c, m in self._active.items()
                                         if m == self.manager_id), len(self._last_seen))
-            if load == self._reported:
+            if load == self._reported or not deferred and _only_ours_ended(self._reported, load):
                 return
             self._reported = load
         self.mailbox.put(load)
 
 
-def _apply(active: Dict[str, str], note: ContainerSeen) -> None:
+def _apply(active: Dict[str, str], note: ContainerSeen) -> bool:
+    """Applies an event to the count; returns whether the count changed."""
     if note.action in ("create", "start"):
+        changed = note.container_id not in active
         active[note.container_id] = note.manager
-    else:  # die, destroy, remove
-        active.pop(note.container_id, None)
+        return changed
+    return active.pop(note.container_id, None) is not None  # die, destroy, remove
 
 
-def _seen(event: Dict[str, Any]) -> Optional[ContainerSeen]:
-    """The note of an event of any manager's container (None for another container)."""
-    action = event.get("Action") or event.get("status")
-    actor = event.get("Actor") or {}
-    container_id = event.get("id") or actor.get("ID")
-    if action not in _ACTIONS or not container_id:
-        return None
-    manager = (actor.get("Attributes") or {}).get(_docker.LABEL_MANAGER)
-    return ContainerSeen(action, container_id, manager) if manager else None
+def _only_ours_ended(reported: Optional[EngineLoad], load: EngineLoad) -> bool:
+    """Whether ``load`` differs from ``reported`` only by this manager's containers that
+    ended: nothing that placement reads (see the module docstring)."""
+    return (reported is not None and load.other_managers == reported.other_managers
+            and load.ours < reported.ours
+            and reported.running - load.running == len(reported.ours) - len(load.ours))

@@ -27,13 +27,16 @@ message                      sender → receiver            meaning
 :class:`Probe`               dispatcher → waiter          look at the engine now, and report
 :class:`JobEnded`            waiter → dispatcher          the job's container part of a result
 :class:`EngineState`         waiter → dispatcher; event   the engine answers, or does not
-                             thread → waiter main loop
+                             thread → waiter main loop,
+                             load counter
 :class:`EngineLoad`          load counter → waiter main   the containers of every manager
-                             loop → dispatcher            that the engine runs
+                             loop → dispatcher            that the engine runs (the last of
+                                                          a drain of the mailbox)
 :class:`Exit`                dispatcher → any child       exit now
 :class:`DockerEvent`         event thread → waiter        a container event of the engine
-:class:`EventsCovered`       event thread → waiter        the event stream covers from ``since``
-:class:`ContainerSeen`       load events → load counter   a container of any manager changed
+:class:`EventsCovered`       event thread → waiter,       the event stream covers from ``since``
+                             load counter                 (the counter lists then)
+:class:`ContainerSeen`       event thread → load counter  a container of any manager changed
 :class:`OutputOverflow`      output follower → waiter     the job printed more than allowed
 :class:`OutputEnded`         output follower → waiter     the job's own attach ended
 ===========================  ===========================  ===================================

@@ -2,16 +2,20 @@
 
 A waiter process serves one engine (an engine may have several). It reads its *wait queue*
 (its pipe from the dispatcher) and pushes results towards the *done queue* (the same pipe,
-back). Inside, an :class:`~backend._events.EventFollower` thread follows Docker's event
-stream, an :class:`~backend._output.OutputFollower` per container reads what the job prints,
-and the main thread does one wait over the pipe, the :class:`~backend._messages.Mailbox` fed
-by those helper threads, and the poll deadline::
+back). Inside, an :class:`~backend._events.EventFollower` thread follows the engine's one
+event stream (for the main loop and the load counter both), an
+:class:`~backend._output.OutputFollower` per container reads what the job prints, and the
+main thread does one wait over the pipe, the :class:`~backend._messages.Mailbox` fed by those
+helper threads, and the poll deadline::
 
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
-    main loop --(JobEnded | EngineState)--> dispatcher
+    main loop --(JobEnded | EngineState | EngineLoad)--> dispatcher
     event thread --(DockerEvent | EventsCovered | EngineState)--> mailbox --> main loop
+    event thread --(ContainerSeen | EventsCovered | EngineState)--> load counter
     load counter --(EngineLoad)--> mailbox --> main loop --> dispatcher
     output followers --(OutputOverflow | OutputEnded)--> mailbox --> main loop
+
+Of the counts (EngineLoad) in one drain of the mailbox, only the last, the newest, is sent.
 
 Completion comes from the ``die`` event, within milliseconds; a ``die`` that comes before the
 ``Watch`` (a short job) is kept until it does. The output comes from the job's own attach,
@@ -20,38 +24,40 @@ seen, and the engine's log is not read; the input the submitter could not write 
 with it, and an :class:`~backend._input.InputWriter` writes it until the container ends or is
 killed. Where there is no such stream (TLS engines, jobs recovered from a dead waiter), the
 follower attaches late and the log is read at the end.
-How a container ended becomes its result in :mod:`backend._results` (pure functions).
+Each container watched is a :class:`~backend._watched.Watched`; how it ended becomes its
+result in :mod:`backend._results` (pure functions).
 
 Every ``time_between_polls`` the main loop also polls: it lists our containers by label
 (catching lost events and containers removed from outside), enforces ``hard_time``, measures
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
 process only). A follower ends a job as soon as it prints more than its ``output`` limit.
 An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
-(reason ``engine_lost``). A :class:`~backend._load.LoadCounter` counts every manager's
-containers on the engine, for the dispatcher. Everything here but the followers' threads and
-the kill threads runs on the main thread; those talk to it only through the mailbox.
+(reason ``engine_lost``). A :class:`~backend._load.LoadCounter` (the waiter's, with its
+listing thread) counts every manager's containers on the engine, for the dispatcher.
+Everything here but the followers' threads, the counter's and the kill threads runs on the
+main thread; those talk to it only through the mailbox.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from multiprocessing import reduction
-from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from backend import _docker, _features, _input
+from backend import _docker, _input
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
 from backend._events import EarlyEvents, EventFollower
-from backend._job_outputs import add_outputs
 from backend._load import LoadCounter
 from backend._messages import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit,
                                JobEnded, KillRunning, Mailbox, OutputEnded, OutputOverflow,
                                Probe, Result, Watch)
 from backend._output import OutputFollower, StreamState
-from backend._results import ContainerEnd, ended_result, lost_result
+from backend._results import ended_result, lost_result
+from backend._waitset import Waitset, readable
+from backend._watched import PendingEnd, Watched
 
 logger = logging.getLogger("backend")
 
@@ -61,95 +67,6 @@ ENGINE_LOST_AFTER = 5.0
 STREAM_GRACE = 2.0
 
 
-class _PendingEnd(NamedTuple):
-    """An end waiting for the last bytes of the job's own stream."""
-
-    exit_code: Optional[int]
-    ended_at: float
-    deadline: float  # time.monotonic() after which the log is read instead
-
-
-@dataclass
-class _Watched:
-    """One container this waiter watches. The main thread's alone (its output is the
-    follower's, see :class:`~backend._output.OutputFollower`)."""
-
-    job_id: str
-    container_id: str
-    limits: Dict[str, Any]
-    started_at: float
-    follower: OutputFollower
-    reason: Optional[str] = None  # ours: a kill's reason, or "removed"
-    oom: bool = False
-    killed_from_outside: bool = False
-    engine_was_lost: bool = False
-    exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
-    ended_at: Optional[float] = None
-    pending_end: Optional[_PendingEnd] = None
-    writer: Optional[_input.InputWriter] = None  # the rest of its input, if any
-    watch: Optional[Watch] = None  # its protocol and outputs (SPEC §9)
-
-    @classmethod
-    def of(cls, message: Watch, follower: OutputFollower,
-           stream: Optional[_docker.OutputStream] = None, rest: bytes = b"") -> "_Watched":
-        """Also starts writing ``rest`` of its input on ``stream`` (stopped: see record)."""
-        writer = _input.start_writer(stream.sock, rest, message.container_id) if stream else None
-        return cls(message.job_id, message.container_id, message.limits, message.started_at,
-                   follower, writer=writer, watch=message)
-
-    def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
-        return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
-                            self.killed_from_outside, self.engine_was_lost,
-                            max(collected, self.follower.seen),
-                            self.watch.protocol if self.watch else "json")
-
-    def with_outputs(self, result: Result, connected: Callable[[], _docker.Engine]) -> Result:
-        """The result with the job's outputs, if it has any (also after a kill, a limit)."""
-        return add_outputs(result, connected, self.container_id,
-                           self.watch.outputs if self.watch else None, int(self.limits["output"]))
-
-    def record(self, event: DockerEvent) -> None:
-        """What an event tells (``oom``, ``kill``); a ``die`` or ``kill`` stops the input."""
-        if event.action in ("die", "kill"):  # its stdin is gone, or about to be
-            _input.stop(self.writer)
-        if event.action == "oom":
-            self.oom = True
-        elif event.action == "kill" and self.reason is None:
-            self.killed_from_outside = True
-
-    def overdue(self, now: float) -> Optional[_PendingEnd]:
-        """The end that waited too long (``now``: monotonic) for the stream's last bytes."""
-        pending = self.pending_end
-        if pending is not None and now >= pending.deadline \
-                and self.follower.state is StreamState.OPEN:
-            return pending
-        return None
-
-    def cpu_due(self, now: float) -> bool:
-        """Whether it is old enough to have used its CPU time (and is not being killed)."""
-        return self.reason is None and now - self.started_at >= \
-            self.limits["time"] / max(self.limits["cpus"], 0.01) * 0.9
-
-    def collect(self, engine: _docker.Engine, exit_code: Optional[int]
-                ) -> Optional[Tuple[Optional[int], bytes, bytes]]:
-        """``(exit_code, stdout, stderr)`` of the ended container (from the engine's
-        inspect and log, or from its own stream); None if it runs again (a stale event).
-
-        Raises:
-            DockerFailure: from the engine.
-        """
-        if exit_code is None or exit_code != 0 and not self.oom:
-            state = engine.inspect(self.container_id)["State"]
-            if state.get("Running"):
-                return None
-            exit_code = state.get("ExitCode", exit_code)
-            self.oom = self.oom or bool(state.get("OOMKilled")) or _features.unreported_oom(
-                getattr(engine, "features", None), state, self.killed_from_outside)
-        if self.follower.state is StreamState.COMPLETE:
-            return (exit_code, *self.follower.collected())
-        return (exit_code, *engine.logs(self.container_id))
-
-
 class _Waiter:
     """A waiter process's main loop and its state (see the module's docstring)."""
 
@@ -157,12 +74,13 @@ class _Waiter:
         self.connection = connection
         self.config = config
         self.label = f"{_docker.LABEL_MANAGER}={manager_id}"
-        self.watched: Dict[str, _Watched] = {}  # by container id
+        self.watched: Dict[str, Watched] = {}  # by container id
         self.by_job: Dict[str, str] = {}
         self.mailbox = Mailbox()
         self.early_events = EarlyEvents()
         self.events_since: Optional[float] = None  # since when our event stream covers it
-        self.events = EventFollower(config, self.label, self.mailbox)
+        self.load = LoadCounter(config, manager_id, self.mailbox)  # every manager's containers
+        self.events = EventFollower(config, manager_id, self.mailbox, self.load)
         self.docker: Optional[_docker.Engine] = None
         self.reachable: Optional[bool] = None
         self.unreachable_since: Optional[float] = None
@@ -189,26 +107,27 @@ class _Waiter:
 
     # -- main loop -----------------------------------------------------------------------
     def run(self) -> None:
+        self.load.start()
         self.events.start()
+        notes, pipe, waitset = self.mailbox.fileno(), self.connection.fileno(), Waitset()
         next_poll = time.monotonic() + self.config.time_between_polls
         try:
             while not self.stopping:
-                timeout = max(0.0, next_poll - time.monotonic())
-                ready = wait([self.connection, self.mailbox.fileno()], timeout)
-                for note in self.mailbox.drain():
-                    self.handle_note(note)
-                if self.connection in ready:
-                    try:
-                        while self.connection.poll():
-                            self.handle_message(self.connection.recv())
-                    except (EOFError, OSError):
-                        return
+                ready = waitset.wait([pipe, notes], max(0.0, next_poll - time.monotonic()))
+                if notes in ready:  # each put wakes it (Mailbox.put)
+                    self.handle_notes()
+                try:
+                    while readable(pipe):
+                        self.handle_message(self.connection.recv())
+                except (EOFError, OSError):
+                    return
                 if time.monotonic() >= next_poll:
                     self.poll()
                     next_poll = time.monotonic() + self.config.time_between_polls
         finally:
             # the mailbox stays open: a kill thread may still put into it until we exit
             self.events.stop()
+            self.load.stop()
             for watched in self.watched.values():
                 watched.follower.stop()
 
@@ -234,7 +153,7 @@ class _Waiter:
             if stream is not None:
                 stream.close()
             return
-        watched = _Watched.of(message, OutputFollower(
+        watched = Watched.of(message, OutputFollower(
             message.container_id, message.limits["output"], self.mailbox, stream), stream, rest)
         follower = watched.follower
         self.watched[watched.container_id] = watched
@@ -256,14 +175,22 @@ class _Waiter:
             # holding it): look now rather than at the next poll
             self.reconcile([watched])
 
+    def handle_notes(self) -> None:
+        """Handles what the mailbox holds; of the load counter's counts, sends the last."""
+        load: Optional[EngineLoad] = None
+        for note in self.mailbox.drain():
+            if isinstance(note, EngineLoad):
+                load = note
+            else:
+                self.handle_note(note)
+        if load is not None:
+            self.connection.send(load)
+
     def handle_note(self, note: Any) -> None:
         if isinstance(note, EngineState):
-            self.set_reachable(note.reachable)
-            return
-        if isinstance(note, EngineLoad):  # the load counter's (see waiter_main)
-            return self.connection.send(note)
+            return self.set_reachable(note.reachable)
         if isinstance(note, EventsCovered):  # the first stream's start counts
-            self.events_since = note.since if self.events_since is None else self.events_since
+            self.events_since = self.events_since or note.since
             return
         watched = self.watched.get(note.container_id)
         if watched is None:
@@ -278,7 +205,7 @@ class _Waiter:
             if watched.pending_end is not None:
                 self.finish(watched, watched.pending_end.exit_code, watched.pending_end.ended_at)
 
-    def on_event(self, watched: _Watched, event: DockerEvent) -> None:
+    def on_event(self, watched: Watched, event: DockerEvent) -> None:
         watched.record(event)
         if event.action == "die":
             self.finish(watched, event.exit_code, event.at)
@@ -287,15 +214,14 @@ class _Waiter:
             self.finish(watched, watched.exit_code, time.time(), gone=True)
 
     # -- actions -------------------------------------------------------------------------
-    def kill(self, watched: _Watched, reason: str) -> None:
+    def kill(self, watched: Watched, reason: str) -> None:
         """Kills a container, from a helper thread: the engine may take a while to answer."""
         watched.reason = watched.reason or reason
         logger.debug("killing %s (%s)", watched.job_id, reason)
-        threading.Thread(target=_kill, args=(self.connected, watched.container_id,
-                                             self.mailbox, self.config.name),
-                         daemon=True, name="backend-kill").start()
+        threading.Thread(target=_kill, name="backend-kill", daemon=True, args=(
+            self.connected, watched.container_id, self.mailbox, self.config.name)).start()
 
-    def finish(self, watched: _Watched, exit_code: Optional[int], ended_at: float,
+    def finish(self, watched: Watched, exit_code: Optional[int], ended_at: float,
                gone: bool = False) -> None:
         """Collects a container that ended, and reports the job's result."""
         if watched.container_id not in self.watched:
@@ -305,7 +231,7 @@ class _Waiter:
             # ended, but the last bytes may still be on their way: wait for the stream's end
             # (bounded: the poll gives up after STREAM_GRACE and reads the log instead)
             if watched.pending_end is None:
-                watched.pending_end = _PendingEnd(exit_code, ended_at,
+                watched.pending_end = PendingEnd(exit_code, ended_at,
                                                   time.monotonic() + STREAM_GRACE)
             return
         stdout = stderr = b""
@@ -330,7 +256,7 @@ class _Waiter:
                               self.config.name, watched.container_id, duration)
         self.report(watched, result if gone else watched.with_outputs(result, self.connected))
 
-    def report(self, watched: _Watched, result: Result) -> None:
+    def report(self, watched: Watched, result: Result) -> None:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
         watched.follower.stop()
@@ -362,7 +288,7 @@ class _Waiter:
                 self.report(watched, lost_result(self.config.name, watched.container_id,
                                                  now - watched.started_at, stopped=True))
 
-    def reconcile(self, candidates: List[_Watched]) -> None:
+    def reconcile(self, candidates: List[Watched]) -> None:
         """Finishes the candidates whose container ended or vanished (lost events). Also tells
         whether the engine answers: with no candidates, only when that is in doubt."""
         if not candidates and self.reachable:
@@ -392,9 +318,8 @@ class _Waiter:
                 self.finish(watched, None, watched.ended_at or time.time())
 
 
-
-def _over_cpu_time(watched: Iterable[_Watched], connected: Callable[[], _docker.Engine],
-                   now: float) -> List[_Watched]:
+def _over_cpu_time(watched: Iterable[Watched], connected: Callable[[], _docker.Engine],
+                   now: float) -> List[Watched]:
     """The containers whose processes together used their CPU time (cgroup stats)."""
     over = []
     for one in list(watched):
@@ -437,6 +362,4 @@ def waiter_main(connection: Connection, config: InstanceConfig, manager_id: str,
     """Entry point of a waiter process."""
     exit_with_parent(lifeline)
     configure_logging(log_level)
-    waiter = _Waiter(connection, config, manager_id)
-    with LoadCounter(config, manager_id, waiter.mailbox):  # every manager's containers
-        waiter.run()
+    _Waiter(connection, config, manager_id).run()

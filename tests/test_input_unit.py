@@ -132,7 +132,7 @@ def test_an_idle_event_stream_is_subscribed_again_without_saying_the_engine_is_d
     client = IdleClient()
     monkeypatch.setattr(_docker, "connect", lambda *a, **k: client)
     mailbox = Mailbox()
-    follower = _events.EventFollower(INSTANCE, "backend.manager=m1", mailbox)
+    follower = _events.EventFollower(INSTANCE, "m1", mailbox)
     thread = threading.Thread(target=follower.run, daemon=True)
     thread.start()
     assert client.resubscribed.wait(5)

@@ -1,11 +1,15 @@
 """stats() without engines: the counters, the latencies over the last jobs, the engines'
 counts from placement, JSON; and the load counter's bookkeeping of events and listings."""
 import json
+import threading
+import time
 
+from backend import _docker
 from backend._config import parse_instances
 from backend._job import JobState, _Job
-from backend._load import LoadCounter, _seen
-from backend._messages import ContainerSeen, EngineLoad, JobSpec, Mailbox
+from backend._events import EventFollower
+from backend._load import RECONCILE_EVERY, LoadCounter
+from backend._messages import ContainerSeen, EngineLoad, EventsCovered, JobSpec, Mailbox
 from backend._placement import Placement
 from backend._stats import LATENCY_WINDOW, Stats, percentile
 from backend._task import LocalCheck, Task, snapshot_task
@@ -89,24 +93,79 @@ def event(action, container, manager="m1"):
             "Actor": {"ID": container, "Attributes": {"backend.manager": manager}}}
 
 
+def routed(counter, *events):
+    """The events through the waiter's one stream, as its follower routes them."""
+    waiter_mailbox = Mailbox()
+    try:
+        follower = EventFollower(A, "m1", waiter_mailbox, counter)
+        for one in events:
+            follower.route(one)
+    finally:
+        waiter_mailbox.close()
+
+
 def test_events_of_every_manager_are_counted():
     mailbox = Mailbox()
     try:
         counter = LoadCounter(A, "m1", mailbox)
-        for note in [_seen(event("create", "x" * 64)), _seen(event("create", "y" * 64, "m2")),
-                     _seen(event("start", "y" * 64, "m2")), _seen({"Action": "exec_start"})]:
-            if note is not None:
-                counter.put(note)
-        loads = [m for m in mailbox.drain() if isinstance(m, EngineLoad)]
-        assert loads[-1] == EngineLoad("a", 2, frozenset({"x" * 12}), 1)
-        counter.put(_seen(event("die", "x" * 64)))
-        counter.put(_seen(event("destroy", "x" * 64)))
-        assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset(), 1)
-        counter.put(_seen(event("remove", "y" * 64, "m2")))  # Podman's destroy
-        assert list(mailbox.drain())[-1] == EngineLoad("a", 0, frozenset(), 1)
         unlabelled = event("create", "z" * 64)
         del unlabelled["Actor"]["Attributes"]["backend.manager"]
-        assert _seen(unlabelled) is None  # not a container of any manager
+        routed(counter, event("create", "x" * 64), event("create", "y" * 64, "m2"),
+               event("start", "y" * 64, "m2"), {"Action": "exec_start"}, unlabelled)
+        loads = [m for m in mailbox.drain() if isinstance(m, EngineLoad)]
+        assert loads[-1] == EngineLoad("a", 2, frozenset({"x" * 12}), 1)  # z: no manager's
+        routed(counter, event("die", "x" * 64), event("destroy", "x" * 64))
+        assert not list(mailbox.drain())  # only ours ended: held back, see below
+        counter._report(deferred=True)  # the listing thread's, every RECONCILE_EVERY
+        assert list(mailbox.drain()) == [EngineLoad("a", 1, frozenset(), 1)]
+        routed(counter, event("remove", "y" * 64, "m2"))  # Podman's destroy
+        assert list(mailbox.drain())[-1] == EngineLoad("a", 0, frozenset(), 1)
+    finally:
+        mailbox.close()
+
+
+def test_the_end_of_ours_goes_with_the_next_change_of_the_others():
+    mailbox = Mailbox()
+    try:
+        counter = LoadCounter(A, "m1", mailbox)
+        routed(counter, event("create", "x" * 64), event("create", "w" * 64),
+               event("create", "y" * 64, "m2"))
+        assert list(mailbox.drain())[-1] == EngineLoad(
+            "a", 3, frozenset({"x" * 12, "w" * 12}), 1)
+        routed(counter, event("start", "x" * 64), event("start", "y" * 64, "m2"))
+        assert not list(mailbox.drain())  # counted since their create: no change, no count
+        routed(counter, event("die", "x" * 64))
+        assert not list(mailbox.drain())  # placement reads the same: 1 other, x was counted
+        routed(counter, event("create", "v" * 64))  # a new one of ours: sent, with x's end
+        assert list(mailbox.drain()) == [EngineLoad("a", 3, frozenset({"w" * 12, "v" * 12}), 1)]
+        routed(counter, event("die", "w" * 64), event("die", "y" * 64, "m2"))
+        assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"v" * 12}), 1)
+    finally:
+        mailbox.close()
+
+
+def test_a_new_subscription_has_the_listing_thread_list_at_once(monkeypatch):
+    mailbox = Mailbox()
+    listed = threading.Event()
+
+    class Engine:
+        def containers(self, label):
+            listed.set()
+            return [{"Id": "y" * 64, "State": "running", "Labels": {"backend.manager": "m2"}}]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(_docker, "connect", lambda config: Engine())
+    counter = LoadCounter(A, "m1", mailbox)
+    with counter:
+        counter.put(EventsCovered(time.time()))  # the follower's, on its thread: no listing
+        assert listed.wait(RECONCILE_EVERY / 2)  # the counter's thread lists, not the event's
+    try:
+        deadline = time.monotonic() + 5
+        while EngineLoad("a", 1, frozenset(), 1) not in list(mailbox.drain()):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
     finally:
         mailbox.close()
 

@@ -1,15 +1,18 @@
 """The waiter's fault logic against a fake engine (fast; no engine): its main loop
 (backend._waiter), its event thread (backend._events) and an output follower (backend._output)."""
+import os
 import threading
 import time
 
 import pytest
 
-from backend import _docker, _events, _output, _waiter
+from backend import _docker, _events, _messages, _output, _waiter, _watched
 from backend._config import parse_instances
-from backend._messages import (DockerEvent, EngineState, EventsCovered, JobEnded, Mailbox,
-                               OutputEnded, OutputOverflow, Probe, Watch)
+from backend._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
+                               EventsCovered, JobEnded, Mailbox, OutputEnded, OutputOverflow,
+                               Probe, Watch)
 from backend._task import merge_limits
+from backend._waitset import readable
 
 [INSTANCE] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake"}])
 
@@ -73,6 +76,7 @@ class FakeClient:
 
     def events(self, since, filters):
         self.since.append(float(since))
+        self.filters = filters
         if not self.event_batches:
             self.blocked.wait()  # a quiet stream
             return FakeStream()
@@ -136,12 +140,12 @@ def test_event_stream_resumes_with_since(monkeypatch):
     event_time = time.time() + 100
     client = FakeClient([], events=[
         [{"Action": "die", "id": "c1", "timeNano": int(event_time * 1e9),
-          "Actor": {"Attributes": {"exitCode": "0"}}}],
+          "Actor": {"Attributes": {"exitCode": "0", "backend.manager": "m1"}}}],
         down("socket closed"),
     ])
     monkeypatch.setattr(_docker, "connect", lambda *a, **k: client)
     mailbox = Mailbox()
-    follower = _events.EventFollower(INSTANCE, "backend.manager=m1", mailbox)
+    follower = _events.EventFollower(INSTANCE, "m1", mailbox)
     started = time.time()
     thread = threading.Thread(target=follower.run, daemon=True)
     thread.start()
@@ -204,7 +208,7 @@ def watched_with_stream(waiter, output=b"", stderr=b""):
     stream = FakeStream(frames)
     follower = _output.OutputFollower("c1", merge_limits({})["output"], waiter.mailbox, stream)
     follower._read(stream)  # what its thread has read so far
-    watched = _waiter._Watched("j1", "c1", merge_limits({}), time.time(), follower)
+    watched = _watched.Watched("j1", "c1", merge_limits({}), time.time(), follower)
     waiter.watched["c1"] = watched
     waiter.by_job["j1"] = "c1"
     return watched
@@ -321,3 +325,121 @@ def test_an_error_answer_to_a_listing_does_not_mark_the_engine_unreachable(monke
     assert connection.sent == [] and client.listings == 2 and waiter.docker is client
     warnings = [r for r in caplog.records if "answered 500" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].exc_info is None  # one line, once
+
+
+# -- one event stream for the waiter and its load counter --------------------------------
+
+class Recorder:
+    """Stands for the load counter: what the follower gives it."""
+
+    def __init__(self):
+        self.notes = []
+
+    def put(self, note):
+        self.notes.append(note)
+
+
+def labelled(action, container, manager, **attributes):
+    return {"Type": "container", "Action": action, "id": container, "time": 1000,
+            "Actor": {"ID": container, "Attributes": {"backend.manager": manager,
+                                                      **attributes}}}
+
+
+def test_one_stream_is_routed_to_the_waiter_and_to_the_load_counter(monkeypatch):
+    unlabelled = {"Action": "die", "id": "u1", "Actor": {"Attributes": {"exitCode": "0"}}}
+    client = FakeClient([], events=[[
+        labelled("create", "c1", "m1"), labelled("start", "c1", "m1"),
+        labelled("create", "o1", "m2"), labelled("oom", "c1", "m1"),
+        labelled("kill", "c1", "m1"), labelled("die", "c1", "m1", exitCode="137"),
+        labelled("die", "o1", "m2", exitCode="0"), unlabelled,
+        labelled("destroy", "c1", "m1"), labelled("remove", "o1", "m2")]])
+    monkeypatch.setattr(_docker, "connect", lambda *a, **k: client)
+    mailbox, counter = Mailbox(), Recorder()
+    follower = _events.EventFollower(INSTANCE, "m1", mailbox, counter)
+    thread = threading.Thread(target=follower.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(client.since) < 2:  # the batch was read; the next subscription is quiet
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    follower.stop()
+    client.blocked.set()
+    thread.join(5)
+    # no label filter (Podman's by a key alone matches nothing); both readers' actions
+    assert client.filters == {"type": ["container"], "event": list(_events.FOLLOWED)}
+    assert set(_docker.CONTAINER_EVENTS) | {"create", "start", "remove"} <= set(
+        client.filters["event"])
+    notes = list(mailbox.drain())
+    # ours only, the waiter's actions, in the engine's order
+    assert [(n.action, n.container_id, n.exit_code) for n in notes
+            if isinstance(n, DockerEvent)] == [("oom", "c1", None), ("kill", "c1", None),
+                                               ("die", "c1", 137), ("destroy", "c1", None)]
+    # every manager's, the counter's actions (Podman's remove too); none unlabelled
+    assert [(n.action, n.container_id, n.manager) for n in counter.notes
+            if isinstance(n, ContainerSeen)] == [
+        ("create", "c1", "m1"), ("start", "c1", "m1"), ("create", "o1", "m2"),
+        ("die", "c1", "m1"), ("die", "o1", "m2"), ("destroy", "c1", "m1"),
+        ("remove", "o1", "m2")]
+    for sink in (notes, counter.notes):  # each subscription, and its end, to both
+        assert EventsCovered(client.since[0]) in sink and EngineState("fake", True) in sink
+        assert EngineState("fake", False) in sink
+    mailbox.close()
+
+
+def test_the_waiter_sends_only_the_last_engine_load_of_a_drain(monkeypatch):
+    waiter, connection = make_waiter(FakeClient([]), monkeypatch)
+    first = EngineLoad("fake", 1, frozenset({"a" * 12}), 0)
+    last = EngineLoad("fake", 2, frozenset({"a" * 12, "b" * 12}), 0)
+    waiter.mailbox.put(first)
+    waiter.mailbox.put(EngineState("fake", True))
+    waiter.mailbox.put(last)
+    waiter.handle_notes()
+    assert connection.sent == [EngineState("fake", True), last]
+    waiter.mailbox.put(first)
+    waiter.handle_notes()  # a later drain: sent again
+    assert connection.sent[-1] == first
+    waiter.mailbox.close()
+
+
+def test_a_mailbox_wakes_its_reader_once_per_drain():
+    mailbox = Mailbox()
+    try:
+        assert not readable(mailbox.fileno())
+        mailbox.put("a")
+        mailbox.put("b")  # the reader is woken already: no second byte
+        assert os.read(mailbox.fileno(), 16) == b"!"  # one byte for both
+        assert list(mailbox.drain()) == ["a", "b"] and not readable(mailbox.fileno())
+        mailbox.put("c")  # after a drain: woken again
+        assert readable(mailbox.fileno()) and list(mailbox.drain()) == ["c"]
+        mailbox.put("d")
+        draining = mailbox.drain()
+        assert next(draining) == "d"
+        mailbox.put("e")  # while draining: woken again (this drain may take it or not)
+        assert readable(mailbox.fileno()) and list(draining) == ["e"]
+        assert list(mailbox.drain()) == [] and not readable(mailbox.fileno())
+        mailbox.put("f")  # and the wake-ups go on
+        assert readable(mailbox.fileno()) and list(mailbox.drain()) == ["f"]
+    finally:
+        mailbox.close()
+
+
+def test_a_put_during_the_drains_read_still_wakes_the_next_time(monkeypatch):
+    """A put from another thread while drain() reads the pipe: the next put wakes again."""
+    mailbox = Mailbox()
+    real_read = os.read
+
+    def read(fd, size):
+        if fd == mailbox.fileno() and not during:
+            during.append(mailbox.put("during"))  # as a writer thread may, just now
+        return real_read(fd, size)
+
+    during = []
+    monkeypatch.setattr(_messages.os, "read", read)
+    try:
+        mailbox.put("first")
+        assert list(mailbox.drain()) == ["first", "during"]
+        mailbox.put("after")
+        assert readable(mailbox.fileno()), "a message left without a wake-up"
+        assert list(mailbox.drain()) == ["after"]
+    finally:
+        mailbox.close()

@@ -1,0 +1,108 @@
+"""One container a waiter watches: :class:`Watched`, and what it knows of its end.
+
+Owned by a waiter's main loop (:mod:`backend._waiter`), one per container it was told of
+(``Watch``), until the job's result is reported; the main thread's alone (its output is its
+:class:`~backend._output.OutputFollower`'s, its input its
+:class:`~backend._input.InputWriter`'s). It records what the container's events tell, and
+collects how the container ended (the engine's inspect and log, or the job's own stream);
+:mod:`backend._results` makes the result of that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+
+from backend import _docker, _features, _input
+from backend._job_outputs import add_outputs
+from backend._messages import DockerEvent, Result, Watch
+from backend._output import OutputFollower, StreamState
+from backend._results import ContainerEnd
+
+
+class PendingEnd(NamedTuple):
+    """An end waiting for the last bytes of the job's own stream."""
+
+    exit_code: Optional[int]
+    ended_at: float
+    deadline: float  # time.monotonic() after which the log is read instead
+
+
+@dataclass
+class Watched:
+    """One container this waiter watches. The main thread's alone (its output is the
+    follower's, see :class:`~backend._output.OutputFollower`)."""
+
+    job_id: str
+    container_id: str
+    limits: Dict[str, Any]
+    started_at: float
+    follower: OutputFollower
+    reason: Optional[str] = None  # ours: a kill's reason, or "removed"
+    oom: bool = False
+    killed_from_outside: bool = False
+    engine_was_lost: bool = False
+    exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
+    ended_at: Optional[float] = None
+    pending_end: Optional[PendingEnd] = None
+    writer: Optional[_input.InputWriter] = None  # the rest of its input, if any
+    watch: Optional[Watch] = None  # its protocol and outputs (SPEC §9)
+
+    @classmethod
+    def of(cls, message: Watch, follower: OutputFollower,
+           stream: Optional[_docker.OutputStream] = None, rest: bytes = b"") -> "Watched":
+        """Also starts writing ``rest`` of its input on ``stream`` (stopped: see record)."""
+        writer = _input.start_writer(stream.sock, rest, message.container_id) if stream else None
+        return cls(message.job_id, message.container_id, message.limits, message.started_at,
+                   follower, writer=writer, watch=message)
+
+    def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
+        return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
+                            self.killed_from_outside, self.engine_was_lost,
+                            max(collected, self.follower.seen),
+                            self.watch.protocol if self.watch else "json")
+
+    def with_outputs(self, result: Result, connected: Callable[[], _docker.Engine]) -> Result:
+        """The result with the job's outputs, if it has any (also after a kill, a limit)."""
+        return add_outputs(result, connected, self.container_id,
+                           self.watch.outputs if self.watch else None, int(self.limits["output"]))
+
+    def record(self, event: DockerEvent) -> None:
+        """What an event tells (``oom``, ``kill``); a ``die`` or ``kill`` stops the input."""
+        if event.action in ("die", "kill"):  # its stdin is gone, or about to be
+            _input.stop(self.writer)
+        if event.action == "oom":
+            self.oom = True
+        elif event.action == "kill" and self.reason is None:
+            self.killed_from_outside = True
+
+    def overdue(self, now: float) -> Optional[PendingEnd]:
+        """The end that waited too long (``now``: monotonic) for the stream's last bytes."""
+        pending = self.pending_end
+        if pending is not None and now >= pending.deadline \
+                and self.follower.state is StreamState.OPEN:
+            return pending
+        return None
+
+    def cpu_due(self, now: float) -> bool:
+        """Whether it is old enough to have used its CPU time (and is not being killed)."""
+        return self.reason is None and now - self.started_at >= \
+            self.limits["time"] / max(self.limits["cpus"], 0.01) * 0.9
+
+    def collect(self, engine: _docker.Engine, exit_code: Optional[int]
+                ) -> Optional[Tuple[Optional[int], bytes, bytes]]:
+        """``(exit_code, stdout, stderr)`` of the ended container (from the engine's
+        inspect and log, or from its own stream); None if it runs again (a stale event).
+
+        Raises:
+            DockerFailure: from the engine.
+        """
+        if exit_code is None or exit_code != 0 and not self.oom:
+            state = engine.inspect(self.container_id)["State"]
+            if state.get("Running"):
+                return None
+            exit_code = state.get("ExitCode", exit_code)
+            self.oom = self.oom or bool(state.get("OOMKilled")) or _features.unreported_oom(
+                getattr(engine, "features", None), state, self.killed_from_outside)
+        if self.follower.state is StreamState.COMPLETE:
+            return (exit_code, *self.follower.collected())
+        return (exit_code, *engine.logs(self.container_id))
