@@ -12,8 +12,10 @@ The dispatcher waits on each warm container's attach too: one that becomes reada
 (killed, OOM at boot, a crashing image) or wrote before its input came; it is removed, never
 used, and its shape is not kept warm again until a job of it is placed on that engine.
 
-Warm containers never delay a job: they are started only when no job waits and the engine
-has room; when the first queued job finds every engine it may use full, a warm container
+Warm containers never delay a job: they are started only when the engine has room and no
+job has waited for a slot or a submitter for :data:`BURST_QUIET` seconds (during a burst the
+queue feeds the slots, and a warm container started at its tail would take the engine's CPU
+from its last jobs, for no job to use); when the first queued job finds every engine it may use full, a warm container
 of another shape there is removed (its slot is free at once: it waits idle). They go after
 ``warm_idle`` seconds unused, when their engine is lost, and at close.
 
@@ -42,6 +44,8 @@ logger = logging.getLogger("backend")
 #: Queued jobs looked at, at most, for a warm container of their shape (a long queue of
 #: other shapes costs no more per turn of the dispatcher's loop).
 SCANNED = 64
+#: Seconds without a job waiting for a slot or a submitter before warm containers are started.
+BURST_QUIET = 1.0
 
 
 class WarmStarts:
@@ -56,6 +60,8 @@ class WarmStarts:
         self.supervisor = supervisor
         self.mark_unreachable = mark_unreachable
         self.closing = False
+        self.waited_at = -BURST_QUIET  # when a job last waited (time.monotonic())
+        self.start_due: Optional[float] = None  # when replenish may start some again
         placement.warm_count = self.pool.count  # warm containers hold slots
 
     # -- jobs ----------------------------------------------------------------------------
@@ -125,11 +131,15 @@ class WarmStarts:
 
     # -- starting ------------------------------------------------------------------------
     def replenish(self, idle: List[_Child], manager_id: str) -> None:
-        """Starts the warm containers wanted, while no job waits, submitters are idle and
-        their engines have room."""
-        if self.closing or self.placement.queue:
-            return
+        """Starts the warm containers wanted, while submitters are idle and their engines have
+        room, once no job has waited for :data:`BURST_QUIET` seconds."""
         now = time.monotonic()
+        if self.placement.queue:
+            self.waited_at = now
+        if self.closing or now - self.waited_at < BURST_QUIET:
+            self.start_due = self.waited_at + BURST_QUIET if not self.closing else None
+            return
+        self.start_due = None
         for engine in self.placement.engines:
             while idle and self.placement.is_reachable(engine) and \
                     self.placement.has_room(engine):
@@ -200,7 +210,10 @@ class WarmStarts:
             self._remove(container)
 
     def next_due(self) -> Optional[float]:
-        return self.pool.next_due()
+        """When the dispatcher must look again: a warm container's idle end, or the end of a
+        burst's quiet time."""
+        dues = [due for due in (self.pool.next_due(), self.start_due) if due is not None]
+        return min(dues, default=None)
 
     def engine_lost(self, engine: str) -> None:
         for container in self.pool.drop(engine):

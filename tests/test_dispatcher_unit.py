@@ -267,3 +267,31 @@ def test_a_listing_on_an_engine_that_stopped_answering_says_so():
         # not "the engine answered something unexpected": reported as unreachable
         assert removing.remove(request) == ([], False)
         assert engine.closed and "fake" not in removing.engines  # a new connection next time
+
+
+def test_warm_containers_start_once_no_job_waited_for_a_second():
+    """At a burst's end, no warm container takes the engine from the burst's last jobs: they
+    start once no job waited for :data:`BURST_QUIET` seconds (SPEC §10)."""
+    from backend._warm_starts import BURST_QUIET
+
+    [warm] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake",
+                               "max_concurrent_jobs": 2, "warm_containers": 1}])
+    dispatcher = make_dispatcher(warm)
+    idle = submitter(alive=True)
+    dispatcher.supervisor.submitters = [idle]
+    try:
+        starts = dispatcher.warm
+        starts.pool.used("fake", job().spec, time.monotonic())  # a shape wanted warm there
+        waiting = enqueue(dispatcher)  # a job waits for a slot or a submitter
+        starts.replenish([idle], "m1")
+        assert starts.start_due == starts.waited_at + BURST_QUIET and not idle.peer.poll()
+        dispatcher.placement.withdraw(waiting)  # the queue is empty: the burst's tail runs
+        starts.replenish([idle], "m1")
+        assert not idle.peer.poll() and starts.next_due() == starts.waited_at + BURST_QUIET
+        starts.waited_at -= BURST_QUIET  # a second later
+        starts.replenish([idle], "m1")
+        request = idle.peer.recv()
+        assert isinstance(request, Submit) and request.warm and starts.start_due is None
+    finally:
+        idle.peer.close()
+        close(dispatcher)
