@@ -31,7 +31,7 @@ updates the manager's :class:`~backend._stats.Stats`.
 
 Warm containers (SPEC §10) are :class:`~backend._warm_starts.WarmStarts`'s: the loop also
 waits on their attaches, a queued job of their shape takes one before placement, and they
-are started once no job waits.
+are started once no job has waited for a second.
 
 A job ends in exactly one place, :meth:`_Dispatcher._end`, which frees its slot before the
 result goes to the done queue: a slow callback never holds an engine slot.
