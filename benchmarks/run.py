@@ -385,11 +385,14 @@ def main(argv=None):
     try:
         if "compare" in sections:
             # repeats go round all contenders in turn, so that a machine that drifts (they
-            # do, by some 10 %) weighs on every contender alike
+            # do, by some 10 %) weighs on every contender alike, each repeat from the next
+            # contender (the engine may still clean up after the one before: each one in
+            # turn comes after each other one)
+            names = ("raw", "ours", "ours-warm", "raw-seq", "ours-sync", "cli")
             for kind in kinds:
                 for k in ks:
                     for repeat in range(repeats):
-                        for name in ("raw", "ours", "ours-warm", "raw-seq", "ours-sync", "cli"):
+                        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
                             if name in ("ours-sync", "raw-seq") and k != 1 or \
                                     name == "ours-warm" and k != 4:
                                 continue
