@@ -438,6 +438,26 @@ def _list_table(cells):
     return "\n".join(lines) + "\n"
 
 
+def _paired_ratios(rows):
+    """Each contender's throughput against raw docker-py's *in the same repeat*, and their
+    median: the machine drifts between repeats (by 30 % in some runs), so a ratio of bests
+    may compare two moments of it."""
+    by = {(r["kind"], r["k"], r["contender"], r["repeat"]): r for r in rows}
+    lines = []
+    for kind, k, name in sorted({(r["kind"], r["k"], r["contender"]) for r in rows}):
+        reference = REFERENCE.get(name, "raw")
+        if name == reference or name.endswith("-paused") or name == "ours-sync-warm":
+            continue
+        ratios = [by[(kind, k, name, rep)]["jobs_per_s"] / by[(kind, k, reference, rep)][
+            "jobs_per_s"] for (kd, kk, n, rep) in by if (kd, kk, n) == (kind, k, name)
+            and (kind, k, reference, rep) in by]
+        if len(ratios) >= 2:
+            lines.append(f"{kind:8} K={k} {name:9} xput/{reference} per repeat: "
+                         + " ".join(f"{r:.2f}" for r in ratios)
+                         + f" (median {statistics.median(ratios):.2f})")
+    return ["\nthroughput against raw in the same repeat:"] + lines if lines else []
+
+
 def report(rows, scale=()):
     """Prints the tables, writes results.json and, with matplotlib, plot.png."""
     best = {}
@@ -462,6 +482,7 @@ def report(rows, scale=()):
                       f"{1000 * row['p95']:.0f}", f"{ratio:.2f}", f"{p50:.2f}",
                       f"{row['cpu_ms_per_job']:.1f}", f"{row['peak_rss_mib']:.1f}",
                       f"{row['peak_pss_mib']:.1f}", f"{row['machine_cpu_ms_per_job']:.1f}"])
+    lines += _paired_ratios(rows)
     startups = [r["startup_cpu_ms"] for r in rows if r.get("startup_cpu_ms") is not None]
     if startups:
         lines.append(f"\nours: start-up (manager, children, one job per slot) "
