@@ -15,8 +15,8 @@ used, and its shape is not kept warm again until a job of it is placed on that e
 Warm containers never delay a job: they are started only when the engine has room and no
 job has waited for a slot or a submitter for :data:`BURST_QUIET` seconds (during a burst the
 queue feeds the slots, and a warm container started at its tail would take the engine's CPU
-from its last jobs, for no job to use); when the first queued job finds every engine it may use full, a warm container
-of another shape there is removed (its slot is free at once: it waits idle). They go after
+from its last jobs, for no job to use); when the first queued job finds every engine it may
+use full, a warm container of another shape there is removed (its slot is free at once: it waits idle). They go after
 ``warm_idle`` seconds unused, when their engine is lost, and at close.
 
 Runs in the dispatcher thread only (:class:`~backend._dispatcher._Dispatcher` owns the one
@@ -61,7 +61,6 @@ class WarmStarts:
         self.mark_unreachable = mark_unreachable
         self.closing = False
         self.waited_at = -BURST_QUIET  # when a job last waited (time.monotonic())
-        self.start_due: Optional[float] = None  # when replenish may start some again
         placement.warm_count = self.pool.count  # warm containers hold slots
 
     # -- jobs ----------------------------------------------------------------------------
@@ -137,9 +136,7 @@ class WarmStarts:
         if self.placement.queue:
             self.waited_at = now
         if self.closing or now - self.waited_at < BURST_QUIET:
-            self.start_due = self.waited_at + BURST_QUIET if not self.closing else None
             return
-        self.start_due = None
         for engine in self.placement.engines:
             while idle and self.placement.is_reachable(engine) and \
                     self.placement.has_room(engine):
@@ -208,6 +205,15 @@ class WarmStarts:
                 self._remove(container, died=True)
         for container in self.pool.expired(now):
             self._remove(container)
+
+    @property
+    def start_due(self) -> Optional[float]:
+        """When :meth:`replenish` may start warm containers again (the end of a burst's quiet
+        time), or None: now already, closing, or no engine has warm starts."""
+        due = self.waited_at + BURST_QUIET
+        if self.closing or not any(self.pool.sizes.values()) or due <= time.monotonic():
+            return None
+        return due
 
     def next_due(self) -> Optional[float]:
         """When the dispatcher must look again: a warm container's idle end, or the end of a
