@@ -229,18 +229,26 @@ class FixedRandom:
         return high / 2
 
 
-def test_a_shared_nearly_full_engine_defers_by_a_jitter():
+def shared_three():
+    """A 3-slot engine shared by 3 managers, running one of ours and one of another's (1 free
+    for 3 managers; ours 1 = share ceil(3/3)), a job of ours waiting: its placement and our
+    container ids."""
     three = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
                               "max_concurrent_jobs": 3}])[0]
     placement = Placement([three], rng=FixedRandom())
     mine = job("mine")
     place(placement, mine)
-    # one of ours, one of another manager's: 1 free for 3 managers; ours 1 = share ceil(3/3)
-    placement.set_load(EngineLoad("d", 2, frozenset({mine.container_id[:12]}), 2))
+    ours = frozenset({mine.container_id[:12]})
+    placement.set_load(EngineLoad("d", 2, ours, 2))
     placement.add(job("2"))
+    return placement, ours
+
+
+def test_a_shared_nearly_full_engine_defers_by_a_jitter():
+    placement, ours = shared_three()
     assert placement.next(now=10.0) is None
     assert placement.next_due() == pytest.approx(10.0 + JITTER / 2 + OVER_SHARE_DELAY)
-    placement.set_load(EngineLoad("d", 2, frozenset({mine.container_id[:12]}), 1))
+    placement.set_load(EngineLoad("d", 2, ours, 1))
     assert placement.next(now=10.05) is None  # the deferral stays as it was drawn
     assert placement.next(now=10.0 + JITTER / 2 + OVER_SHARE_DELAY)[1] == "d"
     assert placement.next_due() is None
@@ -280,14 +288,7 @@ def test_no_deferral_with_a_free_slot_for_every_manager_or_alone():
 
 
 def test_a_deferral_is_dropped_when_its_slot_is_taken():
-    three = parse_instances([{"server_url": "unix:///d.sock", "name": "d",
-                              "max_concurrent_jobs": 3}])[0]
-    placement = Placement([three], rng=FixedRandom())
-    mine = job("mine")
-    place(placement, mine)
-    ours = frozenset({mine.container_id[:12]})
-    placement.set_load(EngineLoad("d", 2, ours, 2))
-    placement.add(job("2"))
+    placement, ours = shared_three()
     assert placement.next(now=0.0) is None and placement.next_due() is not None
     placement.set_load(EngineLoad("d", 3, ours, 2))  # another manager took it
     assert placement.next(now=5.0) is None and placement.next_due() is None

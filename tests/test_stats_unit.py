@@ -4,6 +4,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from backend import _docker
 from backend._config import parse_instances
 from backend._job import JobState, _Job
@@ -104,44 +106,46 @@ def routed(counter, *events):
         waiter_mailbox.close()
 
 
-def test_events_of_every_manager_are_counted():
+@pytest.fixture
+def counted():
+    """A load counter (of manager m1 on engine a) and its mailbox, closed at the end."""
     mailbox = Mailbox()
     try:
-        counter = LoadCounter(A, "m1", mailbox)
-        unlabelled = event("create", "z" * 64)
-        del unlabelled["Actor"]["Attributes"]["backend.manager"]
-        routed(counter, event("create", "x" * 64), event("create", "y" * 64, "m2"),
-               event("start", "y" * 64, "m2"), {"Action": "exec_start"}, unlabelled)
-        loads = [m for m in mailbox.drain() if isinstance(m, EngineLoad)]
-        assert loads[-1] == EngineLoad("a", 2, frozenset({"x" * 12}), 1)  # z: no manager's
-        routed(counter, event("die", "x" * 64), event("destroy", "x" * 64))
-        assert not list(mailbox.drain())  # only ours ended: held back, see below
-        counter._report(deferred=True)  # the listing thread's, every RECONCILE_EVERY
-        assert list(mailbox.drain()) == [EngineLoad("a", 1, frozenset(), 1)]
-        routed(counter, event("remove", "y" * 64, "m2"))  # Podman's destroy
-        assert list(mailbox.drain())[-1] == EngineLoad("a", 0, frozenset(), 1)
+        yield LoadCounter(A, "m1", mailbox), mailbox
     finally:
         mailbox.close()
 
 
-def test_the_end_of_ours_goes_with_the_next_change_of_the_others():
-    mailbox = Mailbox()
-    try:
-        counter = LoadCounter(A, "m1", mailbox)
-        routed(counter, event("create", "x" * 64), event("create", "w" * 64),
-               event("create", "y" * 64, "m2"))
-        assert list(mailbox.drain())[-1] == EngineLoad(
-            "a", 3, frozenset({"x" * 12, "w" * 12}), 1)
-        routed(counter, event("start", "x" * 64), event("start", "y" * 64, "m2"))
-        assert not list(mailbox.drain())  # counted since their create: no change, no count
-        routed(counter, event("die", "x" * 64))
-        assert not list(mailbox.drain())  # placement reads the same: 1 other, x was counted
-        routed(counter, event("create", "v" * 64))  # a new one of ours: sent, with x's end
-        assert list(mailbox.drain()) == [EngineLoad("a", 3, frozenset({"w" * 12, "v" * 12}), 1)]
-        routed(counter, event("die", "w" * 64), event("die", "y" * 64, "m2"))
-        assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"v" * 12}), 1)
-    finally:
-        mailbox.close()
+def test_events_of_every_manager_are_counted(counted):
+    counter, mailbox = counted
+    unlabelled = event("create", "z" * 64)
+    del unlabelled["Actor"]["Attributes"]["backend.manager"]
+    routed(counter, event("create", "x" * 64), event("create", "y" * 64, "m2"),
+           event("start", "y" * 64, "m2"), {"Action": "exec_start"}, unlabelled)
+    loads = [m for m in mailbox.drain() if isinstance(m, EngineLoad)]
+    assert loads[-1] == EngineLoad("a", 2, frozenset({"x" * 12}), 1)  # z: no manager's
+    routed(counter, event("die", "x" * 64), event("destroy", "x" * 64))
+    assert not list(mailbox.drain())  # only ours ended: held back, see below
+    counter._report(deferred=True)  # the listing thread's, every RECONCILE_EVERY
+    assert list(mailbox.drain()) == [EngineLoad("a", 1, frozenset(), 1)]
+    routed(counter, event("remove", "y" * 64, "m2"))  # Podman's destroy
+    assert list(mailbox.drain())[-1] == EngineLoad("a", 0, frozenset(), 1)
+
+
+def test_the_end_of_ours_goes_with_the_next_change_of_the_others(counted):
+    counter, mailbox = counted
+    routed(counter, event("create", "x" * 64), event("create", "w" * 64),
+           event("create", "y" * 64, "m2"))
+    assert list(mailbox.drain())[-1] == EngineLoad(
+        "a", 3, frozenset({"x" * 12, "w" * 12}), 1)
+    routed(counter, event("start", "x" * 64), event("start", "y" * 64, "m2"))
+    assert not list(mailbox.drain())  # counted since their create: no change, no count
+    routed(counter, event("die", "x" * 64))
+    assert not list(mailbox.drain())  # placement reads the same: 1 other, x was counted
+    routed(counter, event("create", "v" * 64))  # a new one of ours: sent, with x's end
+    assert list(mailbox.drain()) == [EngineLoad("a", 3, frozenset({"w" * 12, "v" * 12}), 1)]
+    routed(counter, event("die", "w" * 64), event("die", "y" * 64, "m2"))
+    assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"v" * 12}), 1)
 
 
 def test_a_new_subscription_has_the_listing_thread_list_at_once(monkeypatch):
