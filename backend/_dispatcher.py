@@ -5,8 +5,8 @@ process that dies never leaves a lock held; the messages are those of :mod:`back
 
   JobManager ──NewJob, KillJob, KillAll, Close──▶ mailbox ──▶ dispatcher thread
   callback managers ──RemoveContainer──▶ mailbox ──┘   │ ▲
-     ▲        submitters ◀──Submit, Remove, Sweep, RemoveLeftovers, Exit──┤ └── Created,
-     │                                     Started, StartFailed, Removed ──┤
+     ▲        submitters ◀──Submit, Remove, Sweep, RemoveLeftovers, Exit──┤ └── Started,
+     │                                            StartFailed, Removed ──┤
      │           waiters ◀──Watch, KillRunning, Probe, Exit────────────────┤
      │        (per engine) ──JobEnded, EngineState, EngineLoad────────────▶┘
      └── done queue (queue.Queue of ended jobs) ◀── dispatcher thread
@@ -48,7 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from backend import _docker
 from backend._config import InstanceConfig
 from backend._job import JobState, _Job
-from backend._messages import (Close, Created, EngineLoad, EngineState, JobEnded, KillAll,
+from backend._messages import (Close, EngineLoad, EngineState, JobEnded, KillAll,
                                KillJob, KillRunning, Mailbox, NewJob, Remove, RemoveContainer,
                                Removed, RemoveLeftovers, Result, Started, StartFailed, Submit,
                                Sweep)
@@ -150,7 +150,9 @@ class _Dispatcher(threading.Thread):
         job = command.job
         self.jobs[job.job_id] = job
         self.placement.add(job)
-        self._schedule()
+        if self.placement.max_queued_jobs is None:
+            return  # placed at the end of this turn of the loop
+        self._schedule()  # what still waits for a slot counts against max_queued_jobs
         if self.placement.over_capacity(job):
             self._end(job, failure_result(
                 "over_capacity", f"the system is over capacity: "
@@ -217,11 +219,6 @@ class _Dispatcher(threading.Thread):
             self.stopping = True
 
     # -- replies from the children -------------------------------------------------------
-    def _on_created(self, submitter: _Child, message: Created) -> None:
-        job = self.jobs.get(message.job_id)
-        if job is not None:
-            job.container_id = message.container_id
-
     def _on_started(self, submitter: _Child, message: Started) -> None:
         stream_fd = receive_fd(submitter.connection) if message.has_stream else None
         submitter.holding = None
@@ -322,7 +319,7 @@ def _handlers(d: _Dispatcher) -> Tuple[Dict[type, Callable[[Any], None]],
         RemoveContainer: lambda command: d.removals.add(command.engine, command.container),
         Close: d._on_close}
     replies: Dict[type, Callable[[_Child, Any], None]] = {
-        Created: d._on_created, Started: d._on_started,
+        Started: d._on_started,
         StartFailed: d._on_start_failed, Removed: d._on_removed,
         JobEnded: d._on_job_ended,
         EngineState: lambda waiter, message: d._mark_reachable(

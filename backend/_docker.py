@@ -227,8 +227,7 @@ def connect(config: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
 
 
 def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
-                     on_created: Optional[Callable[[str], None]] = None, warm: bool = False
-                     ) -> Tuple[str, OutputStream, int]:
+                     warm: bool = False) -> Tuple[str, OutputStream, int]:
     """Creates the job's container (named ``name``), attaches, starts it, and writes what
     of its stdin the connection takes without blocking (:func:`backend._input.write_available`);
     when that is all of it, closes stdin.
@@ -260,8 +259,6 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     plain = engine.http.plain
     try:
         container_id = engine.create(options, name)
-        if on_created:
-            on_created(container_id)
         if spec.files:  # before the start: the job finds them there (SPEC §9)
             engine.put_archive(container_id, *upload(spec.files, options["WorkingDir"],
                                                      spec.task.user, spec.task.read_only))

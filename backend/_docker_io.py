@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import socket
-from typing import Any, BinaryIO, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from backend._config import InstanceConfig
 from backend._http import HttpError, Stream
@@ -51,20 +51,49 @@ def is_not_found(error: BaseException) -> bool:
     return isinstance(error, DockerFailure) and error.not_found
 
 
-def _frames(reader: BinaryIO) -> Iterator[Tuple[int, bytes]]:
-    """Docker's multiplexed stream (8-byte headers: stream number, 3 zero bytes, size) from a
-    reader: ``(STDOUT or STDERR, bytes)`` until end of file; a frame cut by the end of file
-    gives what it has. The one parser of attach and log frames."""
+#: Bytes asked of a socket in one read.
+_READ_SIZE = 65536
+
+
+class FrameParser:
+    """Docker's multiplexed stream (8-byte headers: stream number, 3 zero bytes, size), fed
+    as its bytes come: the one parser of attach and log frames. Its frames are
+    ``(STDOUT or STDERR, bytes)``; a frame cut by the end of the stream gives what it has."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
+        """The frames that ``data`` completes."""
+        buffer, frames, start = self._buffer, [], 0
+        buffer += data
+        while len(buffer) - start >= 8:
+            end = start + 8 + int.from_bytes(buffer[start + 4:start + 8], "big")
+            if end > len(buffer):
+                break
+            if end > start + 8:
+                frames.append((buffer[start], bytes(buffer[start + 8:end])))
+            start = end
+        del buffer[:start]
+        return frames
+
+    def end(self) -> List[Tuple[int, bytes]]:
+        """At the end of the stream: what a frame cut by it holds."""
+        buffer = self._buffer
+        frames = [(buffer[0], bytes(buffer[8:]))] if len(buffer) > 8 else []
+        buffer.clear()
+        return frames
+
+
+def _frames(reader: io.BufferedIOBase) -> Iterator[Tuple[int, bytes]]:
+    """The frames of a reader (see :class:`FrameParser`) as they come, until end of file."""
+    parser = FrameParser()
     while True:
-        header = reader.read(8)
-        if len(header) < 8:
-            return
-        size = int.from_bytes(header[4:8], "big")
-        payload = reader.read(size)
-        if payload:
-            yield header[0], payload
-        if len(payload) < size:
-            return
+        data = reader.read1(_READ_SIZE)
+        if not data:
+            break
+        yield from parser.feed(data)
+    yield from parser.end()
 
 
 def demultiplex(data: bytes) -> Tuple[bytes, bytes]:
@@ -92,6 +121,7 @@ class OutputStream:
         self._stream = stream
         self.sock = stream.sock
         self.where = where  # for texts: "the output stream of <container> on <engine>"
+        self._parser = FrameParser()  # frames_now's
 
     def frames(self) -> Iterator[Tuple[int, bytes]]:
         """``(STDOUT or STDERR, bytes)`` as they come, until the end of the stream.
@@ -103,6 +133,24 @@ class OutputStream:
             yield from _frames(self._stream.reader)
         except (OSError, ValueError) as error:
             raise stream_failure(error, self.where) from error
+
+    def frames_now(self) -> Tuple[List[Tuple[int, bytes]], bool]:
+        """What :meth:`frames` would give, without waiting: the frames that came (for a
+        loop that waits on :meth:`fileno`), and whether the stream ended. Plain sockets only
+        (a job's own attach); the socket's blocking mode is left as it is.
+
+        Raises:
+            DockerFailure: the transport failed (``retryable``).
+        """
+        try:
+            data = self.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return [], False
+        except OSError as error:
+            raise stream_failure(error, self.where) from error
+        if not data:
+            return self._parser.end(), True
+        return self._parser.feed(data), False
 
     def close_input(self) -> None:
         """End of file for the container's stdin; reading goes on (plain sockets only)."""

@@ -6,8 +6,8 @@ thread. It follows ONE stream per engine for two readers: the waiter's main loop
 through its ``put``. The stream is not filtered by label (Podman's filter by a label's key
 alone matches nothing): each event is decoded once here and routed by its ``backend.manager``
 label: an event of any manager's container becomes the counter's
-:class:`~backend._messages.ContainerSeen` (``create``, ``start``, ``die``, ``destroy``,
-Podman's ``remove``), and one of OUR manager's containers also the main loop's
+:class:`~backend._messages.ContainerSeen` (``create``, ``die``, ``destroy``, Podman's
+``remove``), and one of OUR manager's containers also the main loop's
 :class:`~backend._messages.DockerEvent` (``die``, ``oom``, ``kill``, ``destroy``); unlabelled
 ones are dropped. :class:`~backend._messages.EventsCovered` when a stream starts and
 :class:`~backend._messages.EngineState` when the engine answers or stops answering go to both.
@@ -29,8 +29,10 @@ logger = logging.getLogger("backend")
 
 #: Seconds between two subscriptions after a failure: the first, and the most.
 _FIRST_DELAY, _MOST_DELAY = 0.1, 2.0
-#: The actions the load counter is told of (Podman's ``remove`` is Docker's ``destroy``).
-LOAD_ACTIONS = ("create", "start", "die", "destroy", "remove")
+#: The actions the load counter is told of (Podman's ``remove`` is Docker's ``destroy``). Not
+#: ``start``: a container counts from its create; one started again after its ``die`` (by
+#: hand) is counted again at the counter's next listing.
+LOAD_ACTIONS = ("create", "die", "destroy", "remove")
 #: The actions of the one stream: the waiter's and the load counter's.
 FOLLOWED = tuple(dict.fromkeys(_docker.CONTAINER_EVENTS + LOAD_ACTIONS))
 
@@ -128,7 +130,8 @@ class EventFollower:
         if not container_id or not manager:  # not a container of any manager
             return at
         if self.counter is not None and action in LOAD_ACTIONS:
-            self.counter.put(ContainerSeen(action, container_id, manager))
+            self.counter.put(ContainerSeen(action, container_id, manager,
+                                           str(attributes.get(_docker.LABEL_JOB, ""))))
         if manager == self.manager_id and action in _docker.CONTAINER_EVENTS:
             exit_code = None
             if action == "die":

@@ -10,8 +10,8 @@ there in the last :data:`RECENT` seconds: a manager whose jobs wait has none run
 shares the engine); the waiter forwards it to the dispatcher, whose placement uses it.
 
 Its events come from the waiter's one :class:`~backend._events.EventFollower`, which routes
-the ``create``, ``start``, ``die`` and ``destroy`` (Podman: ``remove``) events of every
-manager's containers here (:meth:`LoadCounter.put`, on the follower's thread). The counter's
+the ``create``, ``die`` and ``destroy`` (Podman: ``remove``) events of every manager's
+containers here (:meth:`LoadCounter.put`, on the follower's thread). The counter's
 own thread lists them at each subscription of the follower (its
 :class:`~backend._messages.EventsCovered`) and every :data:`RECONCILE_EVERY` seconds,
 catching lost events. The events that come while a listing is on its way are applied again
@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from backend import _docker
 from backend._config import InstanceConfig
@@ -59,7 +59,7 @@ class LoadCounter:
         self.manager_id = manager_id
         self.mailbox = mailbox
         self._lock = threading.Lock()
-        self._active: Dict[str, str] = {}  # container id -> its manager
+        self._active: Dict[str, Tuple[str, str]] = {}  # container id -> (manager, job)
         self._during_listing: Optional[List[ContainerSeen]] = None
         self._reported: Optional[EngineLoad] = None
         self._last_seen: Dict[str, float] = {}  # other manager -> time.monotonic() seen
@@ -132,8 +132,7 @@ class LoadCounter:
             seen, self._during_listing = self._during_listing or [], None
             if listed is None:
                 return
-            active = {c["Id"]: str((c.get("Labels") or {}).get(_docker.LABEL_MANAGER))
-                      for c in listed if c.get("State") in ACTIVE_STATES}
+            active = {c["Id"]: _labels(c) for c in listed if c.get("State") in ACTIVE_STATES}
             for note in seen:
                 _apply(active, note)
             self._active = active
@@ -143,12 +142,12 @@ class LoadCounter:
         """Sends the count if it changed (``deferred``: also the ends of ours held back)."""
         now = time.monotonic()
         with self._lock:
-            for manager in set(self._active.values()) - {self.manager_id}:
+            for manager in {m for m, _ in self._active.values()} - {self.manager_id}:
                 self._last_seen[manager] = now
             for manager in [m for m, at in self._last_seen.items() if now - at > RECENT]:
                 del self._last_seen[manager]
             load = EngineLoad(self.config.name, len(self._active),
-                              frozenset(c[:12] for c, m in self._active.items()
+                              frozenset(job for m, job in self._active.values()
                                         if m == self.manager_id), len(self._last_seen))
             if load == self._reported or not deferred and _only_ours_ended(self._reported, load):
                 return
@@ -156,11 +155,17 @@ class LoadCounter:
         self.mailbox.put(load)
 
 
-def _apply(active: Dict[str, str], note: ContainerSeen) -> bool:
+def _labels(container: Dict[str, Any]) -> Tuple[str, str]:
+    """A listed container's manager and job (its labels)."""
+    labels = container.get("Labels") or {}
+    return str(labels.get(_docker.LABEL_MANAGER)), str(labels.get(_docker.LABEL_JOB, ""))
+
+
+def _apply(active: Dict[str, Tuple[str, str]], note: ContainerSeen) -> bool:
     """Applies an event to the count; returns whether the count changed."""
-    if note.action in ("create", "start"):
+    if note.action == "create":
         changed = note.container_id not in active
-        active[note.container_id] = note.manager
+        active[note.container_id] = (note.manager, note.job)
         return changed
     return active.pop(note.container_id, None) is not None  # die, destroy, remove
 

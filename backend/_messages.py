@@ -16,7 +16,6 @@ message                      sender → receiver            meaning
 :class:`Remove`              dispatcher → submitter       remove these containers
 :class:`Sweep`               dispatcher → submitter       remove the containers of dead managers
 :class:`RemoveLeftovers`     dispatcher → submitter       closing: remove all of this manager's
-:class:`Created`             submitter → dispatcher       the container exists (not started)
 :class:`Started`             submitter → dispatcher       it runs (its attach may follow, as a
                                                           file descriptor)
 :class:`StartFailed`         submitter → dispatcher       it could not be created or started
@@ -37,8 +36,8 @@ message                      sender → receiver            meaning
 :class:`EventsCovered`       event thread → waiter,       the event stream covers from ``since``
                              load counter                 (the counter lists then)
 :class:`ContainerSeen`       event thread → load counter  a container of any manager changed
-:class:`OutputOverflow`      output follower → waiter     the job printed more than allowed
-:class:`OutputEnded`         output follower → waiter     the job's own attach ended
+:class:`OutputOverflow`      late output follower →       the job printed more than allowed
+                             waiter
 ===========================  ===========================  ===================================
 
 In-process channels (the dispatcher's commands, a waiter's notes from its helper threads) are a
@@ -112,11 +111,6 @@ class Exit(NamedTuple):
 
 # -- submitter -> dispatcher -------------------------------------------------------------------
 
-class Created(NamedTuple):
-    job_id: str
-    container_id: str
-
-
 class Started(NamedTuple):
     job_id: str
     container_id: str
@@ -179,7 +173,7 @@ class EngineLoad(NamedTuple):
 
     engine: str
     running: int               # of all managers
-    ours: FrozenSet[str]       # this manager's, by short id (12 characters)
+    ours: FrozenSet[str]       # this manager's, by job (their label backend.job)
     other_managers: int        # other managers with a container there in the last seconds
 
 
@@ -197,18 +191,14 @@ class EventsCovered(NamedTuple):
 
 
 class ContainerSeen(NamedTuple):
-    action: str   # create, start, die, destroy or remove (Podman's destroy)
+    action: str   # create, die, destroy or remove (Podman's destroy)
     container_id: str
     manager: str  # its backend.manager label
+    job: str      # its backend.job label (a warm container's own id)
 
 
 class OutputOverflow(NamedTuple):
     container_id: str
-
-
-class OutputEnded(NamedTuple):
-    container_id: str
-    complete: bool  # every byte was read; False: read the engine's log instead
 
 
 class Mailbox:

@@ -1,10 +1,13 @@
 """The output of one container, as a waiter follows it: :class:`OutputFollower`.
 
 Owned by a waiter's main loop (:mod:`backend._waiter`), one follower per watched container.
-Its thread reads the container's attach and tells the main loop, through the waiter's
-:class:`~backend._messages.Mailbox`, :class:`~backend._messages.OutputOverflow` (the job
-printed more than its ``output`` limit) and :class:`~backend._messages.OutputEnded` (its own
-attach ended).
+The job's own attach (made by its submitter before the start) is read by that loop itself: it
+waits on the follower's :meth:`~OutputFollower.fileno` with its other pipes and calls
+:meth:`~OutputFollower.pump` when it is readable, which says whether the job printed more
+than its ``output`` limit; no thread per container. A follower without an attach of its own
+(TLS engines, jobs recovered from a dead waiter) attaches late from a thread of its own, and
+tells the main loop through the waiter's :class:`~backend._messages.Mailbox` when the job
+printed too much (:class:`~backend._messages.OutputOverflow`).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import threading
 from typing import Callable, Optional, Tuple
 
 from backend import _docker
-from backend._messages import Mailbox, OutputEnded, OutputOverflow
+from backend._messages import Mailbox, OutputOverflow
 from backend._results import join_head_and_tail
 
 logger = logging.getLogger("backend")
@@ -37,13 +40,12 @@ class OutputFollower:
     late (:meth:`start` with ``attach``) and keeps the head of stderr only (the log, read at
     the end, keeps the tail); it only watches the output's size.
 
-    Threads: the follower's own thread (:meth:`run`) writes the buffers and the byte count,
-    under ``_lock``; the main loop reads them through :meth:`collected`,
-    :meth:`live_stderr_head` and :attr:`seen` (under the lock too: a late follower may still
-    be reading), and the complete output only after :class:`OutputEnded` (then nothing
-    writes). :attr:`state` is the main loop's alone: it changes on :class:`OutputEnded`
-    (:meth:`ended`) or when the main loop gives up waiting (:meth:`give_up`).
-    :meth:`stop` may be called from any thread.
+    Threads: an own attach is the main loop's alone (:meth:`pump`, :meth:`fileno`). A late
+    follower's thread (:meth:`run`) writes the buffers and the byte count under ``_lock``;
+    the main loop reads them through :meth:`collected`, :meth:`live_stderr_head` and
+    :attr:`seen` (under the lock too). :attr:`state` is the main loop's alone: it changes at
+    the end of the own attach (:meth:`pump`) or when the main loop gives up waiting
+    (:meth:`give_up`). :meth:`stop` may be called from any thread.
     """
 
     def __init__(self, container_id: str, limit: int, mailbox: Mailbox,
@@ -63,16 +65,41 @@ class OutputFollower:
         self._stderr_tail = bytearray()
 
     # -- main loop ------------------------------------------------------------------------
-    def start(self, attach: Optional[Callable[[str], _docker.OutputStream]] = None) -> None:
-        """Starts the follower's thread; ``attach(container_id)`` makes the stream when the
-        job has no attach of its own."""
+    def start_late(self, attach: Callable[[str], _docker.OutputStream]) -> None:
+        """Starts the thread of a follower without an attach of its own:
+        ``attach(container_id)`` makes one now (it sees the output from then on)."""
         threading.Thread(target=self.run, args=(attach,), name="backend-output",
                          daemon=True).start()
 
-    def ended(self, complete: bool) -> None:
-        """:class:`OutputEnded` came: the stream's end is the state's."""
-        if self.state is StreamState.OPEN:
+    @property
+    def reading(self) -> bool:
+        """Whether the main loop reads the job's own attach: wait on :meth:`fileno`."""
+        return self.state is StreamState.OPEN and self._stream is not None
+
+    def fileno(self) -> int:
+        assert self._stream is not None
+        return self._stream.fileno()
+
+    def pump(self) -> bool:
+        """Reads what the job's own attach holds now (the main loop, once :meth:`fileno` is
+        readable); at its end, the stream is closed and :attr:`state` says whether every
+        byte came. Returns whether the job's output went over its limit just now."""
+        stream = self._stream
+        assert stream is not None and self._own
+        complete = True
+        try:
+            frames, ended = stream.frames_now()
+        except _docker.DockerFailure as failure:
+            logger.debug("output stream of %s failed: %s", self.container_id, failure.text)
+            frames, ended, complete = [], True, False
+        over = False
+        for number, data in frames:
+            over = self._take(number, data) or over
+        if ended:
             self.state = StreamState.COMPLETE if complete else StreamState.BROKEN
+            self._stream = None
+            stream.close()
+        return over
 
     def give_up(self) -> None:
         """The stream did not end in time after its container: its log is read instead."""
@@ -103,62 +130,62 @@ class OutputFollower:
             return bytes(self._stderr_head)
 
     def stop(self) -> None:
-        """Ends the stream (from any thread): the follower's thread then ends."""
+        """Ends the stream (from any thread): a late follower's thread then ends; an own
+        attach is closed (by the main loop only)."""
         with self._lock:
             self._stopped = True
             stream = self._stream
+            if self._own:
+                self._stream = None
         if stream is not None:
             stream.shutdown()
+            if self._own:
+                stream.close()
 
-    # -- the follower's thread ------------------------------------------------------------
-    def run(self, attach: Optional[Callable[[str], _docker.OutputStream]] = None) -> None:
-        """Reads the stream to its end; notes :class:`OutputOverflow` as soon as the job
-        printed more than its limit, and :class:`OutputEnded` at the end of its own attach."""
-        complete = False
-        stream = self._stream
+    # -- a late follower's thread ---------------------------------------------------------
+    def run(self, attach: Callable[[str], _docker.OutputStream]) -> None:
+        """Attaches, then reads the stream to its end; notes
+        :class:`~backend._messages.OutputOverflow` as soon as the job printed more than its
+        limit."""
+        stream = None
         try:
-            if stream is None and attach is not None:
-                stream = attach(self.container_id)
-                with self._lock:
-                    self._stream = stream
-                    stopped = self._stopped
-                if stopped:  # forgotten while attaching
-                    return
-            if stream is not None:
-                self._read(stream)
-                complete = self._own
+            stream = attach(self.container_id)
+            with self._lock:
+                self._stream = stream
+                stopped = self._stopped
+            if stopped:  # forgotten while attaching
+                return
+            for number, data in stream.frames():
+                if self._take(number, data):
+                    self.mailbox.put(OutputOverflow(self.container_id))
         except _docker.DockerFailure as failure:  # ended by stop(), or the engine is gone
             logger.debug("output follower of %s ended: %s", self.container_id, failure.text)
         finally:
             if stream is not None:
                 stream.close()
-            if self._own:
-                self.mailbox.put(OutputEnded(self.container_id, complete))
 
-    def _read(self, stream: _docker.OutputStream) -> None:
+    def _take(self, number: int, data: bytes) -> bool:
+        """Keeps a frame of output; returns whether it took the output over the limit."""
         limit = self.limit
-        for number, data in stream.frames():
-            with self._lock:
-                seen = self._seen
-                self._seen = seen + len(data)
-                if seen > limit:
-                    # keep reading until the kill: an unread attach blocks the engine
-                    if self._own:
-                        _keep_tail(self._stderr_tail if number == _docker.STDERR
-                                   else self._stdout_tail, data, limit)
-                    continue
-                if number == _docker.STDERR:
-                    if len(self._stderr_head) < limit:
-                        self._stderr_head += data[:limit - len(self._stderr_head)]
-                    if self._own:
-                        _keep_tail(self._stderr_tail, data, limit)
-                elif self._own:
-                    if len(self._stdout) <= limit:
-                        self._stdout += data[:limit + 1 - len(self._stdout)]
-                    _keep_tail(self._stdout_tail, data, limit)
-                over = self._seen > limit
-            if over:
-                self.mailbox.put(OutputOverflow(self.container_id))
+        with self._lock:
+            seen = self._seen
+            self._seen = seen + len(data)
+            if seen > limit:
+                # keep reading until the kill: an unread attach blocks the engine
+                if self._own:
+                    _keep_tail(self._stderr_tail if number == _docker.STDERR
+                               else self._stdout_tail, data, limit)
+                return False
+            if number == _docker.STDERR:
+                if len(self._stderr_head) < limit:
+                    self._stderr_head += data[:limit - len(self._stderr_head)]
+                if self._own:
+                    _keep_tail(self._stderr_tail, data, limit)
+            elif self._own:
+                if len(self._stdout) <= limit:
+                    self._stdout += data[:limit + 1 - len(self._stdout)]
+                _keep_tail(self._stdout_tail, data, limit)
+            return self._seen > limit
 
 
 def _keep_tail(tail: bytearray, data: bytes, limit: int) -> None:

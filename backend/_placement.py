@@ -12,7 +12,8 @@ creating ones included) plus the other managers' containers, as the engine's
 ``max_concurrent_jobs``, without talking to each other:
 
 * *confirmation*: a job placed on an engine is *unconfirmed* until the engine's count shows its
-  container; a manager keeps at most ``max(1, free // UNCONFIRMED_SHARE)`` unconfirmed jobs
+  container (by its label ``backend.job``; a warm container that serves a job was counted
+  long before); a manager keeps at most ``max(1, free // UNCONFIRMED_SHARE)`` unconfirmed jobs
   per engine (``free``: the slots it sees free). Near the limit that is one, so a manager
   that sees its container counted also sees every container created before it: the engine
   runs at most one job per other manager above its limit, and only when they place at the
@@ -137,9 +138,9 @@ class Placement:
         if limit == 0:
             return True
         free = limit - self.load(engine)
-        ours = self.loads[engine].ours
+        ours = self.loads[engine].ours  # by job: a warm container was counted long before
         unconfirmed = sum(1 for job in self._held[engine]
-                          if not job.container_id or job.container_id[:12] not in ours)
+                          if not job.warm and job.job_id not in ours)
         return free > 0 and unconfirmed < max(1, free // UNCONFIRMED_SHARE)
 
     def _delay(self, engine: str) -> Optional[float]:

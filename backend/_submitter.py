@@ -9,8 +9,8 @@ submitter takes its place. A submitter keeps one connection per engine for its w
 
 :class:`~backend._messages.Submit`
     creates the container under the name given (one per attempt, so that a container whose
-    creation was not confirmed can still be removed by name), replies ``Created`` as soon as
-    the container exists, then ``Started`` or ``StartFailed``. With ``Started.has_stream``,
+    creation was not confirmed can still be removed by name), replies ``Started`` or
+    ``StartFailed``. With ``Started.has_stream``,
     the job's open attach (its stdout and stderr from the very start) follows on the pipe as a
     file descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand
     to the waiter; ``Started.input_written`` says how much of the job's input was written
@@ -37,7 +37,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 from backend import _docker, _input
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
-from backend._messages import (Created, Exit, Remove, Removed, RemoveLeftovers, Started,
+from backend._messages import (Exit, Remove, Removed, RemoveLeftovers, Started,
                                StartFailed, Submit, Sweep)
 
 logger = logging.getLogger("backend")
@@ -109,7 +109,6 @@ class _Submitter:
             engine = self.engine(request.engine)
             container_id, stream, written = _docker.create_and_start(
                 engine, request.spec, self.manager_id, self.owner, request.container_name,
-                on_created=lambda cid: self.connection.send(Created(job_id, cid)),
                 warm=request.warm)
             if not engine.http.plain and not request.warm:  # by write_input, after the reply
                 written = len(request.spec.stdin)

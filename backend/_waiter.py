@@ -3,17 +3,18 @@
 A waiter process serves one engine (an engine may have several). It reads its *wait queue*
 (its pipe from the dispatcher) and pushes results towards the *done queue* (the same pipe,
 back). Inside, an :class:`~backend._events.EventFollower` thread follows the engine's one
-event stream (for the main loop and the load counter both), an
-:class:`~backend._output.OutputFollower` per container reads what the job prints, and the
-main thread does one wait over the pipe, the :class:`~backend._messages.Mailbox` fed by those
-helper threads, and the poll deadline::
+event stream (for the main loop and the load counter both), and the main thread does one wait
+over the pipe, the :class:`~backend._messages.Mailbox` fed by the helper threads, the attach of
+every job it watches (each read by its :class:`~backend._output.OutputFollower`, in this
+thread: no thread per container) and the poll deadline::
 
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
     main loop --(JobEnded | EngineState | EngineLoad)--> dispatcher
     event thread --(DockerEvent | EventsCovered | EngineState)--> mailbox --> main loop
     event thread --(ContainerSeen | EventsCovered | EngineState)--> load counter
     load counter --(EngineLoad)--> mailbox --> main loop --> dispatcher
-    output followers --(OutputOverflow | OutputEnded)--> mailbox --> main loop
+    jobs' own attaches --(stdout, stderr, end of file)--> main loop (OutputFollower.pump)
+    late followers' threads --(OutputOverflow)--> mailbox --> main loop
 
 Of the counts (EngineLoad) in one drain of the mailbox, only the last, the newest, is sent.
 
@@ -34,8 +35,9 @@ process only). A follower ends a job as soon as it prints more than its ``output
 An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
 (reason ``engine_lost``). A :class:`~backend._load.LoadCounter` (the waiter's, with its
 listing thread) counts every manager's containers on the engine, for the dispatcher.
-Everything here but the followers' threads, the counter's and the kill threads runs on the
-main thread; those talk to it only through the mailbox.
+Everything here but the event thread, the late followers' threads, the counter's, the input
+writers' and the kill threads runs on the main thread; those talk to it only through the
+mailbox.
 """
 from __future__ import annotations
 
@@ -52,7 +54,7 @@ from backend._config import InstanceConfig
 from backend._events import EarlyEvents, EventFollower
 from backend._load import LoadCounter
 from backend._messages import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit,
-                               JobEnded, KillRunning, Mailbox, OutputEnded, OutputOverflow,
+                               JobEnded, KillRunning, Mailbox, OutputOverflow,
                                Probe, Result, Watch)
 from backend._output import OutputFollower, StreamState
 from backend._results import ended_result, lost_result
@@ -113,7 +115,12 @@ class _Waiter:
         next_poll = time.monotonic() + self.config.time_between_polls
         try:
             while not self.stopping:
-                ready = waitset.wait([pipe, notes], max(0.0, next_poll - time.monotonic()))
+                streams = [w.follower for w in self.watched.values() if w.follower.reading]
+                ready = waitset.wait([pipe, notes] + streams,
+                                     max(0.0, next_poll - time.monotonic()))
+                for follower in streams:
+                    if follower in ready and follower.container_id in self.watched:
+                        self.pump(self.watched[follower.container_id])
                 if notes in ready:  # each put wakes it (Mailbox.put)
                     self.handle_notes()
                 try:
@@ -160,12 +167,10 @@ class _Waiter:
         self.by_job[watched.job_id] = watched.container_id
         early = self.early_events.pop(watched.container_id)
         ended = any(event.action in ("die", "destroy") for event in early)
-        if stream is not None:
-            follower.start()
         if message.kill_requested and not ended:
             self.kill(watched, "killed")
         elif not ended and stream is None:
-            follower.start(lambda container_id: self.connected().attach_output(container_id))
+            follower.start_late(lambda container_id: self.connected().attach_output(container_id))
         watched.engine_was_lost = self.unreachable_since is not None
         if early:  # it ended before we were told of it: its events came first
             for event in early:
@@ -200,10 +205,14 @@ class _Waiter:
             self.on_event(watched, note)
         elif isinstance(note, OutputOverflow):
             self.kill(watched, "output")
-        elif isinstance(note, OutputEnded):
-            watched.follower.ended(note.complete)
-            if watched.pending_end is not None:
-                self.finish(watched, watched.pending_end.exit_code, watched.pending_end.ended_at)
+
+    def pump(self, watched: Watched) -> None:
+        """Reads what the job's own attach holds; kills a job that printed too much, and
+        collects one whose container ended before its stream did."""
+        if watched.follower.pump():
+            self.kill(watched, "output")
+        if not watched.follower.reading and watched.pending_end is not None:
+            self.finish(watched, watched.pending_end.exit_code, watched.pending_end.ended_at)
 
     def on_event(self, watched: Watched, event: DockerEvent) -> None:
         watched.record(event)

@@ -72,6 +72,8 @@ class WarmStarts:
         """Gives each queued job of a warm shape (among the first :data:`SCANNED`) a warm
         container of its shape, on the least loaded reachable engine that has one (no
         submitter needed: the slot was held)."""
+        if not any(self.pool.ready.values()):
+            return
         for job in list(itertools.islice(self.placement.queue, SCANNED)):
             if not any(self.pool.ready.values()):
                 return

@@ -8,6 +8,7 @@ CPU of each of its threads. Clock ticks are 10 ms: use N of 200 or more.
 
     python benchmarks/processes.py                  # N=200, K=4, engines under --root
     python benchmarks/processes.py --urls URL1 URL2 --warm
+    python benchmarks/processes.py --pool 3          # 3 submitters
 """
 from __future__ import annotations
 
@@ -64,11 +65,11 @@ def _threads(pid: int) -> dict:
     return ticks
 
 
-def measure(urls, n, k, warm):
+def measure(urls, n, k, warm, pool=None):
     from backend import JobManager, Task
 
     task = Task(bench.IMAGE, command=["sh", "-c", bench.JOBS["trivial"]], limits=bench.LIMITS)
-    manager = JobManager(bench._instances(urls, k, warm))
+    manager = JobManager(bench._instances(urls, k, warm), process_pool_size=pool)
     try:
         bench._warm_up(manager, task)
         names = {t.native_id: t.name for t in threading.enumerate()}
@@ -97,7 +98,8 @@ def measure(urls, n, k, warm):
         children.update({child.process.pid: f"waiter of {engine}"
                          for engine, waiters in supervisor.waiters.items() for child in waiters})
         total_cpu = total_pss = 0.0
-        print(f"{n} jobs, K={k}, warm starts {'on' if warm else 'off'}: "
+        print(f"{n} jobs, K={k}, warm starts {'on' if warm else 'off'}, "
+              f"{len(manager._dispatcher.supervisor.submitters)} submitters: "
               f"{n / elapsed:.2f} jobs/s")
         print(f"{'pid':>7} {'CPU ms/job':>10} {'PSS MiB':>8}  process")
         for pid in sorted(after):
@@ -120,6 +122,7 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--warm", action="store_true", help="warm_containers: 1")
+    parser.add_argument("--pool", type=int, help="process_pool_size (default: the manager's)")
     parser.add_argument("--root", default="/tmp/djm-bench")
     parser.add_argument("--urls", nargs="*", help="engines already running (with the image)")
     args = parser.parse_args(argv)
@@ -133,7 +136,7 @@ def main(argv=None):
             build_busybox_image(engine.url, bench.IMAGE)
         urls = [engine.url for engine in engines]
     try:
-        measure(urls, args.n, args.k, args.warm)
+        measure(urls, args.n, args.k, args.warm, args.pool)
     finally:
         for engine in engines:
             engine.stop()

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from backend import _docker
+from backend import _docker, _docker_io
 from backend._config import parse_instances
 from test_http_unit import json_answer, no_content, server  # noqa: F401 - the fixture
 
@@ -180,3 +180,18 @@ def test_an_image_is_built_over_our_client_with_the_folder_as_its_context(server
     assert _docker.build_image(config, str(folder), "t-bad") == "exit code 7"
     missing = _docker.build_image(config, str(tmp_path / "none"), "t-none")
     assert missing.startswith("building t-none on host e1 failed: ")
+
+
+def test_frames_cut_anywhere_come_whole():
+    """The one frame parser, fed byte by byte: the same frames as fed whole, and a frame cut
+    by the end of the stream gives what it has."""
+    def frame(number, data):
+        return bytes([number, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+    data = frame(1, b"out") + frame(2, b"") + frame(2, b"err" * 100) + frame(1, b"cut")[:-1]
+    whole = _docker_io.FrameParser()
+    assert whole.feed(data) == [(1, b"out"), (2, b"err" * 100)]
+    assert whole.end() == [(1, b"cu")]
+    parser = _docker_io.FrameParser()
+    frames = [f for i in range(len(data)) for f in parser.feed(data[i:i + 1])]
+    assert frames + parser.end() == [(1, b"out"), (2, b"err" * 100), (1, b"cu")]

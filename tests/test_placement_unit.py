@@ -23,7 +23,7 @@ def job(job_id="j1"):
 def confirm(placement, engine, others=0, other_managers=None):
     """The engine's count shows every job of ours there (and ``others`` of other
     managers')."""
-    ours = frozenset(job.container_id[:12] for job in placement._held[engine])
+    ours = frozenset(job.job_id for job in placement._held[engine])
     placement.set_load(EngineLoad(engine, len(ours) + others, ours,
                                   other_managers if other_managers is not None
                                   else int(others > 0)))
@@ -180,7 +180,7 @@ def test_other_managers_containers_take_the_engine_slots():
     placement.set_load(EngineLoad("a", 1, frozenset(), 1))
     assert placement.load("a") == 1 and placement.load("b") == 1
     # b: ours and another's (ours is counted once, as this manager's job)
-    placement.set_load(EngineLoad("b", 2, frozenset({first.container_id[:12]}), 1))
+    placement.set_load(EngineLoad("b", 2, frozenset({first.job_id}), 1))
     assert placement.load("b") == 2
     assert placement.choose(job("2")) == "a"
 
@@ -193,8 +193,9 @@ def test_near_the_limit_one_unconfirmed_job_at_a_time():
     placement.placed(first, "a")
     first.state, first.engine = JobState.SUBMITTING, "a"
     assert placement.next() is None  # a free slot, but the first is not counted yet
-    first.container_id = "f" * 64
-    placement.set_load(EngineLoad("a", 1, frozenset({"f" * 12}), 0))
+    placement.set_load(EngineLoad("a", 1, frozenset({"2"}), 0))  # another job's container
+    assert placement.next() is None
+    placement.set_load(EngineLoad("a", 1, frozenset({"1"}), 0))  # its label: the first's
     assert placement.next() == (second, "a")
 
 
@@ -238,7 +239,7 @@ def shared_three():
     placement = Placement([three], rng=FixedRandom())
     mine = job("mine")
     place(placement, mine)
-    ours = frozenset({mine.container_id[:12]})
+    ours = frozenset({mine.job_id})
     placement.set_load(EngineLoad("d", 2, ours, 2))
     placement.add(job("2"))
     return placement, ours
@@ -266,7 +267,7 @@ def test_a_manager_over_its_share_waits_longer():
     placement = Placement([A], rng=FixedRandom())
     mine = job("mine")
     place(placement, mine)  # ours: 1 = ceil(2 slots / 2 managers)
-    placement.set_load(EngineLoad("a", 1, frozenset({mine.container_id[:12]}), 1))
+    placement.set_load(EngineLoad("a", 1, frozenset({mine.job_id}), 1))
     placement.add(job("2"))
     assert placement.next(now=0.0) is None
     assert placement.next_due() == pytest.approx(JITTER / 2 + OVER_SHARE_DELAY)
@@ -303,7 +304,7 @@ def test_below_its_share_a_manager_waits_the_jitter_only():
     placement = Placement([four], rng=FixedRandom())
     mine = job("mine")
     place(placement, mine)  # ours: 1 < ceil(4 / 2)
-    placement.set_load(EngineLoad("d", 3, frozenset({mine.container_id[:12]}), 1))
+    placement.set_load(EngineLoad("d", 3, frozenset({mine.job_id}), 1))
     placement.add(job("2"))
     assert placement.next(now=1.0) is None
     assert placement.next_due() == pytest.approx(1.0 + JITTER / 2)

@@ -78,7 +78,7 @@ def test_engines_and_slots_come_from_placement():
     placement.queue.remove(running)
     placement.running["a"] += 1
     running.state = JobState.RUNNING
-    placement.set_load(EngineLoad("a", 3, frozenset({"r" * 12}), 2))
+    placement.set_load(EngineLoad("a", 3, frozenset({"r"}), 2))
     placement.set_reachable("a", False)
     stats.dispatched(placement)
     snapshot = stats.snapshot()
@@ -91,8 +91,10 @@ def test_engines_and_slots_come_from_placement():
 # -- the load counter, without its threads ------------------------------------------------
 
 def event(action, container, manager="m1"):
+    """An engine's event of a container of ``manager``, of the job named as the container."""
     return {"Type": "container", "Action": action, "id": container,
-            "Actor": {"ID": container, "Attributes": {"backend.manager": manager}}}
+            "Actor": {"ID": container, "Attributes": {"backend.manager": manager,
+                                                      "backend.job": container[:3]}}}
 
 
 def routed(counter, *events):
@@ -123,7 +125,7 @@ def test_events_of_every_manager_are_counted(counted):
     routed(counter, event("create", "x" * 64), event("create", "y" * 64, "m2"),
            event("start", "y" * 64, "m2"), {"Action": "exec_start"}, unlabelled)
     loads = [m for m in mailbox.drain() if isinstance(m, EngineLoad)]
-    assert loads[-1] == EngineLoad("a", 2, frozenset({"x" * 12}), 1)  # z: no manager's
+    assert loads[-1] == EngineLoad("a", 2, frozenset({"xxx"}), 1)  # z: no manager's
     routed(counter, event("die", "x" * 64), event("destroy", "x" * 64))
     assert not list(mailbox.drain())  # only ours ended: held back, see below
     counter._report(deferred=True)  # the listing thread's, every RECONCILE_EVERY
@@ -137,15 +139,15 @@ def test_the_end_of_ours_goes_with_the_next_change_of_the_others(counted):
     routed(counter, event("create", "x" * 64), event("create", "w" * 64),
            event("create", "y" * 64, "m2"))
     assert list(mailbox.drain())[-1] == EngineLoad(
-        "a", 3, frozenset({"x" * 12, "w" * 12}), 1)
+        "a", 3, frozenset({"xxx", "www"}), 1)
     routed(counter, event("start", "x" * 64), event("start", "y" * 64, "m2"))
     assert not list(mailbox.drain())  # counted since their create: no change, no count
     routed(counter, event("die", "x" * 64))
     assert not list(mailbox.drain())  # placement reads the same: 1 other, x was counted
     routed(counter, event("create", "v" * 64))  # a new one of ours: sent, with x's end
-    assert list(mailbox.drain()) == [EngineLoad("a", 3, frozenset({"w" * 12, "v" * 12}), 1)]
+    assert list(mailbox.drain()) == [EngineLoad("a", 3, frozenset({"www", "vvv"}), 1)]
     routed(counter, event("die", "w" * 64), event("die", "y" * 64, "m2"))
-    assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"v" * 12}), 1)
+    assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"vvv"}), 1)
 
 
 def test_a_new_subscription_has_the_listing_thread_list_at_once(monkeypatch):
@@ -181,12 +183,12 @@ def test_events_during_a_listing_are_applied_over_its_answer(monkeypatch):
     class Engine:
         def containers(self, label):
             # the engine answers with what it had when asked; a die and a create come meanwhile
-            counter.put(ContainerSeen("die", "old" + "0" * 61, "m2"))
-            counter.put(ContainerSeen("create", "new" + "0" * 61, "m1"))
+            counter.put(ContainerSeen("die", "old" + "0" * 61, "m2", "j-old"))
+            counter.put(ContainerSeen("create", "new" + "0" * 61, "m1", "j-new"))
             return [{"Id": "old" + "0" * 61, "State": "running",
-                     "Labels": {"backend.manager": "m2"}},
+                     "Labels": {"backend.manager": "m2", "backend.job": "j-old"}},
                     {"Id": "gone" + "0" * 60, "State": "exited",
-                     "Labels": {"backend.manager": "m2"}}]
+                     "Labels": {"backend.manager": "m2", "backend.job": "j-gone"}}]
 
         def close(self):
             pass
@@ -194,6 +196,6 @@ def test_events_during_a_listing_are_applied_over_its_answer(monkeypatch):
     counter._engine = Engine()
     try:
         counter.reconcile()
-        assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"new000000000"}), 0)
+        assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"j-new"}), 0)
     finally:
         mailbox.close()

@@ -1,6 +1,7 @@
 """The waiter's fault logic against a fake engine (fast; no engine): its main loop
 (backend._waiter), its event thread (backend._events) and an output follower (backend._output)."""
 import os
+import socket
 import threading
 import time
 
@@ -8,9 +9,8 @@ import pytest
 
 from backend import _docker, _events, _messages, _output, _waiter, _watched
 from backend._config import parse_instances
-from backend._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
-                               EventsCovered, JobEnded, Mailbox, OutputEnded, OutputOverflow,
-                               Probe, Watch)
+from backend._messages import (ContainerSeen, OutputOverflow, DockerEvent, EngineLoad, EngineState,
+                               EventsCovered, JobEnded, Mailbox, Probe, Watch)
 from backend._task import merge_limits
 from backend._waitset import readable
 
@@ -197,31 +197,45 @@ def test_early_events_are_forgotten_after_a_while(monkeypatch):
     assert list(waiter.early_events) == ["new"]
 
 
-def stream_of(*frames):
-    return FakeStream(frames)
+def own_attach(*frames):
+    """A job's own attach as the submitter hands it over (a socket), and the engine's end of
+    it, which has sent ``frames``."""
+    ours, engine = socket.socketpair()
+    engine.sendall(b"".join(frame(number, data) for number, data in frames))
+    return _docker.adopt_stream(ours.detach()), engine
 
 
 def watched_with_stream(waiter, output=b"", stderr=b""):
-    """A watched job whose output came on its own stream (as the submitter passes it)."""
+    """A watched job whose output came on its own attach, read by the waiter's loop (the
+    attach stays open: the engine's end is returned)."""
     frames = [(_docker.STDOUT, output)] if output else []
     frames += [(_docker.STDERR, stderr)] if stderr else []
-    stream = FakeStream(frames)
+    stream, engine = own_attach(*frames)
     follower = _output.OutputFollower("c1", merge_limits({})["output"], waiter.mailbox, stream)
-    follower._read(stream)  # what its thread has read so far
     watched = _watched.Watched("j1", "c1", merge_limits({}), time.time(), follower)
     waiter.watched["c1"] = watched
     waiter.by_job["j1"] = "c1"
-    return watched
+    pump_while_readable(waiter, watched)
+    return watched, engine
+
+
+def pump_while_readable(waiter, watched):
+    """What the waiter's loop does with a job's attach while it has something to read."""
+    while watched.follower.reading and readable(watched.follower.fileno()):
+        waiter.pump(watched)
 
 
 def test_a_job_with_its_own_stream_is_collected_without_reading_the_log(monkeypatch):
     client = FakeClient([])
     client.logs = lambda container_id: pytest.fail("the log was read")
     waiter, connection = make_waiter(client, monkeypatch)
-    watched_with_stream(waiter, b'{"result": "failed", "text": "from the stream"}\n', b"err\n")
+    watched, engine = watched_with_stream(
+        waiter, b'{"result": "failed", "text": "from the stream"}\n', b"err\n")
     waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
     assert not connection.sent  # ended, but the stream's last bytes may still come
-    waiter.handle_note(OutputEnded("c1", True))
+    engine.close()
+    pump_while_readable(waiter, watched)
+    assert watched.follower.state is _output.StreamState.COMPLETE
     [(job_id, result)] = ended(connection)
     assert (result["result"], result["text"]) == ("failed", "from the stream")
     assert result["run"]["stderr"] == "err\n"
@@ -229,7 +243,7 @@ def test_a_job_with_its_own_stream_is_collected_without_reading_the_log(monkeypa
 
 def test_a_stream_that_does_not_end_falls_back_to_the_log(monkeypatch):
     waiter, connection = make_waiter(FakeClient([{"Id": "c1", "State": "exited"}]), monkeypatch)
-    watched = watched_with_stream(waiter, b"partial")
+    watched, engine = watched_with_stream(waiter, b"partial")
     waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
     assert watched.pending_end is not None and not connection.sent
     clock = [time.monotonic() + _waiter.STREAM_GRACE + 1]
@@ -237,24 +251,54 @@ def test_a_stream_that_does_not_end_falls_back_to_the_log(monkeypatch):
     waiter.poll()
     [(_, result)] = ended(connection)
     assert result["result"] == "success" and result["run"]["stderr"] == "log\n"  # the log's
+    assert not watched.follower.reading  # closed
+    engine.close()
 
 
 def test_an_output_flood_keeps_head_and_tail_of_stderr():
     mailbox = Mailbox()
     frames = [(2, b"HEAD" + b"x" * 96)] + [(2, b"y" * 50)] * 10 + [(2, b"TAIL")]
-    stream = FakeStream(frames)
+    stream, engine = own_attach(*frames)
+    engine.close()
     follower = _output.OutputFollower("c1", 100, mailbox, stream)
-    follower.run()
-    notes = list(mailbox.drain())
+    overflows = []
+    while follower.reading:
+        assert readable(follower.fileno())
+        overflows.append(follower.pump())
     mailbox.close()
-    assert OutputOverflow("c1") in notes and OutputEnded("c1", True) in notes
-    assert stream.closed
-    follower.ended(True)
+    assert overflows.count(True) == 1  # one kill
+    assert follower.state is _output.StreamState.COMPLETE
     _, stderr = follower.collected()
     head, tail = follower._stderr_head, follower._stderr_tail
     assert bytes(head).startswith(b"HEAD") and len(head) == 100
     assert bytes(tail).endswith(b"TAIL") and len(tail) == 100
     assert stderr.startswith(b"HEAD") and stderr.endswith(b"TAIL")
+
+
+def test_an_attach_that_breaks_is_not_complete():
+    """An own attach that fails (not its end of file) is closed; its log is read instead."""
+    stream, engine = own_attach((1, b"some"))
+    follower = _output.OutputFollower("c1", 100, Mailbox(), stream)
+    follower.pump()
+
+    def broken():
+        raise down("reset by peer")
+
+    stream.frames_now = broken
+    follower.pump()
+    assert follower.state is _output.StreamState.BROKEN and not follower.reading
+    assert stream.sock.fileno() == -1
+    engine.close()
+
+
+def test_a_late_follower_that_overflows_says_so_once():
+    mailbox = Mailbox()
+    stream, engine = own_attach((1, b"x" * 60), (1, b"y" * 60), (1, b"z" * 60))
+    engine.close()
+    follower = _output.OutputFollower("c1", 100, mailbox)
+    follower.run(lambda container_id: stream)
+    assert list(mailbox.drain()) == [OutputOverflow("c1")]
+    mailbox.close()
 
 
 def test_a_late_follower_that_fails_to_attach_says_nothing():
@@ -367,8 +411,9 @@ def test_one_stream_is_routed_to_the_waiter_and_to_the_load_counter(monkeypatch)
     thread.join(5)
     # no label filter (Podman's by a key alone matches nothing); both readers' actions
     assert client.filters == {"type": ["container"], "event": list(_events.FOLLOWED)}
-    assert set(_docker.CONTAINER_EVENTS) | {"create", "start", "remove"} <= set(
+    assert set(_docker.CONTAINER_EVENTS) | {"create", "remove"} <= set(
         client.filters["event"])
+    assert "start" not in client.filters["event"]  # a container counts from its create
     notes = list(mailbox.drain())
     # ours only, the waiter's actions, in the engine's order
     assert [(n.action, n.container_id, n.exit_code) for n in notes
@@ -377,8 +422,7 @@ def test_one_stream_is_routed_to_the_waiter_and_to_the_load_counter(monkeypatch)
     # every manager's, the counter's actions (Podman's remove too); none unlabelled
     assert [(n.action, n.container_id, n.manager) for n in counter.notes
             if isinstance(n, ContainerSeen)] == [
-        ("create", "c1", "m1"), ("start", "c1", "m1"), ("create", "o1", "m2"),
-        ("die", "c1", "m1"), ("die", "o1", "m2"), ("destroy", "c1", "m1"),
+        ("create", "c1", "m1"), ("create", "o1", "m2"), ("die", "c1", "m1"), ("die", "o1", "m2"), ("destroy", "c1", "m1"),
         ("remove", "o1", "m2")]
     for sink in (notes, counter.notes):  # each subscription, and its end, to both
         assert EventsCovered(client.since[0]) in sink and EngineState("fake", True) in sink
@@ -388,8 +432,8 @@ def test_one_stream_is_routed_to_the_waiter_and_to_the_load_counter(monkeypatch)
 
 def test_the_waiter_sends_only_the_last_engine_load_of_a_drain(monkeypatch):
     waiter, connection = make_waiter(FakeClient([]), monkeypatch)
-    first = EngineLoad("fake", 1, frozenset({"a" * 12}), 0)
-    last = EngineLoad("fake", 2, frozenset({"a" * 12, "b" * 12}), 0)
+    first = EngineLoad("fake", 1, frozenset({"ja"}), 0)
+    last = EngineLoad("fake", 2, frozenset({"ja", "jb"}), 0)
     waiter.mailbox.put(first)
     waiter.mailbox.put(EngineState("fake", True))
     waiter.mailbox.put(last)
