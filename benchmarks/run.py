@@ -355,6 +355,8 @@ def main(argv=None):
                         "job at a time, a pause between jobs) or the scale run; repeatable")
     parser.add_argument("--repeats", type=int, help="repeats of each measurement")
     parser.add_argument("--ks", type=int, nargs="+", help="the concurrencies K compared")
+    parser.add_argument("--out", default=str(HERE / "results"),
+                        help="the folder of results.json, results.txt, results.rst, plot.png")
     parser.add_argument("--report", metavar="RESULTS_JSON",
                         help="print the tables and draw the plot again from a results.json")
     parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
@@ -367,7 +369,7 @@ def main(argv=None):
         return run_one(args)
     if args.report:
         saved = json.loads(Path(args.report).read_text())
-        return report(saved["rows"], saved.get("scale", ()))
+        return report(saved["rows"], saved.get("scale", ()), Path(args.out))
     from engines import PrivateEngine, build_busybox_image
 
     n, ks, kinds, repeats = (20, [1, 4], ["trivial"], 1) if args.quick else \
@@ -385,25 +387,28 @@ def main(argv=None):
     try:
         if "compare" in sections:
             # repeats go round all contenders in turn, so that a machine that drifts (they
-            # do, by some 10 %) weighs on every contender alike, each repeat from the next
-            # contender (the engine may still clean up after the one before: each one in
-            # turn comes after each other one)
+            # do, by some 10 %) weighs on every contender alike, and in balanced orders: a
+            # run right after one of ours was the slower in most pairs, so each contender
+            # comes right after each other one equally often (not always after the same one)
             names = ("raw", "ours", "ours-warm", "raw-seq", "ours-sync", "cli")
             for kind in kinds:
                 for k in ks:
+                    here = [name for name in names
+                            if not (name in ("ours-sync", "raw-seq") and k != 1
+                                    or name == "ours-warm" and k != 4)]
+                    orders = balanced_orders(here)
                     for repeat in range(repeats):
-                        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-                            if name in ("ours-sync", "raw-seq") and k != 1 or \
-                                    name == "ours-warm" and k != 4:
-                                continue
+                        for name in orders[repeat % len(orders)]:
                             out = run_isolated(urls, name, kind, n, k)
                             rows.append(_row(kind, k, name, repeat, n, out))
                             print(f"{kind:8} K={k} {name:9} #{repeat}: "
                                   f"{rows[-1]['jobs_per_s']:6.2f} jobs/s", flush=True)
         if "latency" in sections:
             for kind in ("trivial", "boot"):
+                orders = balanced_orders(("raw-seq-paused", "ours-sync-paused",
+                                          "ours-sync-warm"))
                 for repeat in range(repeats):
-                    for name in ("raw-seq-paused", "ours-sync-paused", "ours-sync-warm"):
+                    for name in orders[repeat % len(orders)]:
                         out = run_isolated(urls, name, kind, n // 2, 1)
                         rows.append(_row(kind, 1, name, repeat, n // 2, out))
                         print(f"{kind:8} {name:16} #{repeat}: p50 "
@@ -416,7 +421,25 @@ def main(argv=None):
     finally:
         for engine in engines:
             engine.stop()
-    report(rows, scale)
+    report(rows, scale, Path(args.out))
+
+
+def balanced_orders(names):
+    """Orders of ``names``, one per repeat in turn, in which each name comes right after
+    each other name equally often over a full round (a Williams design: ``len(names)``
+    orders, twice as many for an odd count)."""
+    count, first = len(names), [0]
+    low, high = 1, len(names) - 1
+    while len(first) < count:
+        first.append(low)
+        low += 1
+        if len(first) < count:
+            first.append(high)
+            high -= 1
+    rows = [[(i + shift) % count for i in first] for shift in range(count)]
+    if count % 2:
+        rows += [row[::-1] for row in rows]
+    return [[names[i] for i in row] for row in rows]
 
 
 def _row(kind, k, name, repeat, n, out):
@@ -458,7 +481,7 @@ def _paired_ratios(rows):
     return ["\nthroughput against raw in the same repeat:"] + lines if lines else []
 
 
-def report(rows, scale=()):
+def report(rows, scale=(), out=HERE / "results"):
     """Prints the tables, writes results.json and, with matplotlib, plot.png."""
     best = {}
     for row in rows:
@@ -501,8 +524,7 @@ def report(rows, scale=()):
                          f"{scale[-1]['peak_rss_mib'] - scale[0]['peak_rss_mib']:.1f} MiB")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    out = HERE / "results"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"rows": rows, "scale": list(scale)},
                                                  indent=1))
     (out / "results.txt").write_text(text)
