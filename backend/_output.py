@@ -37,7 +37,7 @@ class OutputFollower:
 
     With the job's own attach (made before its start), every byte is seen: stdout and the
     head and tail of stderr are kept, and the engine's log is not read. Without, it attaches
-    late (:meth:`start` with ``attach``) and keeps the head of stderr only (the log, read at
+    late (:meth:`start_late`) and keeps the head of stderr only (the log, read at
     the end, keeps the tail); it only watches the output's size.
 
     Threads: an own attach is the main loop's alone (:meth:`pump`, :meth:`fileno`). A late

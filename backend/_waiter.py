@@ -37,7 +37,7 @@ An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its r
 listing thread) counts every manager's containers on the engine, for the dispatcher.
 Everything here but the event thread, the late followers' threads, the counter's, the input
 writers' and the kill threads runs on the main thread; those talk to it only through the
-mailbox.
+mailbox (an input writer does not talk to it at all: it is stopped).
 """
 from __future__ import annotations
 
