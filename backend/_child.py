@@ -12,12 +12,13 @@ from typing import List, Optional
 _START_LOCK = threading.Lock()
 
 
-def proc_stat(pid: int) -> Optional[List[str]]:
-    """The fields of ``/proc/<pid>/stat`` after the command name (``[0]`` the state, ``[1]``
-    the parent's pid, ``[11]`` and ``[12]`` user and system clock ticks), or ``None`` when
-    there is no such process."""
+def proc_stat(pid: int, tid: Optional[int] = None) -> Optional[List[str]]:
+    """The fields of ``/proc/<pid>/stat`` (of its thread ``tid``: ``task/<tid>/stat``) after
+    the command name (``[0]`` the state, ``[1]`` the parent's pid, ``[11]`` and ``[12]`` user
+    and system clock ticks), or ``None`` when there is no such process."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
+        with open(path, "rb") as stream:
             return stream.read().rsplit(b")", 1)[1].decode().split()
     except (OSError, IndexError):
         return None

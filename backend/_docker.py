@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import tarfile
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from backend import _features, _input
 from backend._config import InstanceConfig

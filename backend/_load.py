@@ -5,7 +5,7 @@ its ``max_concurrent_jobs`` bounds all their containers (SPEC §3). Each waiter
 (:mod:`backend._waiter`) owns one :class:`LoadCounter`, which counts the containers labelled
 ``backend.manager`` (by any manager, warm ones included) that are created or running, and
 puts an :class:`~backend._messages.EngineLoad` in the waiter's mailbox whenever the count
-changes (with this manager's containers by id, and how many other managers had a container
+changes (with this manager's containers by job, and how many other managers had a container
 there in the last :data:`RECENT` seconds: a manager whose jobs wait has none running, yet
 shares the engine); the waiter forwards it to the dispatcher, whose placement uses it.
 
@@ -94,7 +94,7 @@ class LoadCounter:
                 changed = _apply(self._active, note)
                 if self._during_listing is not None:
                     self._during_listing.append(note)
-            if changed:  # not a start after its create, nor a destroy after its die
+            if changed:  # not a destroy after its die
                 self._report()
         elif isinstance(note, EventsCovered):  # a new subscription: look at the engine now
             self._list_now.set()

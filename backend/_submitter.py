@@ -10,10 +10,10 @@ submitter takes its place. A submitter keeps one connection per engine for its w
 :class:`~backend._messages.Submit`
     creates the container under the name given (one per attempt, so that a container whose
     creation was not confirmed can still be removed by name), replies ``Started`` or
-    ``StartFailed``. With ``Started.has_stream``,
-    the job's open attach (its stdout and stderr from the very start) follows on the pipe as a
-    file descriptor (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand
-    to the waiter; ``Started.input_written`` says how much of the job's input was written
+    ``StartFailed``. With ``Started.has_stream``, the job's open attach (its stdout and
+    stderr from the very start) follows on the pipe as a file descriptor
+    (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand to the
+    waiter; ``Started.input_written`` says how much of the job's input was written
     without blocking (:mod:`backend._input`): the waiter writes the rest. Over TLS the whole
     input is written by a thread of the submitter, after the reply, bounded by the job's
     ``hard_time``: a job that does not read its input never holds a submitter.

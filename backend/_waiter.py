@@ -241,7 +241,7 @@ class _Waiter:
             # (bounded: the poll gives up after STREAM_GRACE and reads the log instead)
             if watched.pending_end is None:
                 watched.pending_end = PendingEnd(exit_code, ended_at,
-                                                  time.monotonic() + STREAM_GRACE)
+                                                 time.monotonic() + STREAM_GRACE)
             return
         stdout = stderr = b""
         if not gone:

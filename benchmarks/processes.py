@@ -48,21 +48,14 @@ def _role(pid: int, children: dict) -> str:
     return command[:40]
 
 
-def _cpu(pid: int) -> int:
-    fields = proc_stat(pid)
+def _cpu(pid: int, tid=None) -> int:
+    """Clock ticks of CPU of a process (or of its thread ``tid``); 0 once it is gone."""
+    fields = proc_stat(pid, tid)
     return int(fields[11]) + int(fields[12]) if fields else 0
 
 
 def _threads(pid: int) -> dict:
-    ticks = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as stream:
-                fields = stream.read().rsplit(")", 1)[1].split()
-            ticks[tid] = int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return ticks
+    return {tid: _cpu(pid, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
 def measure(urls, n, k, warm, pool=None):

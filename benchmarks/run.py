@@ -429,7 +429,7 @@ def balanced_orders(names):
     each other name equally often over a full round (a Williams design: ``len(names)``
     orders, twice as many for an odd count)."""
     count, first = len(names), [0]
-    low, high = 1, len(names) - 1
+    low, high = 1, count - 1
     while len(first) < count:
         first.append(low)
         low += 1

@@ -11,3 +11,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None
     while not predicate():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+
+
+def engine_event(action, container, manager="m1", **attributes):
+    """An engine's event of a container of ``manager`` (its label ``backend.manager``), of the
+    job named by the container's first three characters (its label ``backend.job``), with
+    ``attributes`` (``exitCode``...)."""
+    return {"Type": "container", "Action": action, "id": container, "time": 1000,
+            "Actor": {"ID": container, "Attributes": {"backend.manager": manager,
+                                                      "backend.job": container[:3],
+                                                      **attributes}}}

@@ -15,6 +15,7 @@ from backend._messages import ContainerSeen, EngineLoad, EventsCovered, JobSpec,
 from backend._placement import Placement
 from backend._stats import LATENCY_WINDOW, Stats, percentile
 from backend._task import LocalCheck, Task, snapshot_task
+from helpers import engine_event
 
 A, UNLIMITED = parse_instances([
     {"server_url": "unix:///a.sock", "name": "a", "max_concurrent_jobs": 2},
@@ -90,13 +91,6 @@ def test_engines_and_slots_come_from_placement():
 
 # -- the load counter, without its threads ------------------------------------------------
 
-def event(action, container, manager="m1"):
-    """An engine's event of a container of ``manager``, of the job named as the container."""
-    return {"Type": "container", "Action": action, "id": container,
-            "Actor": {"ID": container, "Attributes": {"backend.manager": manager,
-                                                      "backend.job": container[:3]}}}
-
-
 def routed(counter, *events):
     """The events through the waiter's one stream, as its follower routes them."""
     waiter_mailbox = Mailbox()
@@ -120,33 +114,33 @@ def counted():
 
 def test_events_of_every_manager_are_counted(counted):
     counter, mailbox = counted
-    unlabelled = event("create", "z" * 64)
+    unlabelled = engine_event("create", "z" * 64)
     del unlabelled["Actor"]["Attributes"]["backend.manager"]
-    routed(counter, event("create", "x" * 64), event("create", "y" * 64, "m2"),
-           event("start", "y" * 64, "m2"), {"Action": "exec_start"}, unlabelled)
+    routed(counter, engine_event("create", "x" * 64), engine_event("create", "y" * 64, "m2"),
+           engine_event("start", "y" * 64, "m2"), {"Action": "exec_start"}, unlabelled)
     loads = [m for m in mailbox.drain() if isinstance(m, EngineLoad)]
     assert loads[-1] == EngineLoad("a", 2, frozenset({"xxx"}), 1)  # z: no manager's
-    routed(counter, event("die", "x" * 64), event("destroy", "x" * 64))
+    routed(counter, engine_event("die", "x" * 64), engine_event("destroy", "x" * 64))
     assert not list(mailbox.drain())  # only ours ended: held back, see below
     counter._report(deferred=True)  # the listing thread's, every RECONCILE_EVERY
     assert list(mailbox.drain()) == [EngineLoad("a", 1, frozenset(), 1)]
-    routed(counter, event("remove", "y" * 64, "m2"))  # Podman's destroy
+    routed(counter, engine_event("remove", "y" * 64, "m2"))  # Podman's destroy
     assert list(mailbox.drain())[-1] == EngineLoad("a", 0, frozenset(), 1)
 
 
 def test_the_end_of_ours_goes_with_the_next_change_of_the_others(counted):
     counter, mailbox = counted
-    routed(counter, event("create", "x" * 64), event("create", "w" * 64),
-           event("create", "y" * 64, "m2"))
+    routed(counter, engine_event("create", "x" * 64), engine_event("create", "w" * 64),
+           engine_event("create", "y" * 64, "m2"))
     assert list(mailbox.drain())[-1] == EngineLoad(
         "a", 3, frozenset({"xxx", "www"}), 1)
-    routed(counter, event("start", "x" * 64), event("start", "y" * 64, "m2"))
+    routed(counter, engine_event("start", "x" * 64), engine_event("start", "y" * 64, "m2"))
     assert not list(mailbox.drain())  # counted since their create: no change, no count
-    routed(counter, event("die", "x" * 64))
+    routed(counter, engine_event("die", "x" * 64))
     assert not list(mailbox.drain())  # placement reads the same: 1 other, x was counted
-    routed(counter, event("create", "v" * 64))  # a new one of ours: sent, with x's end
+    routed(counter, engine_event("create", "v" * 64))  # a new one of ours: sent, with x's end
     assert list(mailbox.drain()) == [EngineLoad("a", 3, frozenset({"www", "vvv"}), 1)]
-    routed(counter, event("die", "w" * 64), event("die", "y" * 64, "m2"))
+    routed(counter, engine_event("die", "w" * 64), engine_event("die", "y" * 64, "m2"))
     assert list(mailbox.drain())[-1] == EngineLoad("a", 1, frozenset({"vvv"}), 1)
 
 

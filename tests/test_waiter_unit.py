@@ -9,10 +9,11 @@ import pytest
 
 from backend import _docker, _events, _messages, _output, _waiter, _watched
 from backend._config import parse_instances
-from backend._messages import (ContainerSeen, OutputOverflow, DockerEvent, EngineLoad, EngineState,
-                               EventsCovered, JobEnded, Mailbox, Probe, Watch)
+from backend._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
+                               EventsCovered, JobEnded, Mailbox, OutputOverflow, Probe, Watch)
 from backend._task import merge_limits
 from backend._waitset import readable
+from helpers import engine_event
 
 [INSTANCE] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake"}])
 
@@ -383,20 +384,14 @@ class Recorder:
         self.notes.append(note)
 
 
-def labelled(action, container, manager, **attributes):
-    return {"Type": "container", "Action": action, "id": container, "time": 1000,
-            "Actor": {"ID": container, "Attributes": {"backend.manager": manager,
-                                                      **attributes}}}
-
-
 def test_one_stream_is_routed_to_the_waiter_and_to_the_load_counter(monkeypatch):
     unlabelled = {"Action": "die", "id": "u1", "Actor": {"Attributes": {"exitCode": "0"}}}
     client = FakeClient([], events=[[
-        labelled("create", "c1", "m1"), labelled("start", "c1", "m1"),
-        labelled("create", "o1", "m2"), labelled("oom", "c1", "m1"),
-        labelled("kill", "c1", "m1"), labelled("die", "c1", "m1", exitCode="137"),
-        labelled("die", "o1", "m2", exitCode="0"), unlabelled,
-        labelled("destroy", "c1", "m1"), labelled("remove", "o1", "m2")]])
+        engine_event("create", "c1", "m1"), engine_event("start", "c1", "m1"),
+        engine_event("create", "o1", "m2"), engine_event("oom", "c1", "m1"),
+        engine_event("kill", "c1", "m1"), engine_event("die", "c1", "m1", exitCode="137"),
+        engine_event("die", "o1", "m2", exitCode="0"), unlabelled,
+        engine_event("destroy", "c1", "m1"), engine_event("remove", "o1", "m2")]])
     monkeypatch.setattr(_docker, "connect", lambda *a, **k: client)
     mailbox, counter = Mailbox(), Recorder()
     follower = _events.EventFollower(INSTANCE, "m1", mailbox, counter)
