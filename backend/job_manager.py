@@ -22,7 +22,7 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from backend._callback_manager import _CallbackManager
+from backend._callback_manager import CallbackThreads, _CallbackManager
 from backend._images import build_all
 from backend._config import load_config, parse_instances
 from backend._dispatcher import _Dispatcher
@@ -38,9 +38,25 @@ Callback = Callable[[str, Any, Result], Any]
 
 
 class _JobFuture(Future[Result]):
-    """The future of one job's result (:meth:`JobManager.submit`)."""
+    """The future of one job's result (:meth:`JobManager.submit`). Its ``result()`` and
+    ``exception()``, called from a callback of the same manager while no other callback
+    thread is free to deliver the result, raise ``RuntimeError`` instead of waiting."""
 
     job_id: str
+
+    def __init__(self, threads: CallbackThreads):
+        super().__init__()
+        self._threads = threads
+
+    def result(self, timeout: Optional[float] = None) -> Result:
+        if not self.done():
+            self._threads.check("Future.result()")
+        return super().result(timeout)
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if not self.done():
+            self._threads.check("Future.exception()")
+        return super().exception(timeout)
 
 
 class JobManager:
@@ -102,9 +118,11 @@ class JobManager:
         self._dispatcher = _Dispatcher(context, self._configs, self.manager_id, self._owner,
                                        process_pool_size, self._done_queue, max_queued_jobs,
                                        self._stats)
+        self._callback_threads = CallbackThreads(callback_manager_count)
         self._callback_managers = [
             _CallbackManager(i, self._done_queue, self._remove_container, self._delivered,
-                             self._stats.ended) for i in range(callback_manager_count)]
+                             self._stats.ended, self._callback_threads)
+            for i in range(callback_manager_count)]
         if any(i.build_containers_on_start for i in self._configs):
             self.build_images([i.name for i in self._configs if i.build_containers_on_start])
         self._dispatcher.start_children()
@@ -149,7 +167,7 @@ class JobManager:
                files: Optional[Mapping[str, Any]] = None) -> Future:
         """Like :meth:`new_job`, but returns a :class:`concurrent.futures.Future` of the
         result, with the attribute ``job_id``. Use :meth:`kill_job` to stop it."""
-        future: _JobFuture = _JobFuture()
+        future = _JobFuture(self._callback_threads)
         future.set_running_or_notify_cancel()
         future.job_id = self._new_job(
             task, inputdata, lambda job_id, task, result: future.set_result(result), files)
@@ -204,6 +222,12 @@ class JobManager:
             return False
         self._dispatcher.post(KillJob(job_id))
         return True
+
+    def _check_can_wait(self, call: str) -> None:
+        """Raises ``RuntimeError`` when ``call``, which waits for a result of this manager,
+        is made from a callback that leaves no callback thread free to deliver it (the
+        wrappers' blocking calls; see :class:`~backend._callback_manager.CallbackThreads`)."""
+        self._callback_threads.check(call)
 
     def get_waiting_jobs_count(self) -> int:
         """Jobs submitted whose callback has not run yet (queued and running)."""

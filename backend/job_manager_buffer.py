@@ -86,10 +86,16 @@ class JobManagerBuffer:
 
         Returns:
             ``True`` if they all ended, ``False`` on timeout.
+
+        Raises:
+            RuntimeError: it would wait, called from a callback of the same manager while
+                every callback thread is in a callback (``callback_manager_count``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             wanted = set(self._waiting) if ids is None else set(ids)
+            if wanted & self._waiting:
+                self.job_manager._check_can_wait("JobManagerBuffer.wait()")
             while wanted & self._waiting:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -107,6 +113,8 @@ class JobManagerBuffer:
 
         Raises:
             TimeoutError: some jobs had not ended when the timeout expired.
+            RuntimeError: it would wait, called from a callback of the same manager while
+                every callback thread is in a callback (``callback_manager_count``).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
@@ -118,6 +126,8 @@ class JobManagerBuffer:
         while remaining_ids:
             with self._condition:
                 ready = [i for i in remaining_ids if i in self._results]
+                if not ready:
+                    self.job_manager._check_can_wait("JobManagerBuffer.as_completed()")
                 while not ready:
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:

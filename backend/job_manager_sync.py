@@ -36,7 +36,11 @@ class JobManagerSync:
         Raises:
             TimeoutError: the job did not end in time; it is killed.
             KeyboardInterrupt: the job is killed, then the interrupt propagates.
+            RuntimeError: called from a callback of the same manager while every callback
+                thread is in a callback (``callback_manager_count``): nothing could deliver
+                the result. The job is not submitted.
         """
+        self.job_manager._check_can_wait("JobManagerSync.new_job()")
         done = threading.Event()
         box: Dict[str, Result] = {}
 
