@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import tarfile
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from backend import _features, _input
 from backend._config import InstanceConfig
@@ -195,9 +195,12 @@ class Engine:
         return EventStream(stream, f"the event stream of {self.config.name}")
 
 
-def connect(config: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
+def connect(config: InstanceConfig, timeout: float = API_TIMEOUT,
+            opened: Optional[Callable[[Engine], None]] = None) -> Engine:
     """Returns an :class:`Engine` for ``config``, after checking that it answers; TLS is
     verified with the given CA whatever the environment says (``REQUESTS_CA_BUNDLE``...).
+    ``opened`` is given the engine before its first call (so that another thread may end
+    its calls: :meth:`backend._http.Client.abort`).
 
     Negotiates the Engine API version (:func:`backend._features.negotiate`, from the
     unversioned ``/version``) and detects the engine's features (``/info``), kept as
@@ -211,6 +214,8 @@ def connect(config: InstanceConfig, timeout: float = API_TIMEOUT) -> Engine:
         engine = Engine(config, timeout)
     except (ValueError, OSError) as error:  # a URL or TLS files the client cannot use
         raise translate(error, config) from error
+    if opened is not None:
+        opened(engine)
     try:
         version = engine.version()
         engine.http.api_version = _features.negotiate(version, config.name)

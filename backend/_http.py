@@ -25,7 +25,7 @@ import json
 import select
 import socket
 import threading
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Set, Tuple, cast
 from urllib.parse import quote, urlencode, urlparse
 
 if TYPE_CHECKING:
@@ -164,6 +164,8 @@ class Client:
         else:
             raise ValueError(f"{url!r}: only unix://, tcp://, http:// and https:// are supported")
         self._idle: List[_Connection] = []
+        self._calls: Set[_Connection] = set()  # the connections of calls in progress
+        self._aborts = 0  # how many times abort() was called
         self._lock = threading.Lock()
         self._closed = False
 
@@ -230,6 +232,28 @@ class Client:
         for connection in idle:
             connection.close()
 
+    def abort(self) -> None:
+        """Ends the calls in progress, from any thread: their sockets are shut down, so each
+        fails at once with an ``OSError`` (the engine stopped answering; see
+        :mod:`backend._probe`). The idle connections are closed; the client stays usable."""
+        with self._lock:
+            calls, idle, self._idle = list(self._calls), self._idle, []
+            self._aborts += 1
+        for connection in calls:
+            try:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for connection in idle:
+            connection.close()
+
+    def _calling(self, connection: _Connection, calling: bool) -> None:
+        with self._lock:
+            if calling:
+                self._calls.add(connection)
+            else:
+                self._calls.discard(connection)
+
     def __enter__(self) -> "Client":
         return self
 
@@ -276,22 +300,28 @@ class Client:
             OSError: the engine could not be reached or did not answer in time.
         """
         headers = {"Content-Type": content_type} if content_type else None
+        aborts = self._aborts
         connection, reused = self._take(timeout or self.timeout)
+        self._calling(connection, True)
         try:
             try:
                 response = self._send(connection, method, path, params, body, headers, data)
             except (BrokenPipeError, ConnectionResetError):
-                if not reused or path.endswith("/containers/create"):
+                if not reused or path.endswith("/containers/create") or self._aborts != aborts:
                     raise  # (a create sent twice could leave a second container)
                 # the engine closed the idle connection as we took it, before reading the
                 # request: send it again on a new one
                 connection.close()
+                self._calling(connection, False)
                 connection = self._open(timeout or self.timeout)
+                self._calling(connection, True)
                 response = self._send(connection, method, path, params, body, headers, data)
             answer = response.read_all()
         except BaseException:
             connection.close()
             raise
+        finally:
+            self._calling(connection, False)
         if response.keep_alive:
             self._give_back(connection)
         else:

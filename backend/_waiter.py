@@ -11,6 +11,7 @@ thread: no thread per container) and the poll deadline::
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
     main loop --(JobEnded | EngineState | EngineLoad)--> dispatcher
     event thread --(DockerEvent | EventsCovered | EngineState)--> mailbox --> main loop
+    health probe --(EngineState)--> mailbox --> main loop
     event thread --(ContainerSeen | EventsCovered | EngineState)--> load counter
     load counter --(EngineLoad)--> mailbox --> main loop --> dispatcher
     jobs' own attaches --(stdout, stderr, end of file)--> main loop (OutputFollower.pump)
@@ -32,12 +33,16 @@ Every ``time_between_polls`` the main loop also polls: it lists our containers b
 (catching lost events and containers removed from outside), enforces ``hard_time``, measures
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
 process only). A follower ends a job as soon as it prints more than its ``output`` limit.
-An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
-(reason ``engine_lost``). A :class:`~backend._load.LoadCounter` (the waiter's, with its
-listing thread) counts every manager's containers on the engine, for the dispatcher.
-Everything here but the event thread, the late followers' threads, the counter's, the input
-writers' and the kill threads runs on the main thread; those talk to it only through the
-mailbox (an input writer does not talk to it at all: it is stopped).
+The waiter's :class:`~backend._probe.HealthProbe` pings the engine every second and tells,
+within a few seconds, when it stops answering (and when it answers again): the calls then
+waiting on it are ended, the next ones fail at once, and a ``False`` report of the event
+thread counts only when the probe agrees. An engine that stops answering for
+:data:`ENGINE_LOST_AFTER` seconds costs its running jobs (reason ``engine_lost``). A
+:class:`~backend._load.LoadCounter` (the waiter's, with its listing thread) counts every
+manager's containers on the engine, for the dispatcher.
+Everything here but the event thread, the probe's, the late followers' threads, the
+counter's, the input writers' and the kill threads runs on the main thread; those talk to it
+only through the mailbox (an input writer does not talk to it at all: it is stopped).
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ from backend._messages import (DockerEvent, EngineLoad, EngineState, EventsCover
                                JobEnded, KillRunning, Mailbox, OutputOverflow,
                                Probe, Result, Watch)
 from backend._output import OutputFollower, StreamState
+from backend._probe import PROBE_TIMEOUT, HealthProbe
 from backend._results import ended_result, lost_result
 from backend._waitset import Waitset, readable
 from backend._watched import PendingEnd, Watched
@@ -83,16 +89,35 @@ class _Waiter:
         self.events_since: Optional[float] = None  # since when our event stream covers it
         self.load = LoadCounter(config, manager_id, self.mailbox)  # every manager's containers
         self.events = EventFollower(config, manager_id, self.mailbox, self.load)
+        self.probe = HealthProbe(config, self.mailbox, self.engine_silent)
         self.docker: Optional[_docker.Engine] = None
+        self.connecting: Optional[_docker.Engine] = None  # self.docker, while it connects
         self.reachable: Optional[bool] = None
         self.unreachable_since: Optional[float] = None
         self.listing_failure = ""  # the last error answer to a listing, logged once
         self.stopping = False
 
     def connected(self) -> _docker.Engine:  # on first use, and again after a failure
+        if self.probe.silent:  # no call that would wait its whole timeout
+            raise _docker.DockerFailure(
+                "engine_unreachable", f"host {self.config.name} ({self.config.server_url}) "
+                f"did not answer a health probe within {PROBE_TIMEOUT} s", retryable=True)
         if self.docker is None:
-            self.docker = _docker.connect(self.config)
+            try:
+                self.docker = _docker.connect(self.config, opened=self._opened)
+            finally:
+                self.connecting = None
         return self.docker
+
+    def _opened(self, engine: _docker.Engine) -> None:
+        self.connecting = engine
+
+    def engine_silent(self) -> None:
+        """The probe found the engine silent (its thread): the calls waiting on it fail now
+        rather than at their timeout, and the next ones at once (:meth:`connected`)."""
+        for engine in (self.docker, self.connecting):
+            if engine is not None:
+                engine.http.abort()
 
     def set_reachable(self, reachable: bool) -> None:
         if reachable:
@@ -111,6 +136,7 @@ class _Waiter:
     def run(self) -> None:
         self.load.start()
         self.events.start()
+        self.probe.start()
         notes, pipe, waitset = self.mailbox.fileno(), self.connection.fileno(), Waitset()
         next_poll = time.monotonic() + self.config.time_between_polls
         try:
@@ -135,6 +161,7 @@ class _Waiter:
             # the mailbox stays open: a kill thread may still put into it until we exit
             self.events.stop()
             self.load.stop()
+            self.probe.stop()
             for watched in self.watched.values():
                 watched.follower.stop()
 
@@ -192,8 +219,10 @@ class _Waiter:
             self.connection.send(load)
 
     def handle_note(self, note: Any) -> None:
-        if isinstance(note, EngineState):
-            return self.set_reachable(note.reachable)
+        if isinstance(note, EngineState):  # the probe's, or the event thread's when it
+            if note.reachable != self.probe.silent:  # agrees with the probe's last look
+                self.set_reachable(note.reachable)
+            return
         if isinstance(note, EventsCovered):  # the first stream's start counts
             self.events_since = self.events_since or note.since
             return

@@ -330,7 +330,7 @@ class DownClient(FakeClient):
 def test_a_probe_reports_the_engine_even_when_nothing_changed(monkeypatch):
     old, new = FakeClient([]), FakeClient([])
     waiter, connection = make_waiter(old, monkeypatch)
-    monkeypatch.setattr(_docker, "connect", lambda instance: new)
+    monkeypatch.setattr(_docker, "connect", lambda instance, **options: new)
     waiter.set_reachable(True)
     connection.sent.clear()
     waiter.poll()  # nothing watched, the engine answers: no listing, nothing to say
@@ -345,7 +345,7 @@ def test_a_probe_reports_the_engine_even_when_nothing_changed(monkeypatch):
 def test_an_idle_waiter_reports_an_engine_back(monkeypatch):
     client = DownClient([])
     waiter, connection = make_waiter(client, monkeypatch)
-    monkeypatch.setattr(_docker, "connect", lambda instance: client)
+    monkeypatch.setattr(_docker, "connect", lambda instance, **options: client)
     waiter.handle_message(Probe())
     assert connection.sent == [EngineState("fake", False)]
     waiter.poll()  # still down: nothing new
@@ -364,7 +364,7 @@ def test_an_error_answer_to_a_listing_does_not_mark_the_engine_unreachable(monke
 
     client = Refusing([])
     waiter, connection = make_waiter(client, monkeypatch)
-    monkeypatch.setattr(_docker, "connect", lambda instance: client)
+    monkeypatch.setattr(_docker, "connect", lambda instance, **options: client)
     waiter.handle_message(Probe())
     waiter.handle_message(Probe())
     assert connection.sent == [] and client.listings == 2 and waiter.docker is client
