@@ -53,6 +53,7 @@ from backend._messages import (Close, EngineLoad, EngineState, JobEnded, KillAll
                                Removed, RemoveLeftovers, Result, Started, StartFailed, Submit,
                                Sweep)
 from backend._placement import Placement
+from backend._probe import PROBE_TIMEOUT
 from backend._removals import Removals
 from backend._results import failure_result
 from backend._stats import Stats
@@ -73,6 +74,7 @@ class _Dispatcher(threading.Thread):
         super().__init__(name="backend-dispatcher", daemon=True)
         self.stats = stats or Stats(configs)
         self.placement = Placement(configs, max_queued_jobs)
+        self.urls = {config.name: config.server_url for config in configs}
         self.removals = Removals(self.placement.engines, self.placement.is_reachable)
         self.supervisor = Supervisor(context, configs, manager_id, owner,
                                      logging.getLogger("backend").getEffectiveLevel())
@@ -240,12 +242,19 @@ class _Dispatcher(threading.Thread):
                                      message.maybe_created, time.monotonic())
         if message.retryable:
             self._mark_reachable(job.engine, False)
-        if self.placement.failed(job, job.engine, message.retryable):
-            logger.info("job %s: %s; placing it again", job.job_id, message.text)
+        self._start_failed_elsewhere(job, job.engine, message.text, message.retryable,
+                                     message.reason, message.container_id)
+
+    def _start_failed_elsewhere(self, job: _Job, engine: str, text: str,
+                                retryable: bool = True, reason: str = "engine_unreachable",
+                                container_id: Optional[str] = None) -> None:
+        """``engine`` could not start ``job``: it is placed again if placement allows (see
+        :meth:`~backend._placement.Placement.failed`), else it ends with ``reason``."""
+        if self.placement.failed(job, engine, retryable):
+            logger.info("job %s: %s; placing it again", job.job_id, text)
             job.state, job.container_id = JobState.QUEUED, None
         else:
-            self._end(job, failure_result(message.reason, message.text, job.engine,
-                                          message.container_id))
+            self._end(job, failure_result(reason, text, engine, container_id))
 
     def _on_removed(self, submitter: _Child, message: Removed) -> None:
         request, submitter.holding = submitter.holding, None
@@ -260,6 +269,38 @@ class _Dispatcher(threading.Thread):
         job = self.jobs.get(message.job_id)
         if job is not None:
             self._end(job, message.result)
+
+    def _on_engine_state(self, waiter: _Child, message: EngineState) -> None:
+        """A waiter's report (its health probe, or a call that got no answer): an engine that
+        does not answer also costs the submitters waiting on it their request."""
+        self._mark_reachable(message.engine, message.reachable, probe=False)
+        if not message.reachable:
+            self._abandon(message.engine)
+
+    def _abandon(self, engine: str) -> None:
+        """Gives up on the submitters whose request waits on ``engine``, which does not
+        answer (see :meth:`~backend._supervisor.Supervisor.abandon`), and settles what they
+        held: a job is placed again (or ends ``engine_unreachable``), and its container, which
+        the engine may have created, is removed by name once the engine answers; a removal is
+        pending again; a warm container's start failed."""
+        for submitter in self.supervisor.submitters:
+            held = submitter.holding
+            if held is None or held.engine != engine or (
+                    isinstance(held, _Job) and held.state is not JobState.SUBMITTING):
+                continue
+            logger.info("engine %s does not answer: giving up on submitter process %s",
+                        engine, submitter.process.pid)
+            self.supervisor.abandon(submitter)
+            if isinstance(held, _Job):
+                self.removals.attempt_failed(engine, None, held.container_name, True,
+                                             time.monotonic())
+                self._start_failed_elsewhere(held, engine, f"host {engine} "
+                                             f"({self.urls[engine]}) did not answer a health "
+                                             f"probe within {PROBE_TIMEOUT} s")
+            elif isinstance(held, Submit):
+                self.warm.start_failed(held, None)
+            else:
+                self.removals.returned(held)
 
     def _mark_reachable(self, engine: str, reachable: bool, probe: bool = True) -> None:
         """Records what a child saw of ``engine``. Jobs and removals are sent only to a
@@ -322,8 +363,7 @@ def _handlers(d: _Dispatcher) -> Tuple[Dict[type, Callable[[Any], None]],
         Started: d._on_started,
         StartFailed: d._on_start_failed, Removed: d._on_removed,
         JobEnded: d._on_job_ended,
-        EngineState: lambda waiter, message: d._mark_reachable(
-            message.engine, message.reachable, probe=False),
+        EngineState: d._on_engine_state,
         EngineLoad: lambda waiter, message: d.placement.set_load(message)}
     return commands, replies
 

@@ -170,7 +170,7 @@ class Removals:
 
     def give_up(self) -> None:
         """The close deadline passed: what is :meth:`left` is left, with a warning each."""
-        for engine, container in self.left():
+        for engine, container in dict.fromkeys(self.left()):  # each once
             logger.warning("could not remove container %s on %s before the close deadline; "
                            "the next JobManager start removes it", container, engine)
 

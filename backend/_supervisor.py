@@ -53,6 +53,8 @@ class _Child:
             end of file on its pipe is what tells its death.
         pipe_closed: its pipe reached end of file.
         broken: a send to it failed: it died and its death is not seen yet; no more work.
+        abandoned: a submitter given up on (:meth:`Supervisor.abandon`): what it says no
+            longer counts, its pipe is closed.
     """
 
     def __init__(self, kind: ChildKind, process: Any, connection: Connection,
@@ -68,6 +70,7 @@ class _Child:
         self.orphaned = False
         self.pipe_closed = False
         self.broken = False
+        self.abandoned = False
 
     def send(self, message: object) -> bool:
         """Sends ``message``; False (and ``broken``) if the child is gone. Its death is
@@ -138,7 +141,8 @@ class Supervisor:
         """The pipes and sentinels of ``children`` to wait on (file descriptors)."""
         waitables: List[int] = []
         for child in children:
-            waitables.append(child.fd)
+            if not child.abandoned:
+                waitables.append(child.fd)
             if not child.orphaned and child.sentinel is not None:
                 waitables.append(child.sentinel)
         return waitables
@@ -156,13 +160,16 @@ class Supervisor:
                     child.orphaned = True
                     continue
                 dead.append(child)
-            elif child.orphaned and child.pipe_closed:
+            elif child.orphaned and (child.pipe_closed
+                                     or child.abandoned and not child.is_running()):
                 dead.append(child)
         return dead
 
     @staticmethod
     def read(child: _Child, handle: Callable[[_Child, object], None]) -> None:
         """Hands each message ``child`` sent to ``handle``; notes the end of its pipe."""
+        if child.abandoned:
+            return
         try:
             while readable(child.fd):
                 handle(child, child.connection.recv())
@@ -219,14 +226,31 @@ class Supervisor:
             waiter.send(Probe())
 
     # -- replacing -----------------------------------------------------------------------
+    @staticmethod
+    def abandon(child: _Child) -> None:
+        """Gives up on a submitter whose request waits on an engine that does not answer:
+        its pipe is closed (nothing it says counts any more) and it is killed, rather than
+        left holding a process of the pool for the call's whole timeout; it is replaced once
+        its death is seen. What it held is the caller's to settle (``holding`` is cleared)."""
+        child.abandoned = child.broken = True
+        child.holding = None
+        child.connection.close()
+        try:
+            os.kill(child.process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
     def replace(self, child: _Child) -> _Child:
         """Puts a new child in the place of ``child``, which died, and returns it. A waiter's
         running jobs go to its replacement; what a submitter held is left on it, for the
         caller to settle."""
         child.connection.close()
-        logger.warning("%s process %s died (exit code %s); replacing it", child.kind.value,
-                       child.process.pid,
-                       "unknown" if child.orphaned else child.process.exitcode)
+        if child.abandoned:
+            logger.info("submitter process %s, given up on, is replaced", child.process.pid)
+        else:
+            logger.warning("%s process %s died (exit code %s); replacing it",
+                           child.kind.value, child.process.pid,
+                           "unknown" if child.orphaned else child.process.exitcode)
         if child.kind is ChildKind.SUBMITTER:
             replacement = _restart(self._start_submitter)
             self.submitters[self.submitters.index(child)] = replacement

@@ -5,6 +5,8 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
+import subprocess
 import time
 
 from backend import _docker
@@ -295,3 +297,81 @@ def test_warm_containers_start_once_no_job_waited_for_a_second():
     finally:
         idle.peer.close()
         close(dispatcher)
+
+
+class Sleeper:
+    """A real process to give up on (``Supervisor.abandon`` SIGKILLs it)."""
+
+    def __init__(self):
+        self.popen = subprocess.Popen(["sleep", "60"])
+        self.pid = self.popen.pid
+        self.exitcode = None
+
+    def reap(self):
+        return self.popen.wait(10)
+
+
+def submitter_of(dispatcher, held, engine):
+    """A submitter (a real process) that holds ``held``, sent to ``engine``."""
+    child = submitter(True)
+    child.process = Sleeper()
+    if isinstance(held, _Job):
+        dispatcher.jobs[held.job_id] = held
+        dispatcher.placement.add(held)
+        dispatcher.placement.placed(held, engine)
+        held.state, held.engine = JobState.SUBMITTING, engine
+        held.container_name = f"backend-{held.job_id}-1"
+    child.holding = held
+    return child
+
+
+def test_a_silent_engine_costs_its_submitters_their_requests_at_once():
+    dispatcher = make_dispatcher(CONFIG, OTHER)
+    creating = job("creating")
+    on_silent = [submitter_of(dispatcher, creating, "fake"),
+                 submitter_of(dispatcher, Remove("fake", ("c1",)), "fake")]
+    elsewhere = submitter_of(dispatcher, Remove("other", ("c2",)), "other")
+    idle = submitter(True)
+    dispatcher.supervisor.submitters = on_silent + [elsewhere, idle]
+    waiter = waiter_of(dispatcher)
+    dispatcher._read_message(waiter, EngineState("fake", False))  # its probe got no answer
+    assert not dispatcher.placement.is_reachable("fake")
+    for child in on_silent:  # killed, their pipes closed, nothing they say counts
+        assert child.abandoned and child.holding is None and child.connection.closed
+        assert child.process.reap() == -signal.SIGKILL
+    assert not elsewhere.abandoned and elsewhere.holding == Remove("other", ("c2",))
+    # the job is placed again, first; the engine may have created its container: by name
+    assert list(dispatcher.placement.queue) == [creating]
+    assert creating.state is JobState.QUEUED and dispatcher.placement.running["fake"] == 0
+    assert set(dispatcher.removals.pending("fake")) == {"c1", "backend-creating-1"}
+    dispatcher._schedule()
+    sent = idle.peer.recv()
+    assert sent.engine == "other" and sent.container_name == "backend-creating-2"
+    assert dispatcher.supervisor.waitables(on_silent) == [c.sentinel for c in on_silent
+                                                          if c.sentinel is not None]
+    dispatcher._end(creating, failure_result("killed", "test"))
+    elsewhere.process.popen.kill()
+    elsewhere.process.reap()
+    close(dispatcher)
+
+
+def test_a_job_on_a_silent_engine_alone_ends_engine_unreachable():
+    dispatcher = make_dispatcher()
+    creating, queued = job("creating"), job("queued")
+    child = submitter_of(dispatcher, creating, "fake")
+    dispatcher.supervisor.submitters = [child]
+    dispatcher.jobs[queued.job_id] = queued
+    dispatcher.placement.add(queued)
+    dispatcher._read_message(waiter_of(dispatcher), EngineState("fake", False))
+    dispatcher._schedule()
+    assert child.process.reap() == -signal.SIGKILL
+    ended = [dispatcher.done_queue.get_nowait() for _ in range(2)]
+    assert {j.job_id for j in ended} == {"creating", "queued"}
+    for one in ended:
+        assert one.result["result"] == "crash"
+        assert one.result["run"]["reason"] == "engine_unreachable"
+        assert "fake" in one.result["text"]
+    assert "unix:///fake.sock" in creating.result["text"]
+    assert "health probe" in creating.result["text"]
+    assert dispatcher.removals.pending("fake") == ["backend-creating-1"]
+    close(dispatcher)
