@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlparse
 
+from backend import _ssh
+
 logger = logging.getLogger("backend")
 
 _INSTANCE_KEYS: Dict[str, Tuple[type, ...]] = {
@@ -78,11 +80,18 @@ class InstanceConfig:
             raise ValueError(f"{where}: missing key 'server_url'")
         url = raw["server_url"]
         scheme = urlparse(url).scheme
-        if scheme not in ("unix", "tcp", "http", "https"):
-            raise ValueError(f"{where}: key 'server_url' must be like unix:///var/run/docker.sock "
-                             f"or tcp://host:2376, not {url!r} (for ssh://, forward the engine's "
-                             f"socket with ssh -L and give tcp://127.0.0.1:PORT with TLS)")
-        if scheme != "unix" and not (urlparse(url).hostname and _port(url)):
+        if scheme not in ("unix", "tcp", "http", "https", "ssh"):
+            raise ValueError(f"{where}: key 'server_url' must be like unix:///var/run/docker.sock, "
+                             f"tcp://host:2376 or ssh://user@host, not {url!r}")
+        if scheme == "ssh":
+            try:
+                _ssh.parse(url)
+            except ValueError as error:
+                raise ValueError(f"{where}: key 'server_url': {error}") from None
+            if raw.get("tls") is not None:
+                raise ValueError(f"{where}: key 'tls' does not go with an ssh:// server_url "
+                                 f"(ssh encrypts and authenticates)")
+        elif scheme != "unix" and not (urlparse(url).hostname and _port(url)):
             raise ValueError(f"{where}: key 'server_url' {url!r} needs a host and a port")
         if raw.get("waiters", 1) < 1:
             raise ValueError(f"{where}: key 'waiters' must be at least 1")
