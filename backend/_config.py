@@ -196,10 +196,11 @@ def load_config(path_or_dict: Any) -> Dict[str, Any]:
     return {CONFIG_KEYS[key]: value for key, value in raw.items()}
 
 
-def settings_from(config_file: Optional[str], urls: List[str], prefix: Optional[str] = None,
+def settings_from(config_file: Optional[str], urls: List[Any], prefix: Optional[str] = None,
                   max_jobs: Optional[int] = None, containers_directory: Optional[str] = None
                   ) -> Dict[str, Any]:
-    """JobManager keyword arguments from a ``from_config`` file, else from engine URLs, with
+    """JobManager keyword arguments from a ``from_config`` file, else from engines (each a
+    URL, or a ``docker_instances`` dict: an engine taken from the environment), with
     every engine's ``container_prefix`` and ``max_concurrent_jobs`` overridden when given;
     validated. For the command line's ``--config``/``--engine``/``--prefix``/``--max-jobs``.
 
@@ -225,7 +226,8 @@ def settings_from(config_file: Optional[str], urls: List[str], prefix: Optional[
             raise ValueError(f"{config_file}: docker_instances must be a list of dicts")
         instances = [dict(i) for i in listed]
     else:
-        instances = [{"server_url": url} for url in urls]
+        instances = [dict(url) if isinstance(url, Mapping) else {"server_url": url}
+                     for url in urls]
     for instance in instances:
         if prefix is not None:
             instance["container_prefix"] = prefix

@@ -22,6 +22,7 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from backend import _environment
 from backend._callback_manager import _CallbackManager
 from backend._images import build_all
 from backend._config import load_config, parse_instances
@@ -114,6 +115,25 @@ class JobManager:
         atexit.register(_close_at_exit, weakref.ref(self))
         logger.info("JobManager %s started on %s", self.manager_id,
                     ", ".join(i.name for i in self._configs))
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> "JobManager":
+        """Builds a JobManager on the engine the docker CLI would use: ``DOCKER_HOST`` (with
+        ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``), else the current docker context,
+        else the local socket (see :doc:`/engines`). ``kwargs`` are the constructor's other
+        arguments; ``instance`` (a dict of ``docker_instances`` keys, such as
+        ``container_prefix``) is added to the engine's entry.
+
+        Raises:
+            ValueError: the current context does not exist or cannot be read, or a value is
+                wrong.
+        """
+        if "docker_instances" in kwargs:
+            raise TypeError("from_env() takes the engine from the environment: give "
+                            "docker_instances to JobManager() instead")
+        extra = kwargs.pop("instance", None) or {}
+        engine = _environment.resolve()
+        return cls([dict(engine.instance, **extra)], **kwargs)
 
     @classmethod
     def from_config(cls, path_or_dict: Any) -> "JobManager":

@@ -155,3 +155,18 @@ def test_ssh_errors_are_one_clear_line(over_ssh, alias, expected):
     assert time.monotonic() - started < 15
     assert failure.value.reason == "engine_unreachable"
     assert expected in failure.value.text and "\n" not in failure.value.text, failure.value.text
+
+
+@pytest.mark.timeout(120)
+def test_from_env_and_the_command_line_with_docker_host_over_ssh(over_ssh, monkeypatch,
+                                                                   capsys):
+    from backend import cli
+
+    monkeypatch.setenv("DOCKER_HOST", over_ssh.url("e1"))
+    with JobManager.from_env(instance={"container_prefix": PREFIX},
+                             start_method="spawn") as manager:
+        result = JobManagerSync(manager).new_job(shell(ok_script()), 1, timeout=60)
+        assert result["result"] == "success" and result["run"]["host"] == over_ssh.url("e1")
+    assert cli.main(["hosts"]) == 0
+    out = capsys.readouterr().out
+    assert over_ssh.url("e1") in out and "DOCKER_HOST" in out and "yes" in out, out
