@@ -204,7 +204,7 @@ class Dialer:
                 process = subprocess.Popen(
                     ["ssh", *master.options(slot, timeout), *self.destination,
                      "docker", "system", "dial-stdio"],
-                    stdin=theirs, stdout=theirs, stderr=subprocess.PIPE, close_fds=True,
+                    stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.PIPE, close_fds=True,
                     start_new_session=True)  # a Ctrl-C in the terminal is not for it
                 master.slots[slot].append(process)
         except BaseException:
