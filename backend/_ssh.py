@@ -204,8 +204,8 @@ class Dialer:
                 process = subprocess.Popen(
                     ["ssh", *master.options(slot, timeout), *self.destination,
                      "docker", "system", "dial-stdio"],
-                    stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.PIPE, close_fds=True,
-                    start_new_session=True)  # a Ctrl-C in the terminal is not for it
+                    stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.PIPE,
+                    close_fds=True, start_new_session=True)  # a Ctrl-C in the terminal is not for it
                 master.slots[slot].append(process)
         except BaseException:
             ours.close()
