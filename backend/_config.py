@@ -81,8 +81,9 @@ class InstanceConfig:
         url = raw["server_url"]
         scheme = urlparse(url).scheme
         if scheme not in ("unix", "tcp", "http", "https", "ssh"):
-            raise ValueError(f"{where}: key 'server_url' must be like unix:///var/run/docker.sock, "
-                             f"tcp://host:2376 or ssh://user@host, not {url!r}")
+            raise ValueError(f"{where}: key 'server_url' must be like "
+                             f"unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host, "
+                             f"not {url!r}")
         if scheme == "ssh":
             try:
                 _ssh.parse(url)

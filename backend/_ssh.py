@@ -8,7 +8,9 @@ half-closed, read with ``MSG_DONTWAIT`` and passed to another process like a uni
 Cost: every process shares one ssh connection per engine (``ControlMaster=auto`` with a
 control socket in a private folder of that process), so that a new connection is a new channel
 of it, with no handshake; a process with more than :data:`CHANNELS_PER_CONNECTION` connections
-open at once opens one more shared connection for the next ones (sshd's ``MaxSessions``). Host keys, keys, the agent and ``~/.ssh/config`` are those of
+open at once opens one more shared connection for the next ones (sshd's ``MaxSessions``).
+
+Host keys, keys, the agent and ``~/.ssh/config`` are those of
 ``ssh``; ``BatchMode=yes`` makes a missing key or an unknown host an error, never a prompt.
 
 Lifetimes: an ssh process ends when its socket is closed (end of file on its stdin); those that
@@ -205,7 +207,8 @@ class Dialer:
                     ["ssh", *master.options(slot, timeout), *self.destination,
                      "docker", "system", "dial-stdio"],
                     stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=subprocess.PIPE,
-                    close_fds=True, start_new_session=True)  # a Ctrl-C in the terminal is not for it
+                    close_fds=True,
+                    start_new_session=True)  # a Ctrl-C in the terminal is not for it
                 master.slots[slot].append(process)
         except BaseException:
             ours.close()
