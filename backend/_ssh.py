@@ -10,15 +10,17 @@ control socket in a private folder of that process), so that a new connection is
 of it, with no handshake; a process with more than :data:`CHANNELS_PER_CONNECTION` connections
 open at once opens one more shared connection for the next ones (sshd's ``MaxSessions``).
 
-Host keys, keys, the agent and ``~/.ssh/config`` are those of ``ssh``; ``BatchMode=yes`` makes a missing key or an unknown host an error, never a prompt.
+Host keys, keys, the agent and ``~/.ssh/config`` are those of ``ssh``; ``BatchMode=yes`` makes
+a missing key or an unknown host an error, never a prompt.
 
 Lifetimes: an ssh process ends when its socket is closed (end of file on its stdin); those that
 ended are reaped at the next connection and when the last client of an engine in the process
 closes. That last close also tells the shared master to stop (``ssh -O stop``: it takes no new
-channel and exits :data:`CONTROL_PERSIST` seconds after its last one ended), so a passed attach still being read elsewhere is not
-cut; when no channel of the process is left, it ends at once (``ssh -O exit``), as it does when
-the process exits (an exit handler, which multiprocessing's children run too). A process that is
-killed leaves the master for :data:`CONTROL_PERSIST` seconds after its last channel ended.
+channel and exits :data:`CONTROL_PERSIST` seconds after its last one ended), so a passed attach
+still being read elsewhere is not cut; when no channel of the process is left, it ends at once
+(``ssh -O exit``), as it does when the process exits (an exit handler, which multiprocessing's
+children run too). A process that is killed leaves the master for :data:`CONTROL_PERSIST`
+seconds after its last channel ended.
 
 Errors: when a connection fails, ssh's own last line (a host key mismatch, a refused key,
 "docker: command not found") is the error's text. Called from any thread of

@@ -132,6 +132,7 @@ def test_run_with_no_engine_is_one_line(tmp_path):
     ("callback.py", "hello, three"),
     ("batch.py", "10 jobs: "),
     ("futures_asyncio.py", "5^2 = 25 (success"),
+    ("metrics.py", 'jobmanager_jobs_ended_total{manager='),
 ])
 def test_example_runs(engines, example, expected):
     completed = run([str(EXAMPLES / example)], engines[0])
