@@ -236,8 +236,11 @@ class JobManager:
         ``by_status``, ``by_reason`` per status), ``engines`` (per engine: ``reachable``,
         ``running`` (this manager's), ``engine_running`` (every manager's, counted from the
         engine), ``managers``, ``capacity`` (None: no limit), ``warm_containers`` (started
-        or starting, SPEC §10), ``warm_hits`` (jobs served warm)), ``queue_wait`` and ``run_time`` (``p50``, ``p95`` in seconds over the
-        last 1000 jobs, ``count``). See :doc:`/engines`."""
+        or starting, SPEC §10), ``warm_hits`` (jobs served warm)), ``queue_wait`` and
+        ``run_time`` (``p50``, ``p95`` in seconds over the last 1000 jobs, ``count``; and
+        since the start, for histograms: ``buckets``, a list of ``[upper bound, jobs at or
+        below it]``, ``sum`` and ``total``). See :doc:`/engines` and :doc:`/operations`
+        (:mod:`backend.metrics` exposes them to Prometheus)."""
         return self._stats.snapshot()
 
     def _remove_container(self, engine: str, container_id: str) -> None:

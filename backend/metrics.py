@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client.core import (REGISTRY, CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, Metric)
 from prometheus_client.registry import Collector, CollectorRegistry
 
-if TYPE_CHECKING:
-    from backend.job_manager import JobManager
+from backend.job_manager import JobManager
 
 #: The prefix of every metric's name.
 PREFIX = "jobmanager"
@@ -35,7 +34,7 @@ class JobManagerCollector(Collector):
     """The metrics of one manager (it holds the manager weakly: a manager that is gone
     gives none)."""
 
-    def __init__(self, manager: "JobManager"):
+    def __init__(self, manager: JobManager):
         self._manager = weakref.ref(manager)
         self.manager_id = manager.manager_id
 
@@ -46,7 +45,7 @@ class JobManagerCollector(Collector):
         yield from metrics_of(manager.stats(), self.manager_id)
 
 
-def register(manager: "JobManager", registry: Optional[CollectorRegistry] = None
+def register(manager: JobManager, registry: Optional[CollectorRegistry] = None
              ) -> JobManagerCollector:
     """Exposes ``manager``'s ``stats()`` as Prometheus metrics in ``registry`` (default:
     prometheus_client's global one). Returns the collector: ``registry.unregister(it)``
