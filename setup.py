@@ -14,7 +14,9 @@ setup(
     # docker-py is what the tests and benchmarks compare with and check through
     install_requires=[],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1"],
+        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1", "hypothesis",
+                 "prometheus_client>=0.20"],
+        "metrics": ["prometheus_client>=0.20"],
         "docs": ["sphinx>=7"],
         "bench": ["matplotlib", "docker>=6.1"],
     },

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlparse
 
+from backend import _ssh
+
 logger = logging.getLogger("backend")
 
 _INSTANCE_KEYS: Dict[str, Tuple[type, ...]] = {
@@ -78,11 +80,19 @@ class InstanceConfig:
             raise ValueError(f"{where}: missing key 'server_url'")
         url = raw["server_url"]
         scheme = urlparse(url).scheme
-        if scheme not in ("unix", "tcp", "http", "https"):
-            raise ValueError(f"{where}: key 'server_url' must be like unix:///var/run/docker.sock "
-                             f"or tcp://host:2376, not {url!r} (for ssh://, forward the engine's "
-                             f"socket with ssh -L and give tcp://127.0.0.1:PORT with TLS)")
-        if scheme != "unix" and not (urlparse(url).hostname and _port(url)):
+        if scheme not in ("unix", "tcp", "http", "https", "ssh"):
+            raise ValueError(f"{where}: key 'server_url' must be like "
+                             f"unix:///var/run/docker.sock, tcp://host:2376 or ssh://user@host, "
+                             f"not {url!r}")
+        if scheme == "ssh":
+            try:
+                _ssh.parse(url)
+            except ValueError as error:
+                raise ValueError(f"{where}: key 'server_url': {error}") from None
+            if raw.get("tls") is not None:
+                raise ValueError(f"{where}: key 'tls' does not go with an ssh:// server_url "
+                                 f"(ssh encrypts and authenticates)")
+        elif scheme != "unix" and not (urlparse(url).hostname and _port(url)):
             raise ValueError(f"{where}: key 'server_url' {url!r} needs a host and a port")
         if raw.get("waiters", 1) < 1:
             raise ValueError(f"{where}: key 'waiters' must be at least 1")
@@ -187,10 +197,11 @@ def load_config(path_or_dict: Any) -> Dict[str, Any]:
     return {CONFIG_KEYS[key]: value for key, value in raw.items()}
 
 
-def settings_from(config_file: Optional[str], urls: List[str], prefix: Optional[str] = None,
+def settings_from(config_file: Optional[str], urls: List[Any], prefix: Optional[str] = None,
                   max_jobs: Optional[int] = None, containers_directory: Optional[str] = None
                   ) -> Dict[str, Any]:
-    """JobManager keyword arguments from a ``from_config`` file, else from engine URLs, with
+    """JobManager keyword arguments from a ``from_config`` file, else from engines (each a
+    URL, or a ``docker_instances`` dict: an engine taken from the environment), with
     every engine's ``container_prefix`` and ``max_concurrent_jobs`` overridden when given;
     validated. For the command line's ``--config``/``--engine``/``--prefix``/``--max-jobs``.
 
@@ -216,7 +227,8 @@ def settings_from(config_file: Optional[str], urls: List[str], prefix: Optional[
             raise ValueError(f"{config_file}: docker_instances must be a list of dicts")
         instances = [dict(i) for i in listed]
     else:
-        instances = [{"server_url": url} for url in urls]
+        instances = [dict(url) if isinstance(url, Mapping) else {"server_url": url}
+                     for url in urls]
     for instance in instances:
         if prefix is not None:
             instance["container_prefix"] = prefix

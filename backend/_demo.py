@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Type
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
 from backend import _docker
 from backend._config import InstanceConfig
@@ -128,11 +128,13 @@ def build_base_image(config: InstanceConfig, context: Path) -> None:
 
 
 class Demo:
-    """One run of the demo over the engines at ``urls``: a context manager that holds the
-    demo's files (a temporary folder) and a :class:`JobManager`, closed on exit."""
+    """One run of the demo over the engines ``urls`` (each a URL, or a ``docker_instances``
+    dict): a context manager that holds the demo's files (a temporary folder) and a
+    :class:`JobManager`, closed on exit."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
-        self.urls = list(urls)
+    def __init__(self, urls: Sequence[Any]) -> None:
+        self.engines = [dict(url) if isinstance(url, dict) else {"server_url": url}
+                        for url in urls]
         self.root = Path()  # the demo's files, once entered
         self._folder: Optional[tempfile.TemporaryDirectory[str]] = None
         self._manager: Optional[JobManager] = None
@@ -147,8 +149,8 @@ class Demo:
         self._folder = tempfile.TemporaryDirectory(prefix="djm-demo-")
         self.root = Path(self._folder.name)
         copy_demo_files(self.root)
-        instances = [{"server_url": url, "container_prefix": DEMO_PREFIX,
-                      "time_between_polls": 0.25} for url in self.urls]
+        instances = [dict(engine, container_prefix=DEMO_PREFIX, time_between_polls=0.25)
+                     for engine in self.engines]
         try:
             self._manager = JobManager(instances,
                                        containers_directory=str(self.root / "containers"))
@@ -174,7 +176,7 @@ class Demo:
         """
         from backend._config import parse_instances
 
-        for config in parse_instances([{"server_url": url} for url in self.urls]):
+        for config in parse_instances(self.engines):
             build_base_image(config, self.root / "busybox")
         for engine, report in self.manager.build_images().items():
             for tag, error in report.items():

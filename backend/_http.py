@@ -10,7 +10,8 @@ reader, costs a fraction of both. It speaks only what the Engine API needs:
 - :meth:`Client.stream`: a long response read as it comes (the event stream).
 - :meth:`Client.upgrade`: a hijacked connection (``attach``): raw bytes both ways.
 
-Addresses are ``unix:///path``, ``tcp://host:port``, ``http://`` and ``https://``; TLS uses
+Addresses are ``unix:///path``, ``tcp://host:port``, ``http://``, ``https://`` and
+``ssh://[user@]host[:port]`` (through the system's ``ssh``: :mod:`backend._ssh`); TLS uses
 :mod:`ssl` with the CA, client certificate and verification given, whatever the environment says.
 Errors: :class:`HttpError` for an answer of status 400 or more; ``OSError`` (including
 ``ssl.SSLError`` and ``TimeoutError``) when the engine cannot be reached or stops answering.
@@ -28,8 +29,11 @@ import threading
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Set, Tuple, cast
 from urllib.parse import quote, urlencode, urlparse
 
+from backend import _ssh
+
 if TYPE_CHECKING:
     import ssl
+    import subprocess
 
 _MAX_HEADER_LINE = 65536
 
@@ -113,9 +117,16 @@ class _Response:
 class _Connection:
     """One socket to the engine and a buffered reader over it."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, ssh: Optional["subprocess.Popen"] = None):
         self.sock = sock
         self.reader = cast(io.BufferedReader, sock.makefile("rb", buffering=65536))
+        self.ssh = ssh  # the ssh process at the other end of an ssh:// connection
+
+    def explained(self, error: BaseException) -> BaseException:
+        """``error``, or ssh's own error when ssh ended this connection with one."""
+        if self.ssh is None or not isinstance(error, OSError) or isinstance(error, TimeoutError):
+            return error
+        return _ssh.explain(self.ssh, error)
 
     def is_dropped(self) -> bool:
         """An idle keep-alive connection that is readable has been closed by the engine."""
@@ -151,7 +162,13 @@ class Client:
         self._ssl_context: Optional["ssl.SSLContext"] = None
         self._unix_path: Optional[str] = None
         self._address: Tuple[str, int] = ("", 0)
-        if parsed.scheme == "unix":
+        self._ssh: Optional[_ssh.Dialer] = None
+        if parsed.scheme == "ssh":
+            if tls is not None:
+                raise ValueError(f"{url!r}: an ssh URL takes no TLS (ssh encrypts)")
+            self._ssh = _ssh.Dialer(url)
+            self._host_header = "docker"
+        elif parsed.scheme == "unix":
             self._unix_path = parsed.path
             self._host_header = "docker"
         elif parsed.scheme in ("tcp", "http", "https"):
@@ -162,7 +179,8 @@ class Client:
             if tls is not None or parsed.scheme == "https":
                 self._ssl_context = _ssl_context(tls or {})
         else:
-            raise ValueError(f"{url!r}: only unix://, tcp://, http:// and https:// are supported")
+            raise ValueError(f"{url!r}: only unix://, tcp://, http://, https:// and ssh:// are "
+                             f"supported")
         self._idle: List[_Connection] = []
         self._calls: Set[_Connection] = set()  # the connections of calls in progress
         self._aborts = 0  # how many times abort() was called
@@ -186,6 +204,9 @@ class Client:
             raise
 
     def _connect(self, timeout: Optional[float]) -> _Connection:
+        if self._ssh is not None:
+            sock, process = self._ssh.connect(timeout)
+            return _Connection(sock, process)
         if self._unix_path is not None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(timeout)
@@ -231,6 +252,8 @@ class Client:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+        if self._ssh is not None:
+            self._ssh.close()
 
     def abort(self) -> None:
         """Ends the calls in progress, from any thread: their sockets are shut down, so each
@@ -317,9 +340,9 @@ class Client:
                 self._calling(connection, True)
                 response = self._send(connection, method, path, params, body, headers, data)
             answer = response.read_all()
-        except BaseException:
+        except BaseException as error:
             connection.close()
-            raise
+            raise connection.explained(error)
         finally:
             self._calling(connection, False)
         if response.keep_alive:
@@ -346,9 +369,9 @@ class Client:
             response = self._send(connection, method, path, params, None, headers, data)
             if response.status >= 400:
                 raise HttpError(response.status, _error_message(response.read_all()))
-        except BaseException:
+        except BaseException as error:
             connection.close()
-            raise
+            raise connection.explained(error)
         connection.sock.settimeout(read_timeout)
         return Stream(connection, response)
 

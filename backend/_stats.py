@@ -9,6 +9,7 @@ JSON-serialisable data.
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import threading
 from typing import TYPE_CHECKING, Any, Counter, Deque, Dict, Optional, Sequence
@@ -22,6 +23,32 @@ if TYPE_CHECKING:
 
 #: Jobs the latencies are taken over: the last ones.
 LATENCY_WINDOW = 1000
+#: Upper bounds (seconds) of the buckets counting every queue wait and run time since the
+#: start, for histograms (:mod:`backend.metrics`); the last bucket is everything above.
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+           600.0)
+
+
+class _Histogram:
+    """Counts of values per bucket of :data:`BUCKETS` (the last: above them all), their
+    sum and number, since the start: constant work per value."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+        self.total = 0
+
+    def add(self, value: float) -> None:
+        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
+        self.sum += value
+        self.total += 1
+
+    def snapshot(self) -> Dict[str, Any]:
+        cumulative, running = [], 0
+        for bound, count in zip(BUCKETS, self.counts):
+            running += count
+            cumulative.append([bound, running])
+        return {"buckets": cumulative, "sum": round(self.sum, 6), "total": self.total}
 
 
 def percentile(values: Sequence[float], fraction: float) -> Optional[float]:
@@ -33,9 +60,9 @@ def percentile(values: Sequence[float], fraction: float) -> Optional[float]:
     return round(ordered[int(rank) - 1], 6)
 
 
-def _latency(values: Deque[float]) -> Dict[str, Any]:
-    return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95),
-            "count": len(values)}
+def _latency(values: Deque[float], histogram: _Histogram) -> Dict[str, Any]:
+    return dict({"p50": percentile(values, 0.5), "p95": percentile(values, 0.95),
+                 "count": len(values)}, **histogram.snapshot())
 
 
 class Stats:
@@ -50,6 +77,8 @@ class Stats:
             collections.Counter)
         self._queue_waits: Deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
         self._run_times: Deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self._queue_wait_histogram = _Histogram()
+        self._run_time_histogram = _Histogram()
         self._engines: Dict[str, Dict[str, Any]] = {
             config.name: {"reachable": True, "running": 0, "engine_running": 0,
                           "managers": 1, "capacity": config.max_concurrent_jobs or None,
@@ -67,13 +96,16 @@ class Stats:
         run = result.get("run") or {}
         with self._lock:
             if job.started_at is not None:
-                self._queue_waits.append(max(0.0, job.started_at - job.queued_at))
+                wait = max(0.0, job.started_at - job.queued_at)
+                self._queue_waits.append(wait)
+                self._queue_wait_histogram.add(wait)
             status = str(result.get("result"))
             self._by_status[status] += 1
             if run.get("reason"):
                 self._by_reason[status][str(run["reason"])] += 1
             if run.get("container_id") and isinstance(run.get("duration"), (int, float)):
                 self._run_times.append(float(run["duration"]))
+                self._run_time_histogram.add(float(run["duration"]))
 
     def dispatched(self, placement: "Placement", warm: Optional["WarmPool"] = None) -> None:
         """The dispatcher's view after a turn of its loop (in its thread): jobs waiting for
@@ -102,5 +134,5 @@ class Stats:
                          "by_reason": {status: dict(reasons)
                                        for status, reasons in self._by_reason.items()}},
                 "engines": {engine: dict(values) for engine, values in self._engines.items()},
-                "queue_wait": _latency(self._queue_waits),
-                "run_time": _latency(self._run_times)}
+                "queue_wait": _latency(self._queue_waits, self._queue_wait_histogram),
+                "run_time": _latency(self._run_times, self._run_time_histogram)}

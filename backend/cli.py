@@ -20,9 +20,10 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence,
+                    Union)
 
-from backend import _docker
+from backend import _docker, _environment
 from backend._config import InstanceConfig, parse_instances, settings_from
 from backend._cli_output import Progress, Tally, first_line, table
 from backend._cli_raw import bytes_as_text, read_files, read_stdin, write_raw_result
@@ -32,11 +33,12 @@ if TYPE_CHECKING:  # imported on use: the public API's imports cost only the com
 
 logger = logging.getLogger("backend.cli")
 
-DEFAULT_URL = "unix:///var/run/docker.sock"
+DEFAULT_URL = _environment.DEFAULT_URL
 #: Exit codes of ``run`` by result status.
 EXIT_CODES = {"success": 0, "failed": 1, "error": 1, "timeout": 2, "overflow": 2,
               "crash": 3, "killed": 3}
-ENGINE_HELP = f"an engine URL; repeat for several (default: DOCKER_HOST, else {DEFAULT_URL})"
+ENGINE_HELP = (f"an engine URL; repeat for several (default: DOCKER_HOST, else the current "
+               f"docker context, else {DEFAULT_URL})")
 
 
 class CliError(Exception):
@@ -52,45 +54,58 @@ class _Parser(argparse.ArgumentParser):
 
 # -- engines -------------------------------------------------------------------------------
 
-def _config_of(url: str) -> InstanceConfig:
-    """The configuration of the engine at ``url`` (named by its URL); a bad URL is a
-    :class:`CliError`."""
+def _config_of(engine: Union[str, Dict[str, Any]]) -> InstanceConfig:
+    """The configuration of ``engine`` (a URL, or a ``docker_instances`` dict), named by its
+    URL; a bad one is a :class:`CliError`."""
     try:
-        return parse_instances([{"server_url": url}])[0]
+        return parse_instances([engine if isinstance(engine, dict)
+                                else {"server_url": engine}])[0]
     except ValueError as error:
         raise CliError(str(error)) from None
 
 
-def _default_url() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_URL
-
-
-def _answers(url: str, timeout: float = 3.0) -> bool:
-    """Whether the engine at ``url`` answers a ping."""
+def _default_engine() -> _environment.EnvEngine:
+    """The engine the docker CLI would use (DOCKER_HOST, else the current context, else the
+    local socket); a context that cannot be read is a :class:`CliError`."""
     try:
-        with _docker.connect(_config_of(url), timeout=timeout) as engine:
-            engine.ping()
+        return _environment.resolve()
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def _url(engine: Union[str, Dict[str, Any]]) -> str:
+    return engine["server_url"] if isinstance(engine, dict) else engine
+
+
+def _answers(engine: Union[str, Dict[str, Any]], timeout: float = 3.0) -> bool:
+    """Whether ``engine`` (a URL or a ``docker_instances`` dict) answers a ping."""
+    try:
+        with _docker.connect(_config_of(engine), timeout=timeout) as connected:
+            connected.ping()
             return True
-    except _docker.DockerFailure:
+    except _docker.DockerFailure as failure:
+        logger.info("%s does not answer: %s", _url(engine), first_line(failure.text))
         return False
 
 
-def _demo_engines(urls: Optional[List[str]]) -> List[str]:
+def _demo_engines(urls: Optional[List[str]]) -> List[Union[str, Dict[str, Any]]]:
     """The engines of the demo: every ``--engine`` (each must answer), else the first that
-    answers of ``DOCKER_HOST`` and the system engine."""
+    answers of the docker CLI's engine (:func:`_default_engine`) and the system engine."""
     if urls:
         silent = [url for url in urls if not _answers(url)]
         if silent:
             raise CliError(f"the Docker engine(s) {', '.join(silent)} do not answer")
-        return urls
-    candidates = [url for url in (os.environ.get("DOCKER_HOST"), DEFAULT_URL) if url]
-    for url in candidates:
-        if _answers(url):
-            return [url]
-        logger.info("%s does not answer", url)
-    raise CliError(f"no Docker engine answers ({', '.join(candidates)}): start one (dockerd; "
-                   f"in a checkout, make demo starts private ones) or set DOCKER_HOST to an "
-                   f"engine's URL")
+        return list(urls)
+    default = _default_engine()
+    candidates: List[Union[str, Dict[str, Any]]] = [default.instance]
+    if default.instance["server_url"] != DEFAULT_URL:
+        candidates.append(DEFAULT_URL)
+    for engine in candidates:
+        if _answers(engine):
+            return [engine]
+    raise CliError(f"no Docker engine answers ({', '.join(map(_url, candidates))}): start one "
+                   f"(dockerd; in a checkout, make demo starts private ones) or set DOCKER_HOST "
+                   f"to an engine's URL")
 
 
 # -- demo ----------------------------------------------------------------------------------
@@ -100,7 +115,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     urls = _demo_engines(args.engine)
     out = sys.stdout
-    out.write(f"Engines: {', '.join(urls)}\n")
+    out.write(f"Engines: {', '.join(map(_url, urls))}\n")
     tally = Tally()
     examples: Dict[str, str] = {}
     try:
@@ -144,16 +159,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise CliError(f"--input is not JSON: {error}") from None
     except ValueError as error:  # a --stdin or --file that cannot be read
         raise CliError(str(error)) from None
-    url = args.engine or _default_url()
-    if not _answers(url):
-        raise CliError(f"the Docker engine {url} does not answer (set DOCKER_HOST or --engine)")
+    engine = args.engine or _default_engine().instance
+    if not _answers(engine):
+        raise CliError(f"the Docker engine {_url(engine)} does not answer (set DOCKER_HOST or "
+                       f"--engine)")
     limits: Dict[str, float] = {"time": args.time}
     if args.memory is not None:
         limits["memory"] = args.memory
     try:
         task = Task(args.image, command=["sh", "-c", args.command] if args.command else None,
                     limits=limits, protocol="raw" if args.raw else "json")
-        with JobManager([{"server_url": url, "time_between_polls": 0.25}]) as manager:
+        instance = engine if isinstance(engine, dict) else {"server_url": engine}
+        with JobManager([dict(instance, time_between_polls=0.25)]) as manager:
             result = JobManagerSync(manager).new_job(task, inputdata, files=files or None)
     except (TypeError, ValueError) as error:
         raise CliError(str(error)) from None
@@ -173,8 +190,8 @@ def _settings(args: argparse.Namespace, containers_directory: Optional[str] = No
     if args.config and args.engine:
         raise CliError("give either --config or --engine, not both")
     try:
-        return settings_from(args.config, args.engine or [_default_url()], args.prefix,
-                             args.max_jobs, containers_directory)
+        return settings_from(args.config, args.engine or [_default_engine().instance],
+                             args.prefix, args.max_jobs, containers_directory)
     except ValueError as error:
         raise CliError(str(error)) from None
 
@@ -247,9 +264,19 @@ def _shares(containers: List[Dict[str, Any]]) -> str:
     return "+".join(str(n) for n in sorted(counts.values(), reverse=True)) or "-"
 
 
+def _sources(args: argparse.Namespace, count: int) -> List[str]:
+    """Where each engine of :func:`_settings` came from, for ``hosts``."""
+    if args.config:
+        return ["--config"] * count
+    if args.engine:
+        return ["--engine"] * count
+    return [_default_engine().source] * count
+
+
 def _cmd_hosts(args: argparse.Namespace) -> int:
     rows, problems = [], []
-    for config in _instances(_settings(args)):
+    configs = _instances(_settings(args))
+    for config, source in zip(configs, _sources(args, len(configs))):
         capacity = str(config.max_concurrent_jobs) if config.max_concurrent_jobs \
             else "unlimited"
         try:
@@ -257,14 +284,14 @@ def _cmd_hosts(args: argparse.Namespace) -> int:
                 features = engine.features  # detected by connect(), with the version we speak
                 running = engine.containers(_docker.LABEL_MANAGER, all_states=False)
         except _docker.DockerFailure as failure:
-            rows.append((config.name, "no", "-", "-", "-", "-", "-", capacity))
+            rows.append((config.name, source, "no", "-", "-", "-", "-", "-", capacity))
             problems.append(f"{config.name}: {first_line(failure.text)}")
             continue
-        rows.append((config.name, "yes", features.kind.value, features.version,
+        rows.append((config.name, source, "yes", features.kind.value, features.version,
                      features.api_version, str(len(running)),
                      _shares(running), capacity))
-    sys.stdout.write(table(("engine", "reachable", "kind", "version", "api", "running jobs",
-                             "by manager", "capacity"), rows, right=(5, 6, 7)))
+    sys.stdout.write(table(("engine", "from", "reachable", "kind", "version", "api",
+                            "running jobs", "by manager", "capacity"), rows, right=(6, 7, 8)))
     for problem in problems:
         sys.stdout.write(f"unreachable: {problem}\n")
     return 1 if problems else 0
@@ -391,7 +418,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="PATH as NAME in the job's working directory (repeatable)")
     run.add_argument("--time", type=float, default=30, help="CPU seconds (default 30)")
     run.add_argument("--memory", type=int, help="MiB of memory (default 100)")
-    run.add_argument("--engine", help="engine URL (default: DOCKER_HOST, else the system's)")
+    run.add_argument("--engine", help="engine URL (default: DOCKER_HOST, else the current docker "
+                                      "context, else the system's)")
     batch = command(
         "batch", _cmd_batch, "run the jobs of a JSON-lines file",
         'Runs every job of IN (one JSON object a line: {"image": ..., "command": [...] or '

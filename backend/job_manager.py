@@ -22,6 +22,7 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from backend import _environment
 from backend._callback_manager import CallbackThreads, _CallbackManager
 from backend._images import build_all
 from backend._config import load_config, parse_instances
@@ -134,6 +135,25 @@ class JobManager:
                     ", ".join(i.name for i in self._configs))
 
     @classmethod
+    def from_env(cls, **kwargs: Any) -> "JobManager":
+        """Builds a JobManager on the engine the docker CLI would use: ``DOCKER_HOST`` (with
+        ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``), else the current docker context,
+        else the local socket (see :doc:`/engines`). ``kwargs`` are the constructor's other
+        arguments; ``instance`` (a dict of ``docker_instances`` keys, such as
+        ``container_prefix``) is added to the engine's entry.
+
+        Raises:
+            ValueError: the current context does not exist or cannot be read, or a value is
+                wrong.
+        """
+        if "docker_instances" in kwargs:
+            raise TypeError("from_env() takes the engine from the environment: give "
+                            "docker_instances to JobManager() instead")
+        extra = kwargs.pop("instance", None) or {}
+        engine = _environment.resolve()
+        return cls([dict(engine.instance, **extra)], **kwargs)
+
+    @classmethod
     def from_config(cls, path_or_dict: Any) -> "JobManager":
         """Builds a JobManager from a JSON file or a dict with the keys ``docker_instances``,
         ``containers_directory``, ``tasks_directory``, ``callback_managers_threads``,
@@ -240,8 +260,11 @@ class JobManager:
         ``by_status``, ``by_reason`` per status), ``engines`` (per engine: ``reachable``,
         ``running`` (this manager's), ``engine_running`` (every manager's, counted from the
         engine), ``managers``, ``capacity`` (None: no limit), ``warm_containers`` (started
-        or starting, SPEC §10), ``warm_hits`` (jobs served warm)), ``queue_wait`` and ``run_time`` (``p50``, ``p95`` in seconds over the
-        last 1000 jobs, ``count``). See :doc:`/engines`."""
+        or starting, SPEC §10), ``warm_hits`` (jobs served warm)), ``queue_wait`` and
+        ``run_time`` (``p50``, ``p95`` in seconds over the last 1000 jobs, ``count``; and
+        since the start, for histograms: ``buckets``, a list of ``[upper bound, jobs at or
+        below it]``, ``sum`` and ``total``). See :doc:`/engines` and :doc:`/operations`
+        (:mod:`backend.metrics` exposes them to Prometheus)."""
         return self._stats.snapshot()
 
     def _remove_container(self, engine: str, container_id: str) -> None:

@@ -85,6 +85,8 @@ KINDS = ("docker20", "docker28", "podman")
 #: Packages for the docs and for the Podman kind (apt); sid's docker.io for docker28 (cached).
 DOCS_PACKAGES = ("graphviz",)
 PODMAN_PACKAGES = ("podman", "catatonit", "runc")
+#: The ssh client and server of the ssh:// tests (an sshd of the test run's own).
+SSH_PACKAGES = ("openssh-client", "openssh-server")
 CACHE = Path("/var/cache/djm")
 DOCKER28_DIR = CACHE / "docker-28.5"
 DOCKER28_DOCKERD = DOCKER28_DIR / "usr" / "sbin" / "dockerd"
@@ -204,6 +206,26 @@ def ensure_docker28() -> bool:
     return True
 
 
+def ensure_ssh() -> bool:
+    """Installs ``openssh-client`` and ``openssh-server`` without starting the system's sshd
+    (a ``policy-rc.d`` refuses every service start during the install; the tests run an sshd
+    of their own on 127.0.0.1). Returns True when something was installed."""
+    missing = [p for p in SSH_PACKAGES if not _dpkg_installed(p)]
+    if not missing:
+        return False
+    policy = Path("/usr/sbin/policy-rc.d")
+    had_policy = policy.exists()
+    if not had_policy and os.geteuid() == 0:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        _apt_install(missing)
+    finally:
+        if not had_policy and policy.exists():
+            policy.unlink()
+    return True
+
+
 def ensure_kinds(kinds: tuple[str, ...] = KINDS, docs: bool = True) -> list[str]:
     """Installs what the engine ``kinds`` (and the docs) need; returns what was installed.
 
@@ -213,10 +235,11 @@ def ensure_kinds(kinds: tuple[str, ...] = KINDS, docs: bool = True) -> list[str]
     installed = []
     steps = [("docker20", ensure_packages)]
     steps += [("docker28", ensure_docker28), ("podman", lambda: _ensure_apt(PODMAN_PACKAGES))]
+    steps.append(("ssh", ensure_ssh))
     if docs:
         steps.append(("docs", lambda: _ensure_apt(DOCS_PACKAGES)))
     for kind, step in steps:
-        if kind != "docs" and kind not in kinds:
+        if kind not in ("docs", "ssh") and kind not in kinds:
             continue
         if kind == "docker28":
             ensure_packages()  # it runs on the system's containerd and runc

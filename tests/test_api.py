@@ -56,7 +56,8 @@ def test_default_check_answer():
     ([{"server_url": "unix:///x", "tls": {"ca_cert": "/nonexistent.pem"}}], "/nonexistent.pem"),
     ([{"server_url": "unix:///x", "tls": {"ca": "x"}}], "tls.ca"),
     ([{"server_url": "/var/run/docker.sock"}], "server_url"),
-    ([{"server_url": "ssh://user@host"}], "ssh -L"),
+    ([{"server_url": "ssh://user@host/path"}], "no path"),
+    ([{"server_url": "ssh://host", "tls": {"verify": False}}], "ssh encrypts"),
     ([{"server_url": "tcp://127.0.0.1"}], "port"),
     ([{"server_url": "unix:///x"}, {"server_url": "unix:///x"}], "duplicate"),
 ])

@@ -1,7 +1,9 @@
 """The command line (``python -m backend``) and the example scripts, end to end."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +132,7 @@ def test_run_with_no_engine_is_one_line(tmp_path):
     ("callback.py", "hello, three"),
     ("batch.py", "10 jobs: "),
     ("futures_asyncio.py", "5^2 = 25 (success"),
+    ("metrics.py", 'jobmanager_jobs_ended_total{manager='),
 ])
 def test_example_runs(engines, example, expected):
     completed = run([str(EXAMPLES / example)], engines[0])
@@ -275,8 +278,8 @@ def hosts_rows(out):
     rows = {}
     for line in lines[2:]:
         if line.strip() and not line.startswith("unreachable"):
-            cells = line.split()
-            rows[cells[0]] = dict(zip(columns, [cells[0], *cells[1:]]))
+            cells = re.split(r"\s{2,}", line.strip())  # a cell may hold one space
+            rows[cells[0]] = dict(zip(columns, cells))
     return rows
 
 
@@ -293,6 +296,7 @@ def test_hosts_shows_reachable_and_unreachable_engines(engines, tmp_path, capsys
         assert row["version"][0].isdigit(), out  # the Docker version
         assert row["api"].startswith("1."), out
         assert [row["running jobs"], row["by manager"], row["capacity"]] == ["0", "-", "7"], out
+        assert row["from"] == "--engine", out
     assert rows[bogus]["reachable"] == "no", out
     assert f"unreachable: {bogus}: " in out
     code, out, err = cli_main(["hosts", "--engine", engines[0].url], capsys)
@@ -365,7 +369,31 @@ def test_console_script_and_module(engines):
                                text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert engines[0].url in completed.stdout and "yes" in completed.stdout
+    assert hosts_rows(completed.stdout)[engines[0].url]["from"] == "DOCKER_HOST"
     completed = run(["-m", "backend", "--help"], timeout=60)
     assert completed.returncode == 0
     for command in ("demo", "run", "batch", "hosts", "build", "cleanup"):
         assert command in completed.stdout
+
+
+def test_hosts_takes_the_current_docker_context(engines, tmp_path, monkeypatch, capsys):
+    """No --engine and no DOCKER_HOST: the docker CLI's current context, named in "from"."""
+    import hashlib
+    name = "graders"
+    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps(
+        {"Name": name, "Endpoints": {"docker": {"Host": engines[0].url,
+                                                "SkipTLSVerify": False}}}))
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": name}))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    code, out, err = cli_main(["hosts"], capsys)
+    assert code == 0, out + err
+    row = hosts_rows(out)[engines[0].url]
+    assert row["from"] == f"context {name}" and row["reachable"] == "yes", out
+    monkeypatch.setenv("DOCKER_CONTEXT", "missing")
+    code, out, err = cli_main(["hosts"], capsys)
+    assert code != 0 and "docker context 'missing' not found" in err
+    assert len(err.strip().splitlines()) == 1

@@ -134,7 +134,11 @@ def test_no_engine_raises_oserror(tmp_path):
 
 def test_urls_it_does_not_speak_are_refused():
     with pytest.raises(ValueError):
-        Client("ssh://host")
+        Client("ftp://host")
+    with pytest.raises(ValueError):
+        Client("ssh://host/path")
+    with pytest.raises(ValueError):
+        Client("ssh://-oProxyCommand=x")  # never an option of ssh
     with pytest.raises(ValueError):
         Client("tcp://host")  # no port
 

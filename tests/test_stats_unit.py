@@ -13,7 +13,7 @@ from backend._events import EventFollower
 from backend._load import RECONCILE_EVERY, LoadCounter
 from backend._messages import ContainerSeen, EngineLoad, EventsCovered, JobSpec, Mailbox
 from backend._placement import Placement
-from backend._stats import LATENCY_WINDOW, Stats, percentile
+from backend._stats import BUCKETS, LATENCY_WINDOW, Stats, percentile
 from backend._task import LocalCheck, Task, snapshot_task
 from helpers import engine_event
 
@@ -55,8 +55,16 @@ def test_counts_by_status_and_reason_and_latencies():
     assert snapshot["jobs"] == {"submitted": 3, "queued": 0, "running": 0, "ended": 3,
                                 "by_status": {"success": 2, "timeout": 1},
                                 "by_reason": {"timeout": {"wall_time": 1}}}
-    assert snapshot["queue_wait"] == {"p50": 0.5, "p95": 1.5, "count": 2}
-    assert snapshot["run_time"] == {"p50": 2.0, "p95": 4.0, "count": 2}
+    wait, run_time = snapshot["queue_wait"], snapshot["run_time"]
+    assert (wait["p50"], wait["p95"], wait["count"]) == (0.5, 1.5, 2)
+    assert (run_time["p50"], run_time["p95"], run_time["count"]) == (2.0, 4.0, 2)
+    # the histograms: cumulative counts per upper bound, since the start
+    assert (wait["sum"], wait["total"], run_time["sum"], run_time["total"]) == (2.0, 2, 6.0, 2)
+    buckets = dict(wait["buckets"])
+    assert list(buckets) == list(BUCKETS)
+    assert (buckets[0.25], buckets[0.5], buckets[1.0], buckets[2.5], buckets[600.0]) == \
+        (0, 1, 1, 2, 2)  # a value on a bound counts in its bucket
+    assert dict(run_time["buckets"])[2.5] == 1 and dict(run_time["buckets"])[5.0] == 2
     assert snapshot["engines"]["a"]["capacity"] == 2
     assert snapshot["engines"]["c"]["capacity"] is None  # no limit
     assert snapshot["engines"]["a"]["warm_containers"] == 0
@@ -67,7 +75,10 @@ def test_latencies_keep_the_last_jobs_only():
     stats = Stats([A])
     for i in range(LATENCY_WINDOW + 500):
         stats.ended(job(str(i)), result("success", duration=100.0 if i < 500 else 1.0))
-    assert stats.snapshot()["run_time"] == {"p50": 1.0, "p95": 1.0, "count": LATENCY_WINDOW}
+    run_time = stats.snapshot()["run_time"]
+    assert (run_time["p50"], run_time["p95"], run_time["count"]) == (1.0, 1.0, LATENCY_WINDOW)
+    assert run_time["total"] == LATENCY_WINDOW + 500  # the histogram counts every job
+    assert dict(run_time["buckets"])[60.0] == LATENCY_WINDOW
 
 
 def test_engines_and_slots_come_from_placement():
