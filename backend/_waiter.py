@@ -250,6 +250,10 @@ class _Waiter:
                 if collected is None:
                     return  # a stale event: the container runs again?
                 exit_code, stdout, stderr = collected
+                # a last look at what it wrote: a job may cross its disk limit and end
+                # between two checks of the watch
+                if self.over_disk([watched], time.monotonic(), at_end=True):
+                    watched.reason = "disk"
             except _docker.DockerFailure as failure:
                 if failure.not_found:
                     watched.reason = watched.reason or "removed"
@@ -289,6 +293,8 @@ class _Waiter:
                 self.kill(watched, "wall_time")
         for watched in _over_cpu_time(self.watched.values(), self.connected, now):
             self.kill(watched, "cpu_time")
+        for watched in self.over_disk(list(self.watched.values()), time.monotonic()):
+            self.kill(watched, "disk")
         self.reconcile(list(self.watched.values()))
         if (self.unreachable_since is not None
                 and time.monotonic() - self.unreachable_since >= ENGINE_LOST_AFTER):
@@ -325,6 +331,26 @@ class _Waiter:
                 self.finish(watched, watched.exit_code, time.time(), gone=True)
             elif container.get("State") in ("exited", "dead"):
                 self.finish(watched, None, watched.ended_at or time.time())
+
+
+    def over_disk(self, candidates: List[Watched], now: float, at_end: bool = False
+                  ) -> List[Watched]:
+        """The disk watch: the candidates whose writable layer holds more than their ``disk``
+        limit, each measured when its check is due (at ``now``, monotonic; ``at_end``: now,
+        the container having ended). An engine's error skips a check (a container that ended
+        meanwhile, or trouble the listing tells)."""
+        over = []
+        for one in candidates:
+            if one.reason is not None:
+                continue
+            if at_end:
+                one.disk_due_at = 0.0
+            try:
+                if one.check_disk(self.connected(), self.config.time_between_polls, now):
+                    over.append(one)
+            except _docker.DockerFailure as failure:
+                logger.debug("size of %s: %s", one.container_id, failure.text)
+        return over
 
 
 def _over_cpu_time(watched: Iterable[Watched], connected: Callable[[], _docker.Engine],
