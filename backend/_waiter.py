@@ -31,7 +31,9 @@ result in :mod:`backend._results` (pure functions).
 Every ``time_between_polls`` the main loop also polls: it lists our containers by label
 (catching lost events and containers removed from outside), enforces ``hard_time``, measures
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
-process only). A follower ends a job as soon as it prints more than its ``output`` limit.
+process only) and what each container wrote (the disk watch: its writable layer's size, also
+once more at its end; see docs/security.rst). A follower ends a job as soon as it prints more
+than its ``output`` limit.
 An engine that stops answering for :data:`ENGINE_LOST_AFTER` seconds costs its running jobs
 (reason ``engine_lost``). A :class:`~backend._load.LoadCounter` (the waiter's, with its
 listing thread) counts every manager's containers on the engine, for the dispatcher.

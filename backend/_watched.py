@@ -55,6 +55,7 @@ class Watched:
     watch: Optional[Watch] = None  # its protocol and outputs (SPEC §9)
     disk_due_at: float = 0.0  # time.monotonic() of its next size check (the disk watch)
     disk_seen: int = 0  # the most bytes its writable layer was seen to hold
+    disk_cost: Optional[float] = None  # seconds its last size check took
 
     @classmethod
     def of(cls, message: Watch, follower: OutputFollower,
@@ -100,8 +101,9 @@ class Watched:
     def check_disk(self, engine: _docker.Engine, period: float, now: float) -> bool:
         """Measures what the container wrote (its writable layer) if its check is due (at
         ``now``, monotonic), and schedules the next one ``period`` later, or later still when
-        the measure was costly (:data:`DISK_COST_RATIO`). Whether it wrote more than its
-        ``disk`` limit.
+        the last two measures were costly (:data:`DISK_COST_RATIO`; the cheaper of the two
+        counts, so that one slow answer of a loaded engine does not stretch the period alone).
+        Whether it wrote more than its ``disk`` limit.
 
         Raises:
             DockerFailure: from the engine.
@@ -113,7 +115,8 @@ class Watched:
         used = engine.disk_used(self.container_id)
         cost = time.monotonic() - began
         self.disk_seen = max(self.disk_seen, used)
-        self.disk_due_at = began + max(period, DISK_COST_RATIO * cost)
+        last, self.disk_cost = self.disk_cost, cost
+        self.disk_due_at = began + max(period, DISK_COST_RATIO * min(cost, last or cost))
         return used > limit
 
     def collect(self, engine: _docker.Engine, exit_code: Optional[int]

@@ -563,6 +563,11 @@ def test_a_costly_size_check_comes_back_later(monkeypatch):
     assert not one.check_disk(engine, 0.5, clock[0])
     assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_COST_RATIO * 0.2)
     assert not one.check_disk(engine, 0.5, 101.0) and engine.calls == 1  # not due yet
+    for cost in (0.01, 1.0):  # a cheap answer after a costly one, then a slow one after it:
+        engine.cost = cost    # the cheaper of the last two counts
+        clock[0] = now = one.disk_due_at
+        assert not one.check_disk(engine, 0.5, now) and engine.calls in (2, 3)
+        assert one.disk_due_at == pytest.approx(now + 0.5)
     cheap = _watched.Watched("j2", "c2", merge_limits({"disk": 10}), time.time(), None)
     engine = SlowSizes(clock, cost=0.001, size=11)
     start = clock[0]
