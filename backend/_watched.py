@@ -21,9 +21,11 @@ from backend._results import ContainerEnd
 
 
 #: The disk watch spends at most one part in this many of a container's wall time on its
-#: size checks: a check that took the engine 0.2 s (a layer of 50,000 files) comes again 2 s
-#: later at the earliest (see docs/security.rst).
+#: size checks: a check that took the engine 0.2 s comes again 2 s later at the earliest...
 DISK_COST_RATIO = 10.0
+#: ...and at the latest this many seconds later, however costly (a layer of 50,000 files
+#: takes the engine 0.3 s of CPU a check): see docs/security.rst.
+DISK_MAX_PERIOD = 5.0
 
 
 class PendingEnd(NamedTuple):
@@ -101,8 +103,9 @@ class Watched:
     def check_disk(self, engine: _docker.Engine, period: float, now: float) -> bool:
         """Measures what the container wrote (its writable layer) if its check is due (at
         ``now``, monotonic), and schedules the next one ``period`` later, or later still when
-        the last two measures were costly (:data:`DISK_COST_RATIO`; the cheaper of the two
-        counts, so that one slow answer of a loaded engine does not stretch the period alone).
+        the last two measures were costly (:data:`DISK_COST_RATIO`, up to
+        :data:`DISK_MAX_PERIOD`; the cheaper of the two counts, so that one slow answer of a
+        loaded engine does not stretch the period alone).
         Whether it wrote more than its ``disk`` limit.
 
         Raises:
@@ -116,7 +119,8 @@ class Watched:
         cost = time.monotonic() - began
         self.disk_seen = max(self.disk_seen, used)
         last, self.disk_cost = self.disk_cost, cost
-        self.disk_due_at = began + max(period, DISK_COST_RATIO * min(cost, last or cost))
+        stretched = min(DISK_COST_RATIO * min(cost, last or cost), DISK_MAX_PERIOD)
+        self.disk_due_at = began + max(period, stretched)
         return used > limit
 
     def collect(self, engine: _docker.Engine, exit_code: Optional[int]

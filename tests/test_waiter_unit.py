@@ -573,3 +573,11 @@ def test_a_costly_size_check_comes_back_later(monkeypatch):
     start = clock[0]
     assert cheap.check_disk(engine, 0.5, start)
     assert cheap.disk_due_at == pytest.approx(start + 0.5)
+
+
+def test_a_size_check_comes_back_within_the_longest_period(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
+    one = _watched.Watched("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
+    assert not one.check_disk(SlowSizes(clock, cost=2.0), 0.5, clock[0])
+    assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_MAX_PERIOD)
