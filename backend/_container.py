@@ -23,7 +23,8 @@ LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backe
 LABEL_WARM = "backend.warm"
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "core": (0, 0)}
-_TMPFS_SIZE = "64m"
+#: Size of the ``/tmp`` of a read-only task, at most: its ``disk`` limit when that is less.
+_TMPFS_SIZE = 64 * 1024 * 1024
 #: Least size of each of the two files of a container's log on the engine, which is read when
 #: a job's own output stream is not there (TLS engines, jobs recovered from a dead waiter).
 _LOG_FILE_SIZE = 1 << 20
@@ -74,7 +75,8 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
         host_config["Binds"] = [f"{task.directory}:/task:ro"]
     if task.read_only:
         host_config["ReadonlyRootfs"] = True
-        host_config["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={_TMPFS_SIZE}"}
+        tmp_size = min(_TMPFS_SIZE, int(limits["disk"]))
+        host_config["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={tmp_size}"}
     if config.runtime:
         host_config["Runtime"] = config.runtime
     if task.environment is None:

@@ -165,6 +165,18 @@ class Engine:
         with self._translated(f"an inspect of {container_id}"):
             return self.http.json("GET", self._path("/containers/{}/json", container_id))
 
+    def disk_used(self, container_id: str) -> int:
+        """Bytes in the container's writable layer (``SizeRw``): the engine walks the layer's
+        files to count them, so a call costs the engine CPU in proportion to what the job
+        wrote (see docs/security.rst)."""
+        with self._translated(f"a size inspect of {container_id}"):
+            answer = self.http.json("GET", self._path("/containers/{}/json", container_id),
+                                    {"size": "1"})
+        size = answer.get("SizeRw") if isinstance(answer, dict) else None
+        if isinstance(size, bool) or not isinstance(size, int):
+            return 0
+        return max(0, size)
+
     def containers(self, label: str, all_states: bool = True) -> List[Dict[str, Any]]:
         """Lists containers carrying ``label`` (``key`` or ``key=value``)."""
         with self._translated("a container listing"):

@@ -29,7 +29,8 @@ DEFAULT_TEXTS = {
     "output": "The job printed more than allowed ({output} bytes).",
     "killed": "The job was killed.",
     "removed": "The job's container was removed or killed from outside the JobManager.",
-    "disk": "The job wrote a file larger than allowed.",
+    "disk": "The job wrote more than allowed: a file over {file_size} bytes, or over {disk} "
+            "bytes in all.",
 }
 
 

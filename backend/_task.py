@@ -26,9 +26,10 @@ DEFAULT_LIMITS: Dict[str, Optional[float]] = {
     "processes": 64,       # pids limit
     "cpus": 1.0,           # CPU share
     "file_size": 128 * 1024 * 1024,  # bytes: the largest file a job may write
+    "disk": 1024 * 1024 * 1024,  # bytes a job may write in all (see docs/security.rst)
 }
 
-_INTEGER_LIMITS = {"memory", "output", "processes", "file_size"}
+_INTEGER_LIMITS = {"memory", "output", "processes", "file_size", "disk"}
 #: A task's protocols: a JSON line in, a JSON object out (SPEC §5), or any program (§9).
 PROTOCOLS = ("json", "raw")
 

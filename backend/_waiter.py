@@ -32,7 +32,9 @@ result in :mod:`backend._results` (pure functions).
 Every ``time_between_polls`` the main loop also polls: it lists our containers by label
 (catching lost events and containers removed from outside), enforces ``hard_time``, measures
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
-process only). A follower ends a job as soon as it prints more than its ``output`` limit.
+process only) and what each container wrote (the disk watch: its writable layer's size, also
+once more at its end; see docs/security.rst). A follower ends a job as soon as it prints more
+than its ``output`` limit.
 The waiter's :class:`~backend._probe.HealthProbe` pings the engine every second and tells,
 within a few seconds, when it stops answering (and when it answers again): the calls then
 waiting on it are ended, the next ones fail at once, and a ``False`` report of the event
@@ -279,6 +281,10 @@ class _Waiter:
                 if collected is None:
                     return  # a stale event: the container runs again?
                 exit_code, stdout, stderr = collected
+                # a last look at what it wrote: a job may cross its disk limit and end
+                # between two checks of the watch
+                if self.over_disk([watched], time.monotonic(), at_end=True):
+                    watched.reason = "disk"
             except _docker.DockerFailure as failure:
                 if failure.not_found:
                     watched.reason = watched.reason or "removed"
@@ -318,6 +324,8 @@ class _Waiter:
                 self.kill(watched, "wall_time")
         for watched in _over_cpu_time(self.watched.values(), self.connected, now):
             self.kill(watched, "cpu_time")
+        for watched in self.over_disk(list(self.watched.values()), time.monotonic()):
+            self.kill(watched, "disk")
         self.reconcile(list(self.watched.values()))
         if (self.unreachable_since is not None
                 and time.monotonic() - self.unreachable_since >= ENGINE_LOST_AFTER):
@@ -354,6 +362,26 @@ class _Waiter:
                 self.finish(watched, watched.exit_code, time.time(), gone=True)
             elif container.get("State") in ("exited", "dead"):
                 self.finish(watched, None, watched.ended_at or time.time())
+
+
+    def over_disk(self, candidates: List[Watched], now: float, at_end: bool = False
+                  ) -> List[Watched]:
+        """The disk watch: the candidates whose writable layer holds more than their ``disk``
+        limit, each measured when its check is due (at ``now``, monotonic; ``at_end``: now,
+        the container having ended). An engine's error skips a check (a container that ended
+        meanwhile, or trouble the listing tells)."""
+        over = []
+        for one in candidates:
+            if one.reason is not None:
+                continue
+            if at_end:
+                one.disk_due_at = 0.0
+            try:
+                if one.check_disk(self.connected(), self.config.time_between_polls, now):
+                    over.append(one)
+            except _docker.DockerFailure as failure:
+                logger.debug("size of %s: %s", one.container_id, failure.text)
+        return over
 
 
 def _over_cpu_time(watched: Iterable[Watched], connected: Callable[[], _docker.Engine],

@@ -9,6 +9,7 @@ collects how the container ended (the engine's inspect and log, or the job's own
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
@@ -17,6 +18,14 @@ from backend._job_outputs import add_outputs
 from backend._messages import DockerEvent, Result, Watch
 from backend._output import OutputFollower, StreamState
 from backend._results import ContainerEnd
+
+
+#: The disk watch spends at most one part in this many of a container's wall time on its
+#: size checks: a check that took the engine 0.2 s comes again 2 s later at the earliest...
+DISK_COST_RATIO = 10.0
+#: ...and at the latest this many seconds later, however costly (a layer of 50,000 files
+#: takes the engine 0.3 s of CPU a check): see docs/security.rst.
+DISK_MAX_PERIOD = 5.0
 
 
 class PendingEnd(NamedTuple):
@@ -46,6 +55,9 @@ class Watched:
     pending_end: Optional[PendingEnd] = None
     writer: Optional[_input.InputWriter] = None  # the rest of its input, if any
     watch: Optional[Watch] = None  # its protocol and outputs (SPEC §9)
+    disk_due_at: float = 0.0  # time.monotonic() of its next size check (the disk watch)
+    disk_seen: int = 0  # the most bytes its writable layer was seen to hold
+    disk_cost: Optional[float] = None  # seconds its last size check took
 
     @classmethod
     def of(cls, message: Watch, follower: OutputFollower,
@@ -87,6 +99,29 @@ class Watched:
         """Whether it is old enough to have used its CPU time (and is not being killed)."""
         return self.reason is None and now - self.started_at >= \
             self.limits["time"] / max(self.limits["cpus"], 0.01) * 0.9
+
+    def check_disk(self, engine: _docker.Engine, period: float, now: float) -> bool:
+        """Measures what the container wrote (its writable layer) if its check is due (at
+        ``now``, monotonic), and schedules the next one ``period`` later, or later still when
+        the last two measures were costly (:data:`DISK_COST_RATIO`, up to
+        :data:`DISK_MAX_PERIOD`; the cheaper of the two counts, so that one slow answer of a
+        loaded engine does not stretch the period alone).
+        Whether it wrote more than its ``disk`` limit.
+
+        Raises:
+            DockerFailure: from the engine.
+        """
+        limit = self.limits.get("disk")
+        if limit is None or now < self.disk_due_at:
+            return False
+        began = time.monotonic()
+        used = engine.disk_used(self.container_id)
+        cost = time.monotonic() - began
+        self.disk_seen = max(self.disk_seen, used)
+        last, self.disk_cost = self.disk_cost, cost
+        stretched = min(DISK_COST_RATIO * min(cost, last or cost), DISK_MAX_PERIOD)
+        self.disk_due_at = began + max(period, stretched)
+        return used > limit
 
     def collect(self, engine: _docker.Engine, exit_code: Optional[int]
                 ) -> Optional[Tuple[Optional[int], bytes, bytes]]:

@@ -29,6 +29,7 @@ def test_limits_merge_over_defaults():
     ({"time": -1}, "positive"), ({"time": 0}, "positive"), ({"memory": "lots"}, "number"),
     ({"output": 1.5}, "whole"), ({"cpus": True}, "number"), ({"speed": 1}, "unknown limit"),
     ({"time": float("nan")}, "number"), ({"memory": 2}, "at least"),
+    ({"disk": 0}, "positive"), ({"disk": 1.5}, "whole"), ({"disk": "1G"}, "number"),
 ])
 def test_bad_limits_raise(limits, message):
     with pytest.raises(ValueError, match=message):

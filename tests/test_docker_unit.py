@@ -4,6 +4,8 @@ and an error answer is never retryable."""
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from backend import _docker, _docker_io
 from backend._config import parse_instances
@@ -49,6 +51,7 @@ def test_an_engine_that_is_not_there_is_retryable_for_every_call(tmp_path):
                  lambda: engine.inspect("c1"), lambda: engine.kill("c1"),
                  lambda: engine.remove("c1"), lambda: engine.logs("c1"),
                  lambda: engine.containers("l"), lambda: engine.cpu_seconds("c1"),
+                 lambda: engine.disk_used("c1"),
                  lambda: engine.attach_output("c1"), lambda: engine.events(0.0, {}),
                  lambda: engine.start("c1"), lambda: engine.create({"Image": "x"})]
         for call in calls:
@@ -195,3 +198,24 @@ def test_frames_cut_anywhere_come_whole():
     parser = _docker_io.FrameParser()
     frames = [f for i in range(len(data)) for f in parser.feed(data[i:i + 1])]
     assert frames + parser.end() == [(1, b"out"), (2, b"err" * 100), (1, b"cu")]
+
+
+# the disk watch reads SizeRw from the engine: whatever the answer holds, a count of bytes
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                     | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(answer=_JSON | st.dictionaries(st.just("SizeRw"), _JSON, min_size=1))
+def test_a_size_answer_of_any_shape_is_a_count_of_bytes(server, answer):
+    server, url = server
+    server.routes[f"{API}/containers/c1/json"] = json_answer(200, answer)
+    with engine_at(url) as engine:
+        used = engine.disk_used("c1")
+    assert isinstance(used, int) and used >= 0
+    size = answer.get("SizeRw") if isinstance(answer, dict) else None
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        assert used == size

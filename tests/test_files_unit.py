@@ -67,8 +67,9 @@ def test_cap_pair_keeps_a_short_stream_whole():
 
 
 @pytest.mark.parametrize("exit_code, reason, status, text", [
-    (0, None, "success", ""), (2, None, "failed", ""), (153, None, "overflow",
-                                                        "The job wrote a file larger than allowed.")])
+    (0, None, "success", ""), (2, None, "failed", ""),
+    (153, None, "overflow", "The job wrote more than allowed: a file over 134217728 bytes, "
+                            "or over 1073741824 bytes in all.")])
 def test_raw_result(exit_code, reason, status, text):
     end = ContainerEnd(exit_code, merge_limits({}), protocol="raw")
     result = ended_result(end, b"out \xff", b"err", b"", "e1", "c1", 0.1)

@@ -129,4 +129,4 @@ def test_limits_reach_the_container(manager):
     result = run(manager, task, [1])
     assert result["in"]["limits"] == {"time": 7, "hard_time": 21, "memory": 100,
                                       "output": 4096, "processes": 64, "cpus": 1.0,
-                                      "file_size": 128 << 20}
+                                      "file_size": 128 << 20, "disk": 1 << 30}

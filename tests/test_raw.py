@@ -114,7 +114,8 @@ def test_file_size_ends_with_disk(manager):
     task = raw("exec head -c 3000000 /dev/zero > big", limits={"file_size": 1000000})
     result = run(manager, task)
     assert (result["result"], result["run"]["reason"]) == ("overflow", "disk")
-    assert result["text"] == "The job wrote a file larger than allowed."
+    assert result["text"] == ("The job wrote more than allowed: a file over 1000000 bytes, "
+                              "or over 1073741824 bytes in all.")
 
 
 def test_file_size_a_write_past_it_fails(manager):

@@ -58,6 +58,7 @@ class FakeClient:
         self.blocked = threading.Event()
         self.listings = 0
         self.closed = False
+        self.disk = {}  # bytes in each container's writable layer (default 0)
 
     def close(self):
         self.closed = True
@@ -68,6 +69,12 @@ class FakeClient:
 
     def inspect(self, container_id):
         return {"State": {"Running": False, "ExitCode": 0, "OOMKilled": False}}
+
+    def disk_used(self, container_id):
+        size = self.disk.get(container_id, 0)
+        if isinstance(size, Exception):
+            raise size
+        return size
 
     def logs(self, container_id):
         return _docker.demultiplex(frame(1, b'{"result": "success"}\n') + frame(2, b"log\n"))
@@ -482,3 +489,95 @@ def test_a_put_during_the_drains_read_still_wakes_the_next_time(monkeypatch):
         assert list(mailbox.drain()) == ["after"]
     finally:
         mailbox.close()
+
+
+# -- the disk watch (docs/security.rst) ------------------------------------------------------
+class KillRecorder:
+    def __init__(self):
+        self.killed = []
+
+    def __call__(self, watched, reason):
+        watched.reason = watched.reason or reason
+        self.killed.append((watched.job_id, reason))
+
+
+def test_a_job_that_ended_over_its_disk_limit_is_overflow_disk(monkeypatch):
+    client = FakeClient([{"Id": "c1", "State": "exited"}])
+    client.disk["c1"] = merge_limits({})["disk"] + 1
+    waiter, connection = make_waiter(client, monkeypatch)
+    waiter.handle_message(watch())
+    [(_, result)] = ended(connection)
+    assert (result["result"], result["run"]["reason"]) == ("overflow", "disk")
+    assert "1073741824 bytes in all" in result["text"]
+
+
+def test_a_job_at_its_disk_limit_succeeds(monkeypatch):
+    client = FakeClient([{"Id": "c1", "State": "exited"}])
+    client.disk["c1"] = merge_limits({})["disk"]
+    waiter, connection = make_waiter(client, monkeypatch)
+    waiter.handle_message(watch())
+    [(_, result)] = ended(connection)
+    assert result["result"] == "success" and result["run"]["reason"] is None
+
+
+def test_the_poll_kills_a_running_job_over_its_disk_limit(monkeypatch):
+    client = FakeClient([{"Id": "c1", "State": "running"}, {"Id": "c2", "State": "running"}])
+    limits = merge_limits({"disk": 1000})
+    client.disk.update(c1=1001, c2=1000)
+    waiter, connection = make_waiter(client, monkeypatch)
+    monkeypatch.setattr(waiter, "kill", KillRecorder())
+    waiter.handle_message(watch("j1", "c1", limits=limits))
+    waiter.handle_message(watch("j2", "c2", limits=limits))
+    waiter.poll()
+    assert waiter.kill.killed == [("j1", "disk")]
+    assert waiter.watched["c1"].disk_seen == 1001
+
+
+def test_an_engine_error_on_a_size_check_skips_it(monkeypatch):
+    client = FakeClient([{"Id": "c1", "State": "running"}])
+    client.disk["c1"] = down()
+    waiter, connection = make_waiter(client, monkeypatch)
+    monkeypatch.setattr(waiter, "kill", KillRecorder())
+    waiter.handle_message(watch())
+    waiter.poll()
+    assert waiter.kill.killed == [] and not ended(connection)
+
+
+class SlowSizes:
+    """An engine whose size checks take ``cost`` seconds of a fake clock."""
+
+    def __init__(self, clock, cost, size=0):
+        self.clock, self.cost, self.size, self.calls = clock, cost, size, 0
+
+    def disk_used(self, container_id):
+        self.calls += 1
+        self.clock[0] += self.cost
+        return self.size
+
+
+def test_a_costly_size_check_comes_back_later(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
+    one = _watched.Watched("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
+    engine = SlowSizes(clock, cost=0.2)
+    assert not one.check_disk(engine, 0.5, clock[0])
+    assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_COST_RATIO * 0.2)
+    assert not one.check_disk(engine, 0.5, 101.0) and engine.calls == 1  # not due yet
+    for cost in (0.01, 1.0):  # a cheap answer after a costly one, then a slow one after it:
+        engine.cost = cost    # the cheaper of the last two counts
+        clock[0] = now = one.disk_due_at
+        assert not one.check_disk(engine, 0.5, now) and engine.calls in (2, 3)
+        assert one.disk_due_at == pytest.approx(now + 0.5)
+    cheap = _watched.Watched("j2", "c2", merge_limits({"disk": 10}), time.time(), None)
+    engine = SlowSizes(clock, cost=0.001, size=11)
+    start = clock[0]
+    assert cheap.check_disk(engine, 0.5, start)
+    assert cheap.disk_due_at == pytest.approx(start + 0.5)
+
+
+def test_a_size_check_comes_back_within_the_longest_period(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
+    one = _watched.Watched("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
+    assert not one.check_disk(SlowSizes(clock, cost=2.0), 0.5, clock[0])
+    assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_MAX_PERIOD)
