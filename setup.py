@@ -14,7 +14,7 @@ setup(
     # docker-py is what the tests and benchmarks compare with and check through
     install_requires=[],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1"],
+        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1", "hypothesis>=6"],
         "docs": ["sphinx>=7"],
         "bench": ["matplotlib", "docker>=6.1"],
     },
