@@ -62,7 +62,8 @@ class _Response:
 
     Raises:
         ProtocolError: the status line or a header is not HTTP, or there are too many.
-        ConnectionResetError: the engine closed the connection before the headers' end.
+        ConnectionResetError: the engine closed the connection before answering.
+        ConnectionAbortedError: it closed it in the middle of the head.
     """
 
     def __init__(self, connection: "_Connection"):
@@ -78,7 +79,9 @@ class _Response:
         self.headers: Dict[str, str] = {}
         for _ in range(_MAX_HEADERS + 1):
             line = _line(reader)
-            if line in (b"\r\n", b"\n", b""):
+            if not line:
+                raise ConnectionAbortedError("the engine closed the connection mid-head")
+            if line in (b"\r\n", b"\n"):
                 break
             name, _, value = line.decode("latin-1").partition(":")
             self.headers[name.strip().lower()] = value.strip()
@@ -149,14 +152,16 @@ def _line(reader: io.BufferedReader) -> bytes:
 
     Raises:
         ProtocolError: longer than ``_MAX_HEADER_LINE``.
-        ConnectionResetError: cut by the end of the connection.
+        ConnectionAbortedError: cut by the end of the connection (not a
+            ``ConnectionResetError``: the engine had begun to answer, so :meth:`Client.call`
+            must not send the request again).
     """
     line = reader.readline(_MAX_HEADER_LINE)
     if line and not line.endswith(b"\n"):
         if len(line) >= _MAX_HEADER_LINE:
             raise ProtocolError(f"a line of the answer's head longer than {_MAX_HEADER_LINE} "
                                 f"bytes")
-        raise ConnectionResetError("the engine closed the connection mid-line")
+        raise ConnectionAbortedError("the engine closed the connection mid-line")
     return line
 
 

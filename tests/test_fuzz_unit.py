@@ -190,6 +190,16 @@ def test_an_answer_parses_or_raises_a_protocol_error(data, points):
         assert sum(map(len, pieces)) == answer.remaining
 
 
+def test_an_answer_cut_in_its_head_is_not_a_reset():
+    """An answer cut after its first byte: the engine read the request, so the error is
+    not the ConnectionResetError on which Client.call sends a request again."""
+    for data in (b"HTTP/1.1 20", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Le"):
+        with pytest.raises(ConnectionAbortedError):
+            response(cut(data, [5]))
+    with pytest.raises(ConnectionResetError):
+        response([])
+
+
 @FUZZ
 @given(st.binary(max_size=3000), st.lists(st.integers(1, 70), max_size=5), cuts)
 def test_chunked_bodies_come_back_whole(body, sizes, points):
