@@ -514,15 +514,19 @@ def test_archive_reading_is_linear():
     linear(run, lambda size: small if size == 1 else big, 1, repeats=1)
 
     def one_file(size):
-        return tar_of([(tarfile.TarInfo("out"), b"x" * size)])
+        info = tarfile.TarInfo("out")
+        info.size = size
+        return tar_of([(info, b"x" * size)])
 
     def run_in_one_chunk(data):
-        answer = response([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data),
-                           data])
-        OutputsReader(1 << 30).read(
-            "out", _docker_io.ArchiveStream(_http.Stream(answer.connection, answer), "t"))
+        answer = response([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"%x\r\n" % len(data), data, b"\r\n0\r\n\r\n"])
+        reader = OutputsReader(1 << 30)
+        reader.read("out", _docker_io.ArchiveStream(_http.Stream(answer.connection, answer),
+                                                    "t"))
+        assert len(reader.files["out"]) >= 1 << 20
 
-    linear(run_in_one_chunk, one_file, 1 << 20)
+    linear(run_in_one_chunk, one_file, 1 << 21)
 
 
 # -- the engine's JSON answers ---------------------------------------------------------------
