@@ -14,7 +14,7 @@ setup(
     # docker-py is what the tests and benchmarks compare with and check through
     install_requires=[],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1", "hypothesis",
+        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1", "hypothesis>=6",
                  "prometheus_client>=0.20"],
         "metrics": ["prometheus_client>=0.20"],
         "docs": ["sphinx>=7"],

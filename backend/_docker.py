@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import socket
 import tarfile
@@ -91,12 +92,12 @@ class Engine:
     def version(self) -> Dict[str, Any]:
         """The engine's ``/version`` (unversioned path: it answers whatever we speak)."""
         with self._translated("a version query"):
-            return self.http.json("GET", "/version")
+            return _object(self.http.json("GET", "/version"), "/version")
 
     def info(self) -> Dict[str, Any]:
         """The engine's ``/info``: its log drivers, init binary, runtimes..."""
         with self._translated("an info query"):
-            return self.http.json("GET", self._path("/info"))
+            return _object(self.http.json("GET", self._path("/info")), "/info")
 
     def ping(self) -> None:
         """Returns when the engine answers."""
@@ -116,8 +117,12 @@ class Engine:
     def create(self, options: Dict[str, Any], name: Optional[str] = None) -> str:
         params = {"name": name} if name else None
         with self._translated(None, options.get("Image")):
-            return self.http.json("POST", self._path("/containers/create"), params,
-                                  body=options)["Id"]
+            answer = _object(self.http.json("POST", self._path("/containers/create"), params,
+                                            body=options), "a create")
+            container_id = answer.get("Id")
+            if not isinstance(container_id, str) or not container_id:
+                raise TypeError(f"a create answered an Id of {short_text(repr(container_id))}")
+            return container_id
 
     def attach(self, container_id: str, stdin: bool, output: bool) -> OutputStream:
         """A hijacked connection to the container (see :class:`OutputStream`)."""
@@ -162,8 +167,17 @@ class Engine:
                            {"force": "true", "v": "true"})
 
     def inspect(self, container_id: str) -> Dict[str, Any]:
+        """The container's inspect: a dict whose ``State`` and ``Config`` are dicts, and
+        whose ``State["ExitCode"]``, if there, is an int (else a :class:`DockerFailure`)."""
         with self._translated(f"an inspect of {container_id}"):
-            return self.http.json("GET", self._path("/containers/{}/json", container_id))
+            answer = _object(self.http.json("GET", self._path("/containers/{}/json",
+                                                              container_id)), "an inspect")
+            for key in ("State", "Config"):
+                _object(answer.get(key), f"an inspect's {key}")
+            code = answer["State"].get("ExitCode")
+            if code is not None and (type(code) is not int):
+                raise TypeError(f"an inspect's exit code {short_text(repr(code))}")
+            return answer
 
     def disk_used(self, container_id: str) -> int:
         """Bytes in the container's writable layer (``SizeRw``): the engine walks the layer's
@@ -178,11 +192,19 @@ class Engine:
         return max(0, size)
 
     def containers(self, label: str, all_states: bool = True) -> List[Dict[str, Any]]:
-        """Lists containers carrying ``label`` (``key`` or ``key=value``)."""
+        """Lists containers carrying ``label`` (``key`` or ``key=value``): dicts, each with
+        a str ``Id`` and a dict (or no) ``Labels`` (else a :class:`DockerFailure`)."""
         with self._translated("a container listing"):
-            return self.http.json("GET", self._path("/containers/json"),
-                                  {"all": "1" if all_states else "0",
-                                   "filters": {"label": [label]}})
+            listed = self.http.json("GET", self._path("/containers/json"),
+                                    {"all": "1" if all_states else "0",
+                                     "filters": {"label": [label]}})
+            if not isinstance(listed, list):
+                raise TypeError("a container listing that is not a list")
+            for container in listed:
+                if not isinstance(_object(container, "a listed container").get("Id"), str) \
+                        or not isinstance(container.get("Labels") or {}, dict):
+                    raise TypeError(f"a listed container {short_text(repr(container))}")
+            return listed
 
     def logs(self, container_id: str) -> Tuple[bytes, bytes]:
         """A stopped container's whole stdout and stderr, from its log."""
@@ -196,7 +218,10 @@ class Engine:
         with self._translated(f"the stats of {container_id}"):
             stats = self.http.json("GET", self._path("/containers/{}/stats", container_id),
                                    {"stream": "false", "one-shot": "true"})
-            return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+            used = float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+            if not math.isfinite(used) or used < 0:
+                raise ValueError(f"a CPU time of {used} seconds")
+            return used
 
     def events(self, since: float, filters: Dict[str, List[str]]) -> EventStream:
         """The engine's event stream from ``since`` (epoch seconds), for ``filters``."""
@@ -236,6 +261,11 @@ def connect(config: InstanceConfig, timeout: float = API_TIMEOUT,
     except _features.UnsupportedEngine as error:
         engine.close()
         raise DockerFailure("start_failed", str(error)) from error
+    except (ValueError, TypeError, AttributeError, RecursionError) as error:  # other types
+        engine.close()
+        raise DockerFailure("start_failed", f"host {config.name} answered a /version or "
+                                            f"/info we cannot read: {short_text(str(error))}"
+                            ) from error
     except DockerFailure:
         engine.close()
         raise
@@ -394,6 +424,17 @@ def build_image(config: InstanceConfig, folder: str, tag: str, timeout: float = 
     except DockerFailure as failure:
         return failed + failure.text
     return None
+
+
+def _object(value: Any, what: str) -> Dict[str, Any]:
+    """``value``, a JSON object of the engine's answer (``what`` names it).
+
+    Raises:
+        TypeError: it is not one (the caller translates it).
+    """
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not a JSON object but {type(value).__name__}")
+    return value
 
 
 def _build_context(folder: str) -> bytes:

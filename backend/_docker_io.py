@@ -9,17 +9,21 @@ imports it. No thread of its own: a stream belongs to the thread that reads it, 
 from __future__ import annotations
 
 import io
+import logging
 import socket
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from backend._config import InstanceConfig
-from backend._http import HttpError, Stream
+from backend._http import HttpError, ProtocolError, Stream, loads
+
+logger = logging.getLogger("backend")
 
 #: Stream numbers of Docker's multiplexed attach and log frames.
 STDOUT, STDERR = 1, 2
 #: What a call or a stream can raise: the engine's error answer, a transport failure
-#: (``OSError``, with ``ssl`` and timeouts), an answer we cannot read (``ValueError``: bad
-#: JSON or framing; ``KeyError``/``TypeError``: a field missing from an answer).
+#: (``OSError``, with ``ssl`` and timeouts), an answer we cannot read (``ValueError``, with
+#: :class:`~backend._http.ProtocolError`: bad HTTP, framing or JSON; ``KeyError``/``TypeError``:
+#: a field missing from an answer, or of another type).
 CALL_ERRORS = (HttpError, OSError, ValueError, KeyError, TypeError)
 
 
@@ -58,31 +62,43 @@ _READ_SIZE = 65536
 class FrameParser:
     """Docker's multiplexed stream (8-byte headers: stream number, 3 zero bytes, size), fed
     as its bytes come: the one parser of attach and log frames. Its frames are
-    ``(STDOUT or STDERR, bytes)``; a frame cut by the end of the stream gives what it has."""
+    ``(stream number, bytes)`` (:data:`STDOUT`, :data:`STDERR`, or what else the engine
+    says): a frame's bytes are given as soon as they come, so a frame cut by a feed (or by
+    the end of the stream) comes in pieces, and the parser holds at most a header's 7 bytes
+    whatever size a header claims. Any bytes are frames: it never raises, and its work is
+    linear in the bytes fed."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._header = bytearray()  # a header cut by the end of a feed
+        self._number = STDOUT       # the stream of the frame being read
+        self._left = 0              # bytes of that frame still to come
 
     def feed(self, data: bytes) -> List[Tuple[int, bytes]]:
-        """The frames that ``data`` completes."""
-        buffer, frames, start = self._buffer, [], 0
-        buffer += data
-        while len(buffer) - start >= 8:
-            end = start + 8 + int.from_bytes(buffer[start + 4:start + 8], "big")
-            if end > len(buffer):
-                break
-            if end > start + 8:
-                frames.append((buffer[start], bytes(buffer[start + 8:end])))
-            start = end
-        del buffer[:start]
+        """The frames (or pieces of frames) that ``data`` holds."""
+        frames: List[Tuple[int, bytes]] = []
+        view, position, size = memoryview(data), 0, len(data)
+        while position < size:
+            if self._left:
+                end = min(size, position + self._left)
+                frames.append((self._number, bytes(view[position:end])))
+                self._left -= end - position
+                position = end
+                continue
+            take = min(size - position, 8 - len(self._header))
+            self._header += view[position:position + take]
+            position += take
+            if len(self._header) == 8:
+                self._number = self._header[0]
+                self._left = int.from_bytes(self._header[4:8], "big")
+                self._header.clear()
         return frames
 
     def end(self) -> List[Tuple[int, bytes]]:
-        """At the end of the stream: what a frame cut by it holds."""
-        buffer = self._buffer
-        frames = [(buffer[0], bytes(buffer[8:]))] if len(buffer) > 8 else []
-        buffer.clear()
-        return frames
+        """At the end of the stream: nothing more (a cut frame's bytes were given as they
+        came, a cut header is dropped); the parser is ready for a new stream."""
+        self._header.clear()
+        self._left = 0
+        return []
 
 
 def _frames(reader: io.BufferedIOBase) -> Iterator[Tuple[int, bytes]]:
@@ -175,7 +191,7 @@ class ArchiveStream(io.RawIOBase):
         super().__init__()
         self._stream = stream
         self._chunks = stream.chunks()
-        self._pending = b""
+        self._pending = memoryview(b"")
         self.where = where
 
     def readable(self) -> bool:
@@ -184,9 +200,10 @@ class ArchiveStream(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         try:
             while not self._pending:
-                self._pending = next(self._chunks, b"")
-                if not self._pending:
+                chunk = next(self._chunks, b"")
+                if not chunk:
                     return 0
+                self._pending = memoryview(chunk)
         except (OSError, ValueError) as error:
             raise stream_failure(error, self.where) from error
         size = min(len(buffer), len(self._pending))
@@ -214,9 +231,24 @@ class EventStream:
         self.idle = False
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        """Raises :class:`DockerFailure` (``retryable``) if the transport fails."""
+        """The events (JSON objects) as they come; a line that is not one is skipped (and
+        logged): one bad line costs no other event.
+
+        Raises:
+            DockerFailure: the transport failed, or a line longer than
+                :data:`backend._http.MAX_JSON_LINE` (``retryable``).
+        """
         try:
-            yield from self._stream.json_lines()
+            for line in self._stream.lines():
+                try:
+                    event = loads(line)
+                except ProtocolError as error:
+                    event = error
+                if isinstance(event, dict):
+                    yield event
+                else:
+                    logger.debug("%s: a line that is not an event skipped: %s", self.where,
+                                 short_text(line))
         except socket.timeout:
             self.idle = True
         except (OSError, ValueError) as error:

@@ -120,30 +120,51 @@ class EventFollower:
 
     def route(self, event: Dict[str, Any]) -> float:
         """Decodes one event of the engine and gives it to whom it concerns: the counter if
-        a manager's container, the mailbox too if ours. Returns its time (0 if none)."""
+        a manager's container, the mailbox too if ours. Returns its time (0 if none).
+
+        The event is the engine's word: a field of another type counts as absent (an
+        ``exitCode`` that is not a number, as unknown), so that no event can end the
+        thread."""
         at = _event_time(event)
-        action = event.get("Action") or event.get("status")
-        actor = event.get("Actor") or {}
-        container_id = event.get("id") or actor.get("ID")
-        attributes = actor.get("Attributes") or {}
-        manager = attributes.get(_docker.LABEL_MANAGER)
+        action = _text(event.get("Action")) or _text(event.get("status"))
+        actor = _mapping(event.get("Actor"))
+        container_id = _text(event.get("id")) or _text(actor.get("ID"))
+        attributes = _mapping(actor.get("Attributes"))
+        manager = _text(attributes.get(_docker.LABEL_MANAGER))
         if not container_id or not manager:  # not a container of any manager
             return at
         if self.counter is not None and action in LOAD_ACTIONS:
             self.counter.put(ContainerSeen(action, container_id, manager,
-                                           str(attributes.get(_docker.LABEL_JOB, ""))))
+                                           _text(attributes.get(_docker.LABEL_JOB))))
         if manager == self.manager_id and action in _docker.CONTAINER_EVENTS:
             exit_code = None
             if action == "die":
-                code = attributes.get("exitCode")
-                exit_code = int(code) if code is not None else None
+                code = _text(attributes.get("exitCode"))
+                exit_code = int(code) if code.isascii() and code.isdigit() and \
+                    len(code) <= 9 else None
             self.mailbox.put(DockerEvent(action, container_id, exit_code, at or time.time()))
         return at
 
 
 def _event_time(event: Dict[str, Any]) -> float:
-    """The engine's time of an event, in epoch seconds (0 when it has none)."""
-    return float(event.get("timeNano", 0)) / 1e9 or float(event.get("time", 0))
+    """The engine's time of an event, in epoch seconds (0 when it has none, or one that is
+    not a finite number of seconds since the epoch up to the year 9999)."""
+    for key, scale in (("timeNano", 1e9), ("time", 1.0)):
+        value = event.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and 0 < value < 253402300800 * scale:
+            return float(value) / scale
+    return 0.0
+
+
+def _text(value: Any) -> str:
+    """A str field of an event ("" when absent or of another type)."""
+    return value if isinstance(value, str) else ""
+
+
+def _mapping(value: Any) -> Dict[str, Any]:
+    """An object field of an event ({} when absent or of another type)."""
+    return value if isinstance(value, dict) else {}
 
 
 #: Seconds the events of a container not yet watched are kept.

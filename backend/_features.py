@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Set, Tuple
@@ -89,8 +90,14 @@ class Features:
 
 
 def version_tuple(version: str) -> Tuple[int, ...]:
-    """``"1.41"`` -> ``(1, 41)``; a part that is not a number counts as 0."""
-    return tuple(int(part) if part.isdigit() else 0 for part in version.split("."))
+    """``"1.41"`` -> ``(1, 41)``; a part that is not a number (of at most 9 ASCII digits)
+    counts as 0."""
+    return tuple(int(part) if part.isascii() and part.isdigit() and len(part) <= 9 else 0
+                 for part in version.split("."))
+
+
+#: The form of an Engine API version we put into paths (an engine's word is not trusted).
+_API_VERSION = re.compile(r"[0-9]{1,4}\.[0-9]{1,4}")
 
 
 def negotiate(version: Mapping[str, Any], engine: str = "the engine") -> str:
@@ -106,10 +113,11 @@ def negotiate(version: Mapping[str, Any], engine: str = "the engine") -> str:
     newest = str(version.get("ApiVersion") or MIN_API_VERSION)
     oldest = str(version.get("MinAPIVersion") or newest)
     chosen = min(newest, MAX_API_VERSION, key=version_tuple)
-    if version_tuple(chosen) < max(version_tuple(oldest), version_tuple(MIN_API_VERSION)):
+    if not _API_VERSION.fullmatch(chosen) or \
+            version_tuple(chosen) < max(version_tuple(oldest), version_tuple(MIN_API_VERSION)):
         raise UnsupportedEngine(
-            f"engine {engine} speaks Engine API {oldest} to {newest}; this library speaks "
-            f"{MIN_API_VERSION} to {MAX_API_VERSION}")
+            f"engine {engine} speaks Engine API {oldest[:40]} to {newest[:40]}; this library "
+            f"speaks {MIN_API_VERSION} to {MAX_API_VERSION}")
     return chosen
 
 

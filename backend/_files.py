@@ -183,7 +183,21 @@ class OutputsReader:
 
     def read(self, path: str, archive: Union[IO[bytes], io.RawIOBase]) -> None:
         """Reads the tar ``archive`` of the output ``path`` (its first name is the path's
-        last one: a file, or a folder and what is below it)."""
+        last one: a file, or a folder and what is below it).
+
+        Raises:
+            tarfile.TarError: the archive is not a tar we can read (what :mod:`tarfile`
+                raises of another type for such bytes, a ``ValueError`` of a bad pax
+                number for one, is raised as a ``tarfile.ReadError``); the files read
+                until then are kept.
+        """
+        try:
+            self._read(path, archive)
+        except (ValueError, EOFError, OverflowError) as error:
+            raise tarfile.ReadError(f"a bad archive: {type(error).__name__}: {error}"
+                                    ) from error
+
+    def _read(self, path: str, archive: Union[IO[bytes], io.RawIOBase]) -> None:
         parent = posixpath.dirname(path)
         with tarfile.open(fileobj=archive, mode="r|") as tar:
             for member in tar:
