@@ -11,8 +11,9 @@ concurrency K, client CPU per job, peak RSS), with the latency run (one job at a
 between jobs, a trivial job and a grader that boots 0.3 s, warm starts off and on), then the
 scale run (a burst of 100 and of 1000 trivial jobs on two
 engines of 4 slots each), and writes ``benchmarks/results/results.json``,
-``benchmarks/results/results.rst`` (the table as a Sphinx ``list-table``, for the docs) and
-``benchmarks/results/plot.png`` (when matplotlib is installed: ``pip install -e .[bench]``).
+``benchmarks/results/results.rst`` (the table as a Sphinx ``list-table``, for the docs),
+``plot-throughput.png`` and ``plot-latency.png`` (when matplotlib is installed: ``pip
+install -e .[bench]``).
 
     python benchmarks/run.py            # N=40, K in 1 2 4 8, trivial and 1-second jobs, 2 repeats
     python benchmarks/run.py --quick    # N=20, K in 1 4, trivial jobs, 1 repeat, scale 100/300
@@ -356,7 +357,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, help="repeats of each measurement")
     parser.add_argument("--ks", type=int, nargs="+", help="the concurrencies K compared")
     parser.add_argument("--out", default=str(HERE / "results"),
-                        help="the folder of results.json, results.txt, results.rst, plot.png")
+                        help="the folder of results.json, results.txt, results.rst and the plots")
     parser.add_argument("--report", metavar="RESULTS_JSON",
                         help="print the tables and draw the plot again from a results.json")
     parser.add_argument("--one", choices=sorted(CONTENDERS), help=argparse.SUPPRESS)
@@ -482,7 +483,7 @@ def _paired_ratios(rows):
 
 
 def report(rows, scale=(), out=HERE / "results"):
-    """Prints the tables, writes results.json and, with matplotlib, plot.png."""
+    """Prints the tables, writes results.json and, with matplotlib, the two plots."""
     best = {}
     for row in rows:
         key = (row["kind"], row["k"], row["contender"])
@@ -535,10 +536,14 @@ def report(rows, scale=(), out=HERE / "results"):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("\n(matplotlib not installed: no plot)")
         return
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # two figures of 480 px at 100 dpi: side by side in the docs at 1280 px, one above the
+    # other on a phone, with type legible in both
+    plt.rcParams.update({"font.size": 12, "legend.fontsize": 11})
+    (throughput, left), (latency, right) = (plt.subplots(figsize=(4.8, 4.4)) for _ in "ab")
     styles = {"trivial": "-", "1s": "--"}
     colours = {"ours": "tab:blue", "raw": "tab:orange", "cli": "tab:green"}
     for (kind, name) in sorted({(r["kind"], r["contender"]) for r in rows}):
@@ -553,11 +558,18 @@ def report(rows, scale=(), out=HERE / "results"):
     left.set(xlabel="K (concurrent jobs)", ylabel="jobs/s", title="Throughput")
     right.set(xlabel="K (concurrent jobs)", ylabel="p50 latency from submission (ms)",
               title="Latency", yscale="log")
-    left.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(out / "plot.png", dpi=100)
-    print(f"\nwrote {out / 'results.json'} and {out / 'plot.png'}")
-
+    all_ks = sorted({k for (_, k, _) in best})
+    for axes in (left, right):
+        axes.set_xticks(all_ks)  # K is a whole number: no 1.5
+    left.legend(loc="upper left")  # the latency's lines cross every corner: same colours
+    # plain milliseconds on the log axis, not powers of ten
+    right.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
+    for figure, name in ((throughput, "plot-throughput.png"), (latency, "plot-latency.png")):
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=100)
+    print(f"\nwrote {out / 'results.json'}, {out / 'plot-throughput.png'} and "
+          f"{out / 'plot-latency.png'}")
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,11 @@ graphviz_output_format = "svg"
 
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
+# wide enough for the code's 100-character lines at 1280 px; alabaster goes fluid on phones
+html_theme_options = {"page_width": "1240px", "sidebar_width": "230px"}
 
 # examples run by the doctest builder (sphinx -b doctest) see the public names
 doctest_global_setup = "from backend import *"
+
+# docs/_static/custom.css (alabaster loads it): wide tables and code scroll, never cut
+html_static_path = ["_static"]
