@@ -54,7 +54,7 @@ def test_outputs_within_their_budget():
     # every entry costs ENTRY_COST and its name, a file its content too
     budget = 5 * ENTRY_COST + len("res" "res/a" "res/b" "res/c" "sub/top") + 5 + 3 + 2
     reader = OutputsReader(budget)
-    reader.read("res", _archive([("res", None), ("res/a", b"12345"), ("res/b", b"1" * 1000),
+    reader.read("res", _archive([("res", None), ("res/a", b"12345"), ("res/b", b"1" * 5000),
                                  ("res/c", b"123")]))
     reader.read("sub/top", _archive([("top", b"xy")]))
     result = {"run": {}}
