@@ -120,6 +120,7 @@ class _Submitter:
                                failure.retryable, failure.maybe_created), None
         except Exception as error:  # noqa: BLE001 - one request's failure ends that job only
             logger.warning("submitter: starting %s failed: %r", job_id, error, exc_info=True)
+            self.forget(request.engine)  # its connection may be left mid-answer
             return StartFailed(job_id, "start_failed", f"starting the container failed "
                                f"({type(error).__name__})", None, False, True), None
 
@@ -176,6 +177,7 @@ class _Submitter:
             logger.warning("submitter: removing containers on %s failed: %r", name, error,
                            exc_info=True)
             failed, reachable = containers, True
+            self.forget(name)
         if not reachable:
             self.forget(name)
         return failed, reachable

@@ -345,3 +345,32 @@ def test_a_message_that_raises_ends_its_job_alone(caplog):
     assert "ZeroDivisionError" in queued.result["text"] and "ZeroDivisionError" in caplog.text
     assert other.state is JobState.QUEUED and dispatcher.done_queue.empty()
     close(dispatcher)
+
+
+def test_a_submitter_request_that_raises_ends_that_job_alone(monkeypatch):
+    """Anything a create or a removal raises besides DockerFailure (an engine's answer of an
+    unexpected shape) is that request's failure, never the submitter's end."""
+    from backend._submitter import _Submitter
+
+    class Odd:
+        closed = False
+
+        def containers(self, label, all_states=True):
+            return [{"no": "Id"}]
+
+        def close(self):
+            self.closed = True
+
+    def create_and_start(engine, *args, **kwargs):
+        raise KeyError("Id")
+
+    monkeypatch.setattr(_docker, "create_and_start", create_and_start)
+    serving = _Submitter(None, [CONFIG], "m1", "host:1")
+    serving.engines["fake"] = engine = Odd()
+    reply, stream = serving.submit(Submit("fake", job().spec, "backend-j1-1"))
+    assert isinstance(reply, StartFailed) and stream is None
+    assert (reply.reason, reply.maybe_created) == ("start_failed", True)
+    assert "KeyError" in reply.text and engine.closed  # a new connection next time
+    serving.engines["fake"] = engine = Odd()
+    assert serving.remove(RemoveLeftovers("fake")) == ([], True)
+    assert engine.closed
