@@ -1,5 +1,5 @@
-"""Result dicts (SPEC §6): how a container ended, reading its output, default texts, and
-merging with the local check. Pure functions of plain data (no I/O, no threads), shared by the
+"""Result dicts (SPEC §6): how a container ended, reading its output (its JSON within bounds,
+see docs/failures.rst), default texts, and merging with the local check. Pure functions of plain data (no I/O, no threads), shared by the
 waiter (:func:`end_reason`, :func:`ended_result`, :func:`lost_result`), the dispatcher
 (:func:`failure_result`) and the callback managers (:func:`merge`)."""
 from __future__ import annotations
