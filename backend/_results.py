@@ -1,7 +1,8 @@
-"""Result dicts (SPEC §6): how a container ended, reading its output (its JSON within bounds,
-see docs/failures.rst), default texts, and merging with the local check. Pure functions of plain data (no I/O, no threads), shared by the
-waiter (:func:`end_reason`, :func:`ended_result`, :func:`lost_result`), the dispatcher
-(:func:`failure_result`) and the callback managers (:func:`merge`)."""
+"""Result dicts (docs/results.rst): how a container ended, reading its output (its JSON
+within bounds, see docs/failures.rst), default texts, and merging with the local check. Pure
+functions of plain data (no I/O, no threads), shared by the waiter (:func:`end_reason`,
+:func:`ended_result`, :func:`lost_result`), the dispatcher (:func:`failure_result`) and the
+callback managers (:func:`merge`)."""
 from __future__ import annotations
 
 import json

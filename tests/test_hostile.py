@@ -12,7 +12,7 @@ import pytest
 
 from backend import JobManager, JobManagerSync, Task
 from backend._files import ENTRY_COST, MAX_LEFT_OUT
-from conftest import IMAGE, ok_script, shell
+from conftest import IMAGE, PREFIX, ok_script, shell
 
 #: Seconds a verdict may take after the container's end (its own run is timed apart).
 VERDICT_BOUND = 10.0
@@ -190,3 +190,32 @@ def test_a_file_name_that_is_not_utf8(one_engine):
     assert result["files"] == {"out/a\ufffdb": b"x", "out/ok": b"y"}
     "".join(result["files"]).encode("utf-8")  # every name is valid UTF-8
     assert seconds < VERDICT_BOUND
+
+
+# -- a few cheap cases on every engine kind ----------------------------------------------------
+
+@pytest.fixture
+def kind_manager(engine_kind):
+    kind, engines = engine_kind
+    instances = [{"server_url": e.url, "name": e.name, "container_prefix": PREFIX,
+                  "time_between_polls": 0.2} for e in engines[:1]]
+    with JobManager(instances) as job_manager:
+        # a fresh Podman's first container takes 15 s here: not a delay the test looks for
+        JobManagerSync(job_manager).new_job(shell(ok_script()), None, timeout=60)
+        yield job_manager
+
+
+def test_hostile_output_on_every_engine_kind(kind_manager, engine_kind):
+    result, seconds = run_beside_a_normal_job(kind_manager, shell(BOMB))
+    assert_bad_output(result, "nested deeper than 100 levels")
+    result, seconds = run_beside_a_normal_job(
+        kind_manager, shell("echo '{\"result\": \"failed\", \"x\": NaN}'"))
+    assert_bad_output(result, "not finite (NaN)")
+    script = ("mkdir odd out && printf x > \"odd/a$(printf '\\377')b\" "
+              "&& cd out && seq 3000 | xargs touch")
+    result, seconds = run_beside_a_normal_job(kind_manager, raw(script, outputs=["odd", "out"],
+                                                                workdir="/w"))
+    assert result["result"] == "success", result["run"]["stderr"]
+    assert result["files"]["odd/a\ufffdb"] == b"x"  # the first output: read first
+    assert 1000 < len(result["files"]) < 3001
+    assert_bounded(result)
