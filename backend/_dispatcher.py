@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from backend import _docker
 from backend._config import InstanceConfig
-from backend._job import JobState, _Job
+from backend._job import MAX_CHILDREN_LOST, JobState, _Job
 from backend._messages import (Close, EngineLoad, EngineState, JobEnded, KillAll,
                                KillJob, KillRunning, Mailbox, NewJob, Remove, RemoveContainer,
                                Removed, RemoveLeftovers, Result, Started, StartFailed, Submit,
@@ -57,7 +57,7 @@ from backend._probe import PROBE_TIMEOUT
 from backend._removals import Removals
 from backend._results import failure_result
 from backend._stats import Stats
-from backend._supervisor import STOP_GRACE, Supervisor, _Child, receive_fd
+from backend._supervisor import STOP_GRACE, ChildKind, Supervisor, _Child, receive_fd
 from backend._waitset import Waitset
 from backend._warm_starts import WarmStarts
 
@@ -125,7 +125,7 @@ class _Dispatcher(threading.Thread):
                     self.removals.next_due(), self.close_deadline,
                     self.placement.next_due(), self.warm.next_due()))
             for command in self.mailbox.drain():
-                self._commands[type(command)](command)
+                self._guarded(self._commands[type(command)], command)
             for child in children:
                 if child.fd in ready:
                     self.supervisor.read(child, self._read_message)
@@ -145,7 +145,22 @@ class _Dispatcher(threading.Thread):
             logger.error("unexpected message from %s process %s: %r", child.kind.value,
                          child.process.pid, message)
         else:
-            handler(child, message)
+            self._guarded(lambda reply: handler(child, reply), message)
+
+    def _guarded(self, handler: Callable[[Any], None], message: Any) -> None:
+        """Handles one message; one that raises ends its job alone (``handling_failed``),
+        and the loop goes on serving the others."""
+        try:
+            handler(message)
+        except Exception as error:  # noqa: BLE001 - logged; one job ends, not the thread
+            logger.exception("the dispatcher failed to handle a %s", type(message).__name__)
+            job = getattr(message, "job", None) or self.jobs.get(
+                getattr(message, "job_id", None) or "")
+            if isinstance(job, _Job):
+                self._end(job, failure_result(
+                    "handling_failed", f"The JobManager failed while handling a "
+                    f"{type(message).__name__} of the job ({type(error).__name__}).",
+                    job.engine, job.container_id))
 
     # -- commands from other threads -----------------------------------------------------
     def _on_new_job(self, command: NewJob) -> None:
@@ -334,6 +349,8 @@ class _Dispatcher(threading.Thread):
         (A waiter's running jobs go to its replacement.)"""
         if self.stopping:
             return
+        if child.kind is ChildKind.WAITER:
+            self._end_jobs_that_cost_waiters(child)
         self.supervisor.replace(child)
         held = child.holding
         if isinstance(held, _Job):
@@ -347,6 +364,19 @@ class _Dispatcher(threading.Thread):
             self.warm.start_failed(held, None)
         elif held is not None:
             self.removals.returned(held)
+
+    def _end_jobs_that_cost_waiters(self, waiter: _Child) -> None:
+        """Counts the death of ``waiter`` against each job it watched; a job that already
+        cost :data:`~backend._job.MAX_CHILDREN_LOST` waiters ends (``handling_failed``)
+        instead of going to the replacement, which whatever killed them would kill too."""
+        for job in list(waiter.jobs.values()):
+            job.children_lost += 1
+            if job.children_lost >= MAX_CHILDREN_LOST and job.state is JobState.RUNNING:
+                del waiter.jobs[job.job_id]
+                self._end(job, failure_result(
+                    "handling_failed", f"The waiter process of engine {job.engine} died "
+                    f"{job.children_lost} times while watching the job's container; the job "
+                    "is not handed on again.", job.engine, job.container_id))
 
 
 def _handlers(d: _Dispatcher) -> Tuple[Dict[type, Callable[[Any], None]],

@@ -99,7 +99,7 @@ class EventFollower:
                 self._tell(EngineState(self.config.name, True))
                 delay = _FIRST_DELAY
                 for event in stream:
-                    since = max(since, self.route(event))
+                    since = max(since, self.routed(event))
                 if stream.idle:  # silent for its read timeout: subscribe again at once (the
                     continue     # waiter's polls tell whether the engine still answers)
                 logger.debug("event stream of %s ended", self.config.name)
@@ -117,6 +117,16 @@ class EventFollower:
             delay = min(delay * 2, _MOST_DELAY)
         if engine is not None:
             engine.close()
+
+    def routed(self, event: Any) -> float:
+        """:meth:`route`, for an event of any shape: one that cannot be decoded is skipped
+        (logged; the waiter's poll catches what it meant), never the end of this thread."""
+        try:
+            return self.route(event)
+        except Exception as error:  # noqa: BLE001 - the engine's bytes end no thread
+            logger.warning("an event of %s could not be decoded (%s: %.200s): %.300r",
+                           self.config.name, type(error).__name__, error, event)
+            return 0.0
 
     def route(self, event: Dict[str, Any]) -> float:
         """Decodes one event of the engine and gives it to whom it concerns: the counter if

@@ -171,15 +171,31 @@ def files_tar(files: Files, user: Optional[str], folder: str = "") -> bytes:
     return data.getvalue()
 
 
+#: Bytes each entry of an output's archive (a file, a folder) costs against the output limit,
+#: besides its name and a file's content (the size of its tar header): the size of a result,
+#: and the time the waiter spends reading archives (tarfile takes about 0.1 ms a header, more
+#: on a loaded machine), are bounded by the limit whatever the number of files
+#: (docs/failures.rst).
+ENTRY_COST = 512
+#: The most names ``run["files_left_out"]`` gives; ``run["files_left_out_more"]`` counts
+#: the others.
+MAX_LEFT_OUT = 100
+
+
 class OutputsReader:
     """Reads outputs from the engine's archives within a budget of bytes: each
-    :meth:`read` takes the tar of one output path; :attr:`files` are ``{path: bytes}``
-    and :attr:`left_out` the files that did not fit."""
+    :meth:`read` takes the tar of one output path; :attr:`files` are ``{path: bytes}``,
+    :attr:`left_out` the first :data:`MAX_LEFT_OUT` files that did not fit and
+    :attr:`more_left_out` how many more did not. Every entry read costs
+    :data:`ENTRY_COST` and its name; once the budget cannot pay for an entry, no more is
+    read (of this archive or the next ones)."""
 
     def __init__(self, budget: int):
         self.budget = budget
         self.files: Dict[str, bytes] = {}
         self.left_out: List[str] = []
+        self.more_left_out = 0
+        self.spent = False  # the budget ran out: the rest was not read
 
     def read(self, path: str, archive: Union[IO[bytes], io.RawIOBase]) -> None:
         """Reads the tar ``archive`` of the output ``path`` (its first name is the path's
@@ -198,26 +214,52 @@ class OutputsReader:
                                     ) from error
 
     def _read(self, path: str, archive: Union[IO[bytes], io.RawIOBase]) -> None:
+        if self.spent:
+            return
         parent = posixpath.dirname(path)
         with tarfile.open(fileobj=archive, mode="r|") as tar:
             for member in tar:
-                if not member.isfile():
-                    continue
-                name = posixpath.join(parent, member.name) if parent else member.name
-                if path_problem(name) is not None or name in self.files:
+                name = _utf8(posixpath.join(parent, member.name) if parent else member.name)
+                cost = ENTRY_COST + len(name.encode("utf-8"))
+                if cost > self.budget:
+                    self.spent = True
+                    if member.isfile():
+                        self._leave_out(name)
+                    return
+                self.budget -= cost
+                if not member.isfile() or path_problem(name) is not None \
+                        or name in self.files:
                     continue
                 if member.size > self.budget:
-                    self.left_out.append(name)
+                    self._leave_out(name)
                     continue
-                stream = tar.extractfile(member)
-                content = stream.read() if stream is not None else b""
+                stream = tar.extractfile(member) if member.size else None
+                content = stream.read(self.budget) if stream is not None else b""
                 self.budget -= len(content)
                 self.files[name] = content
 
+    def _leave_out(self, name: str) -> None:
+        if len(self.left_out) < MAX_LEFT_OUT:
+            self.left_out.append(name)
+        else:
+            self.more_left_out += 1
+
     def add_to(self, result: Dict[str, Any]) -> None:
-        """Puts the files into a result: ``result["files"]``, ``run["files_left_out"]``."""
+        """Puts the files into a result: ``result["files"]``, ``run["files_left_out"]`` and
+        ``run["files_left_out_more"]``."""
         result["files"] = dict(self.files)
-        result.setdefault("run", {})["files_left_out"] = sorted(self.left_out)
+        run = result.setdefault("run", {})
+        run["files_left_out"] = sorted(self.left_out)
+        run["files_left_out_more"] = self.more_left_out
+
+
+def _utf8(name: str) -> str:
+    """A name read from a tar as valid UTF-8: bytes that were not are replaced by U+FFFD
+    (tarfile keeps them as surrogates, which no UTF-8 encoder takes)."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:
+        return name.encode("utf-8", "replace").decode("utf-8")
 
 
 def upload(files: Files, workdir: str, user: Optional[str], volume: bool) -> Tuple[str, bytes]:

@@ -95,7 +95,7 @@ class _Response:
         length = self.headers.get("content-length")
         self.remaining: Optional[int] = None
         if length is not None and not self.chunked:
-            if not (length.isascii() and length.isdigit()):
+            if not (length.isascii() and length.isdigit() and len(length) <= 20):
                 raise ProtocolError(f"a Content-Length of {length[:80]!r}")
             self.remaining = int(length)
         if self.status in (204, 304):  # no body, whatever the headers say

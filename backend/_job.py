@@ -47,6 +47,10 @@ class Outputs(NamedTuple):
     paths: Tuple[str, ...]
 
 
+#: The waiters a job may cost: whatever in it killed one would kill the next one too.
+MAX_CHILDREN_LOST = 2
+
+
 class JobState(enum.Enum):
     """Where a job is; it only ever moves forward, except SUBMITTING -> QUEUED when an engine
     that did not answer sends it to another one."""
@@ -77,6 +81,8 @@ class _Job:
         queued_at: epoch seconds it was made at.
         result: the container's part of its result, set when it ends.
         warm: it was written into a warm container (SPEC §10, :mod:`backend._warm`).
+        children_lost: the waiters that died while watching its container; at
+            :data:`MAX_CHILDREN_LOST` it ends instead of going to another one.
     """
 
     job_id: str
@@ -93,3 +99,4 @@ class _Job:
     queued_at: float = field(default_factory=time.time)
     result: Optional[Result] = None
     warm: bool = False
+    children_lost: int = 0

@@ -4,8 +4,10 @@ Called by a waiter's main loop (:meth:`backend._waiter._Waiter.finish`) once a c
 ended, also after a kill or a limit, before its result is reported: each output path is read
 through the engine's archive API (``GET /containers/{id}/archive``, so remote and TLS engines
 work as local ones), within ``limits["output"]`` bytes in all
-(:class:`backend._files.OutputsReader`). A missing output is simply absent; an engine that
-fails while answering costs the outputs not read yet, never the job's result.
+(:class:`backend._files.OutputsReader`; every entry costs its name and
+:data:`~backend._files.ENTRY_COST` bytes too, so that 300,000 empty files cost no more than
+the limit). A missing output is simply absent; an engine that fails while answering costs the
+outputs not read yet, never the job's result.
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def add_outputs(result: Dict[str, Any], connected: Callable[[], _docker.Engine],
                 raise
             try:
                 reader.read(path, archive)
-            except tarfile.TarError as error:
+            except (tarfile.TarError, ValueError, EOFError) as error:  # not a tar we read
                 logger.warning("the output %s of %s could not be read: %s", path,
                                container_id, error)
             finally:

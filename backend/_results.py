@@ -1,10 +1,14 @@
-"""Result dicts (SPEC §6): how a container ended, reading its output, default texts, and
-merging with the local check. Pure functions of plain data (no I/O, no threads), shared by the
-waiter (:func:`end_reason`, :func:`ended_result`, :func:`lost_result`), the dispatcher
-(:func:`failure_result`) and the callback managers (:func:`merge`)."""
+"""Result dicts (docs/results.rst): how a container ended, reading its output (its JSON
+within bounds, see docs/failures.rst), default texts, and merging with the local check. Pure
+functions of plain data (no I/O, no threads), shared by the waiter (:func:`end_reason`,
+:func:`ended_result`, :func:`lost_result`), the dispatcher (:func:`failure_result`) and the
+callback managers (:func:`merge`)."""
 from __future__ import annotations
 
 import json
+import math
+import re
+from itertools import accumulate
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from backend._task import LocalCheck
@@ -20,6 +24,7 @@ REASON_STATUS = {
     "killed": "killed", "no_image": "crash", "engine_lost": "crash",
     "engine_unreachable": "crash", "bad_output": "crash", "over_capacity": "crash",
     "start_failed": "crash", "removed": "crash", "disk": "overflow",
+    "handling_failed": "crash",
 }
 
 DEFAULT_TEXTS = {
@@ -148,21 +153,105 @@ def join_head_and_tail(head: bytes, tail: bytes, limit: int) -> bytes:
     return head[:half] + b"\n[... output cut ...]\n" + tail[-half:]
 
 
+#: The deepest nesting of arrays and objects a container's JSON may have.
+MAX_JSON_DEPTH = 100
+#: The most digits of an integer in a container's JSON (Python 3.11's default for ``int``;
+#: the same bound on every Python version).
+MAX_INT_DIGITS = 4300
+
+#: A JSON string, also one left open at the end (the optional closing quote keeps the match
+#: linear: it never fails, so it never backtracks).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+class BadOutput(ValueError):
+    """A container's JSON that is valid but outside the bounds of a result; says which."""
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in ``text`` (JSON, maybe invalid): one
+    linear pass, brackets inside strings left out."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot be too deep: no need to look closer
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _not_finite(name: str) -> Any:
+    raise BadOutput(f"holds a number that is not finite ({name}), which JSON cannot carry")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _not_finite(text if len(text) <= 40 else text[:40] + "...")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) - text.startswith("-") > MAX_INT_DIGITS:
+        raise BadOutput(f"holds an integer of more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def load_json(text: str) -> Any:
+    """``json.loads`` within the bounds of a result: nesting, integers, finite numbers.
+
+    Raises:
+        BadOutput: valid JSON outside the bounds (the text says which).
+        ValueError: not JSON.
+    """
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise BadOutput(f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    return json.loads(text, parse_constant=_not_finite, parse_float=_finite_float,
+                      parse_int=_bounded_int)
+
+
 def parse_stdout(stdout: bytes) -> Optional[Dict[str, Any]]:
-    """The JSON object a container printed: the whole stdout, else its last non-empty line."""
+    """The JSON object a container printed: the whole stdout, else its last non-empty line.
+
+    Raises:
+        BadOutput: no candidate is a JSON object within bounds, and one is JSON out of them.
+    """
     text = stdout.decode("utf-8", "replace").strip()
     candidates = [text]
     lines = [line for line in text.splitlines() if line.strip()]
     if len(lines) > 1:
         candidates.append(lines[-1])
+    out_of_bounds: Optional[BadOutput] = None
     for candidate in candidates:
         try:
-            value = json.loads(candidate)
+            value = load_json(candidate)
+        except BadOutput as error:
+            out_of_bounds = out_of_bounds or error
+            continue
         except ValueError:
             continue
         if isinstance(value, dict):
             return value
+    if out_of_bounds is not None:
+        raise out_of_bounds
     return None
+
+
+def _partial(stdout: bytes) -> Dict[str, Any]:
+    """The JSON object printed before a kill or a limit, if any (bounds as for the rest)."""
+    try:
+        return parse_stdout(stdout) or {}
+    except BadOutput:
+        return {}
+
+
+def check_json(result: Dict[str, Any]) -> None:
+    """Checks that ``result`` (``files`` aside: bytes) is JSON.
+
+    Raises:
+        ValueError: it is not (a number that is not finite, a value of another type).
+    """
+    json.dumps({key: value for key, value in result.items() if key != "files"},
+               allow_nan=False)
 
 
 def container_result(stdout: bytes, stderr: bytes, exit_code: Optional[int],
@@ -172,11 +261,15 @@ def container_result(stdout: bytes, stderr: bytes, exit_code: Optional[int],
     limit = int(limits["output"])
     stderr_text = cap_text(stderr, max(limit - min(len(stdout), limit), limit // 2))
     run = make_run(host, container_id, exit_code, duration, stderr_text, reason)
-    parsed = parse_stdout(stdout[:limit]) if reason is None else None
     if reason is not None:
-        partial = parse_stdout(stdout[:limit]) or {}
+        partial = _partial(stdout[:limit])
         text = DEFAULT_TEXTS.get(reason, "").format(**limits)
         return make_result(REASON_STATUS[reason], text, _problems(partial.get("problems")), run)
+    try:
+        parsed = parse_stdout(stdout[:limit])
+    except BadOutput as error:
+        run["reason"] = "bad_output"
+        return make_result("crash", f"The container's JSON object {error}.", run=run)
     if parsed is None:
         tail = stderr_text[-500:].strip()
         text = (f"The container printed no JSON object on stdout (exit code {exit_code})."
@@ -222,12 +315,14 @@ def cap_pair(first: bytes, second: bytes, limit: int) -> Tuple[str, str]:
 
 def complete(result: Dict[str, Any], protocol: str, has_outputs: bool) -> None:
     """Gives every result of a raw job ``run["stdout"]``, and of a job with outputs
-    ``files`` and ``run["files_left_out"]``, also when its container never ran or ended."""
+    ``files``, ``run["files_left_out"]`` and ``run["files_left_out_more"]``, also when its
+    container never ran or ended."""
     if protocol == "raw":
         result["run"].setdefault("stdout", "")
     if has_outputs:
         result.setdefault("files", {})
         result["run"].setdefault("files_left_out", [])
+        result["run"].setdefault("files_left_out_more", 0)
 
 
 def _problems(problems: Any) -> Dict[str, str]:

@@ -118,6 +118,11 @@ class _Submitter:
                 self.forget(request.engine)
             return StartFailed(job_id, failure.reason, failure.text, failure.container_id,
                                failure.retryable, failure.maybe_created), None
+        except Exception as error:  # noqa: BLE001 - one request's failure ends that job only
+            logger.warning("submitter: starting %s failed: %r", job_id, error, exc_info=True)
+            self.forget(request.engine)  # its connection may be left mid-answer
+            return StartFailed(job_id, "start_failed", f"starting the container failed "
+                               f"({type(error).__name__})", None, False, True), None
 
     def write_input(self, request: Submit, container_id: str, stream: _Attach) -> None:
         """Writes a job's whole input over a TLS attach from a thread of its own, within the
@@ -168,6 +173,11 @@ class _Submitter:
                 logger.info("submitter: removing containers on %s failed: %s", name,
                                failure.text)
             failed, reachable = containers, not failure.retryable
+        except Exception as error:  # noqa: BLE001 - one request's failure: tried again later
+            logger.warning("submitter: removing containers on %s failed: %r", name, error,
+                           exc_info=True)
+            failed, reachable = containers, True
+            self.forget(name)
         if not reachable:
             self.forget(name)
         return failed, reachable

@@ -65,7 +65,7 @@ from backend._messages import (DockerEvent, EngineLoad, EngineState, EventsCover
                                Probe, Result, Watch)
 from backend._output import OutputFollower, StreamState
 from backend._probe import PROBE_TIMEOUT, HealthProbe
-from backend._results import ended_result, lost_result
+from backend._results import check_json, ended_result, failure_result, lost_result
 from backend._waitset import Waitset, readable
 from backend._watched import PendingEnd, Watched
 
@@ -221,6 +221,18 @@ class _Waiter:
             self.connection.send(load)
 
     def handle_note(self, note: Any) -> None:
+        """Handles one note; one that fails ends its container's job alone."""
+        try:
+            self._handle_note(note)
+        except Exception as error:  # noqa: BLE001 - see fail
+            watched = self.watched.get(getattr(note, "container_id", None) or "")
+            if watched is None:
+                logger.warning("a note could not be handled: %r", note, exc_info=True)
+            else:
+                self.fail(watched, "handling_failed", f"a {type(note).__name__} about its "
+                          "container could not be handled", error)
+
+    def _handle_note(self, note: Any) -> None:
         if isinstance(note, EngineState):  # the probe's, or the event thread's when it
             if note.reachable != self.probe.silent:  # agrees with the probe's last look
                 self.set_reachable(note.reachable)
@@ -240,8 +252,13 @@ class _Waiter:
     def pump(self, watched: Watched) -> None:
         """Reads what the job's own attach holds; kills a job that printed too much, and
         collects one whose container ended before its stream did."""
-        if watched.follower.pump():
-            self.kill(watched, "output")
+        try:
+            if watched.follower.pump():
+                self.kill(watched, "output")
+        except Exception as error:  # noqa: BLE001 - the job's bytes end that job alone
+            self.kill(watched, "killed")
+            self.fail(watched, "bad_output", "its output stream could not be read", error)
+            return
         if not watched.follower.reading and watched.pending_end is not None:
             self.finish(watched, watched.pending_end.exit_code, watched.pending_end.ended_at)
 
@@ -263,9 +280,18 @@ class _Waiter:
 
     def finish(self, watched: Watched, exit_code: Optional[int], ended_at: float,
                gone: bool = False) -> None:
-        """Collects a container that ended, and reports the job's result."""
+        """Collects a container that ended, and reports the job's result. Whatever the
+        job's bytes raise there ends that job alone (``bad_output``), never this process."""
         if watched.container_id not in self.watched:
             return
+        try:
+            self._finish(watched, exit_code, ended_at, gone)
+        except Exception as error:  # noqa: BLE001 - see fail
+            self.fail(watched, "bad_output", "its output could not be made into a result",
+                      error)
+
+    def _finish(self, watched: Watched, exit_code: Optional[int], ended_at: float,
+                gone: bool) -> None:
         follower = watched.follower
         if not gone and follower.state is StreamState.OPEN:
             # ended, but the last bytes may still be on their way: wait for the stream's end
@@ -298,7 +324,22 @@ class _Waiter:
         duration = max(0.0, (ended_at or time.time()) - watched.started_at)
         result = ended_result(end, stdout, stderr, follower.live_stderr_head(),
                               self.config.name, watched.container_id, duration)
-        self.report(watched, result if gone else watched.with_outputs(result, self.connected))
+        if not gone:
+            result = watched.with_outputs(result, self.connected)
+        check_json(result)
+        self.report(watched, result)
+
+    def fail(self, watched: Watched, reason: str, what: str, error: BaseException) -> None:
+        """Ends a job whose handling raised ``error`` with ``crash`` and ``reason``; the
+        loop goes on serving the others (docs/failures.rst, hostile output)."""
+        logger.warning("job %s: %s (%s: %.200s); it ends with crash", watched.job_id, what,
+                       type(error).__name__, error, exc_info=logger.isEnabledFor(logging.DEBUG))
+        if watched.container_id not in self.watched:
+            return
+        duration = max(0.0, (watched.ended_at or time.time()) - watched.started_at)
+        self.report(watched, failure_result(
+            reason, f"The job could not be handled: {what} ({type(error).__name__}).",
+            self.config.name, watched.container_id, duration))
 
     def report(self, watched: Watched, result: Result) -> None:
         self.watched.pop(watched.container_id, None)

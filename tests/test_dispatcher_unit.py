@@ -375,3 +375,82 @@ def test_a_job_on_a_silent_engine_alone_ends_engine_unreachable():
     assert "health probe" in creating.result["text"]
     assert dispatcher.removals.pending("fake") == ["backend-creating-1"]
     close(dispatcher)
+
+
+def test_a_job_that_cost_two_waiters_ends_instead_of_killing_a_third():
+    """The second line of defence (docs/failures.rst): a container whose handling killed a
+    waiter goes to its replacement once; if that one dies too, the job ends ``crash``
+    (``handling_failed``) and the next replacement does not get it."""
+    dispatcher = make_dispatcher()
+    replacements = []
+
+    def start_waiter(config):
+        replacements.append(submitter(True))
+        replacements[-1].kind, replacements[-1].engine = ChildKind.WAITER, "fake"
+        return replacements[-1]
+
+    dispatcher.supervisor._start_waiter = start_waiter
+    waiter = waiter_of(dispatcher)
+    running = enqueue(dispatcher)
+    dispatcher.placement.placed(running, "fake")
+    running.state, running.engine, running.container_id = JobState.RUNNING, "fake", "c1"
+    running.started_at = time.time()
+    waiter.jobs[running.job_id] = running
+    dispatcher._replace(waiter)  # the first death: handed to the replacement
+    first = replacements[0]
+    assert running.job_id in first.jobs and running.state is JobState.RUNNING
+    assert first.peer.recv().job_id == running.job_id  # its Watch
+    dispatcher._replace(first)  # the second: it ends
+    assert running.job_id not in replacements[1].jobs and not replacements[1].peer.poll()
+    ended = dispatcher.done_queue.get_nowait()
+    assert ended is running and running.result["result"] == "crash"
+    assert running.result["run"]["reason"] == "handling_failed"
+    assert "died 2 times" in running.result["text"]
+    assert dispatcher.placement.running["fake"] == 0  # its slot is free
+    close(dispatcher)
+
+
+def test_a_message_that_raises_ends_its_job_alone(caplog):
+    dispatcher = make_dispatcher()
+    child = submitter(True)
+    queued = enqueue(dispatcher)
+    other = job("j2")
+    dispatcher.jobs[other.job_id] = other
+    dispatcher._replies[StartFailed] = lambda child, message: 1 / 0
+    with caplog.at_level(logging.ERROR, logger="backend"):
+        dispatcher._read_message(child, StartFailed(queued.job_id, "start_failed", "x", None,
+                                                    False, False))
+    assert dispatcher.done_queue.get_nowait() is queued
+    assert queued.result["run"]["reason"] == "handling_failed"
+    assert "ZeroDivisionError" in queued.result["text"] and "ZeroDivisionError" in caplog.text
+    assert other.state is JobState.QUEUED and dispatcher.done_queue.empty()
+    close(dispatcher)
+
+
+def test_a_submitter_request_that_raises_ends_that_job_alone(monkeypatch):
+    """Anything a create or a removal raises besides DockerFailure (an engine's answer of an
+    unexpected shape) is that request's failure, never the submitter's end."""
+    from backend._submitter import _Submitter
+
+    class Odd:
+        closed = False
+
+        def containers(self, label, all_states=True):
+            return [{"no": "Id"}]
+
+        def close(self):
+            self.closed = True
+
+    def create_and_start(engine, *args, **kwargs):
+        raise KeyError("Id")
+
+    monkeypatch.setattr(_docker, "create_and_start", create_and_start)
+    serving = _Submitter(None, [CONFIG], "m1", "host:1")
+    serving.engines["fake"] = engine = Odd()
+    reply, stream = serving.submit(Submit("fake", job().spec, "backend-j1-1"))
+    assert isinstance(reply, StartFailed) and stream is None
+    assert (reply.reason, reply.maybe_created) == ("start_failed", True)
+    assert "KeyError" in reply.text and engine.closed  # a new connection next time
+    serving.engines["fake"] = engine = Odd()
+    assert serving.remove(RemoveLeftovers("fake")) == ([], True)
+    assert engine.closed

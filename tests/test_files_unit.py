@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 
-from backend._files import OutputsReader, check_files, check_workdir, files_tar, upload
+from backend._files import (ENTRY_COST, MAX_LEFT_OUT, OutputsReader, check_files, check_workdir,
+                            files_tar, upload)
 from backend._results import ContainerEnd, cap_pair, ended_result
 from backend._task import merge_limits
 
@@ -50,14 +51,62 @@ def _archive(entries):
 
 
 def test_outputs_within_their_budget():
-    reader = OutputsReader(10)
-    reader.read("res", _archive([("res", None), ("res/a", b"12345"), ("res/b", b"123456"),
+    # every entry costs ENTRY_COST and its name, a file its content too
+    budget = 5 * ENTRY_COST + len("res" "res/a" "res/b" "res/c" "sub/top") + 5 + 3 + 2
+    reader = OutputsReader(budget)
+    reader.read("res", _archive([("res", None), ("res/a", b"12345"), ("res/b", b"1" * 5000),
                                  ("res/c", b"123")]))
     reader.read("sub/top", _archive([("top", b"xy")]))
     result = {"run": {}}
     reader.add_to(result)
     assert result["files"] == {"res/a": b"12345", "res/c": b"123", "sub/top": b"xy"}
     assert result["run"]["files_left_out"] == ["res/b"]
+    assert result["run"]["files_left_out_more"] == 0 and reader.budget == 0
+
+
+def test_many_files_cost_their_entries_and_the_reading_stops_when_spent():
+    class Counted(io.BytesIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            self.taken += len(data)
+            return data
+
+    archive = _archive([("out", None)] + [(f"out/{i:05}", b"") for i in range(20000)])
+    data = Counted(archive.getvalue())
+    data.taken = 0
+    reader = OutputsReader(1000 * (ENTRY_COST + 9))  # the folder, then 999 files
+    reader.read("out", data)
+    reader.read("other", _archive([("other", b"x")]))  # the budget is spent: not read
+    result = {"run": {}}
+    reader.add_to(result)
+    assert len(result["files"]) == 999 and reader.spent
+    assert result["run"]["files_left_out"] == ["out/00999"]  # the one that did not fit
+    assert data.taken < len(data.getvalue()) // 10  # the rest of the archive was not read
+
+
+def test_left_out_names_are_capped_and_counted():
+    big = b"x" * 100000  # never fits
+    reader = OutputsReader(150 * (ENTRY_COST + 10))
+    reader.read("o", _archive([(f"o/{i:04}", big) for i in range(150)]))
+    result = {"run": {}}
+    reader.add_to(result)
+    assert result["files"] == {}
+    assert len(result["run"]["files_left_out"]) == MAX_LEFT_OUT
+    assert result["run"]["files_left_out_more"] == 150 - MAX_LEFT_OUT
+
+
+def test_a_name_that_is_not_utf8_comes_back_replaced():
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w", format=tarfile.GNU_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as tar:
+        info = tarfile.TarInfo(b"o/a\xffb".decode("utf-8", "surrogateescape"))
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"z"))
+    data.seek(0)
+    reader = OutputsReader(1000)
+    reader.read("o", data)
+    assert reader.files == {"o/a\ufffdb": b"z"}
+    "".join(reader.files).encode("utf-8")  # no surrogate left
 
 
 def test_cap_pair_keeps_a_short_stream_whole():

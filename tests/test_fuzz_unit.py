@@ -164,6 +164,7 @@ NEGATIVE_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\nrest of the con
 NEGATIVE_CHUNK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nrest\r\n0\r\n\r\n"
 HUGE_CHUNK = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"f" * 16 + b"\r\nab"
 HUGE_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 19 + b"\r\n\r\nab"
+LONG_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"  # int() refuses
 LONG_STATUS = b"HTTP/1.1 " + b"0" * 200 + b"200 OK\r\n\r\n"
 
 
@@ -174,6 +175,7 @@ LONG_STATUS = b"HTTP/1.1 " + b"0" * 200 + b"200 OK\r\n\r\n"
 @example(HUGE_CHUNK, [])
 @example(HUGE_LENGTH, [])
 @example(LONG_STATUS, [])
+@example(LONG_LENGTH, [])
 @example(b"HTTP/1.1 200 OK\r\n" + b"A: b\r\n" * 100000 + b"\r\n", [])
 def test_an_answer_parses_or_raises_a_protocol_error(data, points):
     """An answer gives a status and a body no longer than the bytes received, in pieces of
@@ -619,3 +621,4 @@ def test_connecting_reads_any_version_and_info_or_fails(version, info):
     with connected:
         major, minor = connected.http.api_version.split(".")
         assert major.isdigit() and minor.isdigit()
+

@@ -1,9 +1,15 @@
 """How a container ended becomes status, reason and text (backend._results): pure functions,
-every precedence case of the waiter's end classification."""
-import pytest
+every precedence case of the waiter's end classification, and hostile JSON (fuzzed)."""
+import json
+import time
 
-from backend._results import (SIGXCPU_EXIT, SIGXFSZ_EXIT, ContainerEnd, end_reason,
-                              ended_result, lost_result)
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend._results import (MAX_INT_DIGITS, MAX_JSON_DEPTH, SIGXCPU_EXIT, SIGXFSZ_EXIT,
+                              ContainerEnd, check_json, end_reason, ended_result, json_depth,
+                              load_json, lost_result)
 from backend._task import merge_limits
 
 LIMITS = merge_limits({"output": 100})
@@ -73,3 +79,87 @@ def test_an_output_flood_read_from_the_log_keeps_the_head_seen_live():
     # the same output from the job's own stream: stderr is used as it is
     whole = ended_result(end(output_size=10_000), b"", tail, b"", "h", "c1", 1.0)
     assert whole["run"]["stderr"] == tail.decode()
+
+
+# -- hostile JSON: bounded, and JSON (docs/failures.rst) -----------------------------------
+
+def crash_text(stdout):
+    result = ended_result(end(), stdout, b"", b"", "e1", "c1", 0.1)
+    assert (result["result"], result["run"]["reason"]) == ("crash", "bad_output"), result
+    check_json(result)
+    return result["text"]
+
+
+@pytest.mark.parametrize("stdout, says", [
+    (b'{"result":"success","x":' + b"[" * 200000 + b"]" * 200000 + b"}",
+     "nested deeper than 100 levels"),
+    (b'{"result": "failed", "x": 1e999}', "not finite (1e999)"),
+    (b'{"result": "failed", "x": -1e999}', "not finite (-1e999)"),
+    (b'{"result": "failed", "x": NaN}', "not finite (NaN)"),
+    (b'{"result": "failed", "x": [Infinity]}', "not finite (Infinity)"),
+    (b'{"result": "failed", "x": ' + b"7" * 100000 + b"}", "more than 4300 digits"),
+    (b'{"result": "failed", "x": -' + b"7" * 4301 + b"}", "more than 4300 digits"),
+])
+def test_json_out_of_bounds_is_bad_output_saying_why(stdout, says):
+    limits = merge_limits({})
+    result = ended_result(ContainerEnd(0, limits), stdout, b"", b"", "e1", "c1", 0.1)
+    assert (result["result"], result["run"]["reason"]) == ("crash", "bad_output")
+    assert says in result["text"], result["text"]
+
+
+def test_json_within_bounds_is_kept():
+    deep = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    brackets_in_a_string = b'"' + b"[" * 1000 + b'\\"{{"'
+    stdout = (b'{"result": "success", "d": ' + deep[1:-1] + b', "s": ' + brackets_in_a_string
+              + b', "n": -' + b"9" * MAX_INT_DIGITS + b', "f": 1.5e300}')
+    result = ended_result(ContainerEnd(0, merge_limits({})), stdout, b"", b"", "e1", "c1", 0.1)
+    assert result["result"] == "success", result["text"]
+    assert result["s"] == "[" * 1000 + '"{{' and result["f"] == 1.5e300
+    check_json(result)
+
+
+def test_a_bomb_printed_before_a_kill_is_only_dropped():
+    stdout = b'{"problems": {"p": "x"}, "y": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    result = ended_result(end(our_reason="wall_time"), stdout, b"", b"", "e1", "c1", 0.1)
+    assert (result["result"], result["problems"]) == ("timeout", {})
+
+
+@pytest.mark.parametrize("stdout", [b"\0" * 1000, b"a" * (1 << 20), b"[" * 1000, b"{" * 1000,
+                                    b'"' + b'\\"' * 100000])
+def test_output_that_is_no_object_is_bad_output(stdout):
+    assert "no JSON object" in crash_text(stdout)
+
+
+def test_every_field_of_the_wrong_type():
+    stdout = (b'{"result": ["success"], "text": {"a": 1}, "problems": [1, 2], '
+              b'"run": "x", "extra": {"b": [null, true]}}')
+    result = ended_result(ContainerEnd(0, merge_limits({})), stdout, b"", b"", "e1", "c1", 0.1)
+    assert result["result"] == "error" and "unknown result ['success']" in result["text"]
+    assert result["problems"] == {} and result["run"]["host"] == "e1"
+    assert result["extra"] == {"b": [None, True]}
+    check_json(result)
+
+
+def test_the_depth_scan_is_linear():
+    for stdout in (b"[" * (1 << 20), b'"\\"' * 350000, b'"' * (1 << 20), b"{\"\\" * 350000):
+        started = time.perf_counter()
+        json_depth(stdout.decode())
+        assert time.perf_counter() - started < 2.0  # quadratic would take minutes
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000) | st.text(alphabet='[]{}"\\,:0123456789.eE-+ aNIfinity',
+                                          max_size=2000).map(str.encode))
+def test_any_stdout_gives_a_json_result(stdout):
+    for protocol_end in (end(), end(our_reason="killed")):
+        result = ended_result(protocol_end, stdout, b"", b"", "e1", "c1", 0.1)
+        check_json(result)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
+                                                                          allow_infinity=False)
+                    | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+                    max_leaves=30))
+def test_any_json_value_within_bounds_comes_back_equal(value):
+    assert load_json(json.dumps({"v": value})) == {"v": value}

@@ -581,3 +581,65 @@ def test_a_size_check_comes_back_within_the_longest_period(monkeypatch):
     one = _watched.Watched("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
     assert not one.check_disk(SlowSizes(clock, cost=2.0), 0.5, clock[0])
     assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_MAX_PERIOD)
+
+
+# -- hostile output: one job's bytes end that job alone (docs/failures.rst) ------------------
+
+def test_a_job_whose_result_cannot_be_made_ends_alone(monkeypatch):
+    """Whatever raises while a job's result is made (here the log of c1) ends that job with
+    crash, bad_output; the waiter goes on and the next job is collected as usual."""
+    client = FakeClient([{"Id": "c1", "State": "running"}, {"Id": "c2", "State": "running"}])
+    logs = client.logs
+    client.logs = lambda container_id: (_ for _ in ()).throw(RecursionError("deep")) \
+        if container_id == "c1" else logs(container_id)
+    waiter, connection = make_waiter(client, monkeypatch)
+    waiter.handle_message(watch("j1", "c1"))
+    waiter.handle_message(watch("j2", "c2"))
+    waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
+    waiter.handle_note(DockerEvent("die", "c2", 0, time.time()))
+    results = dict(ended(connection))
+    assert (results["j1"]["result"], results["j1"]["run"]["reason"]) == ("crash", "bad_output")
+    assert "RecursionError" in results["j1"]["text"]
+    assert results["j2"]["result"] == "success" and not waiter.watched
+
+
+def test_a_result_that_is_not_json_ends_with_bad_output(monkeypatch):
+    client = FakeClient([{"Id": "c1", "State": "running"}])
+    monkeypatch.setattr(_waiter, "ended_result", lambda *args: {
+        "result": "failed", "text": "", "problems": {}, "run": {}, "x": float("nan")})
+    waiter, connection = make_waiter(client, monkeypatch)
+    waiter.handle_message(watch())
+    waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
+    [(_, result)] = ended(connection)
+    assert (result["result"], result["run"]["reason"]) == ("crash", "bad_output")
+
+
+def test_a_stream_that_raises_ends_its_job_alone(monkeypatch):
+    client = FakeClient([])
+    client.kill = lambda container_id: None
+    waiter, connection = make_waiter(client, monkeypatch)
+    watched, engine = watched_with_stream(waiter, b"x")
+    monkeypatch.setattr(watched.follower, "pump", lambda: 1 / 0)
+    waiter.pump(watched)
+    [(_, result)] = ended(connection)
+    assert (result["result"], result["run"]["reason"]) == ("crash", "bad_output")
+    assert not waiter.watched and not watched.follower.reading
+    engine.close()
+
+
+@pytest.mark.parametrize("event", [
+    {"Action": "die", "id": "c1", "Actor": {"Attributes": {"exitCode": "x",
+                                                           "backend.manager": "m1"}}},
+    {"Action": "die", "id": "c1", "Actor": "not a dict"},
+    {"Action": "die", "id": "c1", "time": "soon"},
+    ["not", "an", "object"],
+])
+def test_an_event_that_cannot_be_decoded_is_skipped(event):
+    mailbox = Mailbox()
+    follower = _events.EventFollower(INSTANCE, "m1", mailbox)
+    follower.routed(event)  # skipped, or routed with the field it lacks as unknown
+    assert follower.routed(engine_event("die", "c2x", exitCode="3")) == 1000
+    notes = list(mailbox.drain())
+    assert notes[-1][:3] == ("die", "c2x", 3)
+    assert all(note.exit_code is None for note in notes[:-1])
+    mailbox.close()
