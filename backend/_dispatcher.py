@@ -58,7 +58,7 @@ from backend._results import failure_result
 from backend._stats import Stats
 from backend._supervisor import STOP_GRACE, Supervisor, _Child, receive_fd
 from backend._waitset import Waitset
-from backend._warm_starts import WarmStarts
+from backend._warm_starts import GATE_LINE, WarmStarts
 
 logger = logging.getLogger("backend")
 
@@ -181,7 +181,7 @@ class _Dispatcher(threading.Thread):
         for job in self.placement.unplaceable():
             self._end(job, failure_result("engine_unreachable", "no docker instance answers: "
                                           + ", ".join(self.placement.engines)))
-        self.warm.serve()  # no submitter needed: the slot was the warm container's
+        self.warm.serve(idle)  # the slot was the warm container's
         while idle:
             placed = self.placement.next(time.monotonic())
             if placed is not None:
@@ -221,6 +221,8 @@ class _Dispatcher(threading.Thread):
     # -- replies from the children -------------------------------------------------------
     def _on_started(self, submitter: _Child, message: Started) -> None:
         stream_fd = receive_fd(submitter.connection) if message.has_stream else None
+        warm_fd = self.warm.filled(message.job_id)  # its files are in its warm container
+        stream_fd = warm_fd if warm_fd is not None else stream_fd
         submitter.holding = None
         job = self.jobs.get(message.job_id)
         if job is None or job.state is JobState.DONE:
@@ -229,10 +231,12 @@ class _Dispatcher(threading.Thread):
             return
         job.container_id, job.started_at = message.container_id, time.time()
         job.state = JobState.RUNNING
-        self.supervisor.watch(job, stream_fd, message.input_written)
+        self.supervisor.watch(job, stream_fd, message.input_written,
+                              GATE_LINE if warm_fd is not None else b"")
 
     def _on_start_failed(self, submitter: _Child, message: StartFailed) -> None:
         submitter.holding = None
+        self.warm.fill_failed(message.job_id)  # a warm container's: removed below
         job = self.jobs.get(message.job_id)
         if job is None or job.state is JobState.DONE or job.engine is None:
             return
@@ -242,7 +246,7 @@ class _Dispatcher(threading.Thread):
             self._mark_reachable(job.engine, False)
         if self.placement.failed(job, job.engine, message.retryable):
             logger.info("job %s: %s; placing it again", job.job_id, message.text)
-            job.state, job.container_id = JobState.QUEUED, None
+            job.state, job.container_id, job.warm = JobState.QUEUED, None, False
         else:
             self._end(job, failure_result(message.reason, message.text, job.engine,
                                           message.container_id))
@@ -297,6 +301,7 @@ class _Dispatcher(threading.Thread):
         held = child.holding
         if isinstance(held, _Job):
             if held.state is JobState.SUBMITTING and held.engine:
+                self.warm.fill_failed(held.job_id)
                 self.removals.attempt_failed(held.engine, held.container_id,
                                              held.container_name, True, time.monotonic())
                 self._end(held, failure_result(
