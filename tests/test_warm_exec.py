@@ -223,3 +223,23 @@ def test_an_image_without_sh_is_served_cold_and_logged_once(warm, caplog):
     assert len(said) == 1, [r.getMessage() for r in said]
     # the busybox image of the same manager is still served warm
     same(warm, raw("cat"), "x")
+
+
+@pytest.mark.timeout(900)  # the first run builds the python image's root file system
+def test_a_python_program_in_files_on_the_python_image(warm, python_image):
+    task = Task(python_image, command=["python3", "main.py"], protocol="raw",
+                outputs=["out.txt"])
+    files = {"main.py": "import sys, helper\n"
+                        "data = sys.stdin.read()\n"
+                        "print(helper.shout(data), len(data))\n"
+                        "open('out.txt', 'w').write(data[::-1])\n"
+                        "sys.exit(5)\n",
+             "helper.py": "def shout(s):\n    return s.upper()\n"}
+    served = same(warm, task, "hello", files)
+    assert (served["run"]["stdout"], served["run"]["exit_code"]) == ("HELLO 5\n", 5)
+    assert served["files"] == {"out.txt": b"olleh"}
+
+
+def test_the_python_images_own_command_reads_the_program_from_stdin(warm, python_image):
+    served = same(warm, Task(python_image, protocol="raw"), "import os; print(os.getcwd())")
+    assert served["run"]["stdout"] == "/\n"
