@@ -16,6 +16,10 @@ import tarfile
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
+from backend._files import check_files
+from backend._job import JobSpec
+from backend._task import snapshot_task
+from backend._warm import shape_of
 from conftest import IMAGE, PREFIX, api_client, shell
 from engines import BUSYBOX_BINARY
 from helpers import wait_for
@@ -29,9 +33,13 @@ def warm_instance(engine, **options):
                  "time_between_polls": 0.2, "warm_containers": 1}, **options)
 
 
-def ready(manager, engine, count=1):
+def ready(manager, engine, task=None, files=None):
+    """Waits for a warm container on ``engine`` (of the shape of ``task`` with ``files``)."""
     pool = manager._dispatcher.warm.pool
-    wait_for(lambda: len(pool.ready[engine.name]) >= count, 30, "no warm container came")
+    shape = None if task is None else shape_of(
+        JobSpec("j", snapshot_task(task, None), b"", check_files(files)))
+    wait_for(lambda: any(shape in (None, w.shape) for w in pool.ready[engine.name]), 30,
+             "no warm container came")
 
 
 def comparable(result):
@@ -51,7 +59,7 @@ def cold_then_warm(warm, task, inputdata=None, files=None, timeout=60):
     """The job run cold, then the same job served warm; both results."""
     engine, manager, sync = warm
     cold = sync.new_job(task, inputdata, timeout=timeout, files=files)
-    ready(manager, engine)
+    ready(manager, engine, task, files)
     served = sync.new_job(task, inputdata, timeout=timeout, files=files)
     assert cold["run"]["warm"] is False and served["run"]["warm"] is True, (cold, served)
     return cold, served
@@ -243,3 +251,37 @@ def test_a_python_program_in_files_on_the_python_image(warm, python_image):
 def test_the_python_images_own_command_reads_the_program_from_stdin(warm, python_image):
     served = same(warm, Task(python_image, protocol="raw"), "import os; print(os.getcwd())")
     assert served["run"]["stdout"] == "/\n"
+
+
+@pytest.mark.timeout(900)  # a kind's engines start, and the python image is loaded
+def test_on_every_engine_kind(engine_kind):
+    """The core of the above on each engine kind (Docker 20.10, Docker 28.5, Podman): files
+    per job, exact stdin, exit code, a limit with outputs, ``read_only`` with files and the
+    image's own command, each served warm and equal to its cold run; and the python image."""
+    from images import load_python_image
+
+    kind, engines = engine_kind
+    engine = engines[0]
+    python = load_python_image(engine.url, PREFIX + "python")[len(PREFIX):]
+    data = os.urandom(1 << 20)
+    cases = [
+        (raw("ls; cat a.txt; cat > in; md5sum < in; exit 3"), data, {"a.txt": "one"}),
+        (raw("ls; cat a.txt"), "", {"a.txt": "two", "sub/b": "b"}),
+        (raw("cat a.txt > out; sleep 30", limits={"hard_time": 1}, outputs=["out"]), "",
+         {"a.txt": "A"}),
+        (raw("cat a.txt; echo w >> a.txt; id -u", read_only=True, user="1000:1000",
+             outputs=["a.txt"]), "", {"a.txt": "A\n"}),
+        (Task(IMAGE, protocol="raw"), "cat f; exit 4", {"f": "F"}),
+        (Task(python, command=["python3", "main.py"], protocol="raw"), "21",
+         {"main.py": "print(int(input()) * 2)"}),
+    ]
+    with JobManager([warm_instance(engine)]) as manager:
+        warm = (engine, manager, JobManagerSync(manager))
+        served = [same(warm, task, inputdata, files) for task, inputdata, files in cases]
+    assert served[0]["run"]["stdout"] == f"a.txt\none{hashlib.md5(data).hexdigest()}  -\n"
+    assert served[0]["run"]["exit_code"] == 3
+    assert served[1]["run"]["stdout"] == "a.txt\nsub\ntwo"
+    assert (served[2]["run"]["reason"], served[2]["files"]) == ("wall_time", {"out": b"A"})
+    assert served[3]["files"] == {"a.txt": b"A\nw\n"}
+    assert (served[4]["run"]["stdout"], served[4]["run"]["exit_code"]) == ("F", 4)
+    assert served[5]["run"]["stdout"] == "42\n"
