@@ -16,7 +16,8 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1"],
         "docs": ["sphinx>=7"],
-        "bench": ["matplotlib", "docker>=6.1"],
+        # epicbox 1.1: benchmarks/exec.py compares code execution with its run()
+        "bench": ["matplotlib", "docker>=6.1", "epicbox==1.1.*"],
     },
     entry_points={"console_scripts": ["jobmanager=backend.cli:main"]},
     classifiers=[

@@ -106,9 +106,9 @@ class WarmPool:
         self.ready: Dict[str, List[WarmContainer]] = {c.name: [] for c in configs}
         self.starting: Dict[str, WarmContainer] = {}  # warm id -> container
         self.hits = {c.name: 0 for c in configs}
-        self._wanted: Dict[Tuple[str, Shape], Tuple[float, JobSpec, bool]] = {}  # last use,
-        #                                                              spec, gate
-        #: (engine, image) whose image cannot run the gate: its gated jobs start cold
+        # (engine, shape) -> its last use, its warm container's spec, whether it is gated
+        self._wanted: Dict[Tuple[str, Shape], Tuple[float, JobSpec, bool]] = {}
+        # the engine and image pairs whose image cannot run the gate: gated jobs start cold
         self.cold_only: Set[Tuple[str, str]] = set()
         self._ids = itertools.count(1)
 

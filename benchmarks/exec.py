@@ -111,7 +111,7 @@ class Epicbox:
         import epicbox
 
         _epicbox_work_around()
-        epicbox.configure(profiles=[epicbox.Profile(name, PREFIX + image)
+        epicbox.configure(profiles=[epicbox.Profile(name, PREFIX + image, user="0")
                                     for name, (image, _, _) in PROGRAMS.items()],
                           docker_url=url)
         self.epicbox = epicbox
