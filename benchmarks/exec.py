@@ -9,8 +9,8 @@ Debian ``python3`` image of ``scripts/images.py``):
     one submission at a time, 0.5 s apart, as a user of a playground sends them; the
     latency of each, from the call to its result.
 ``judge``
-    one submission run on 20 test cases (20 stdins), all handed over at once; the wall
-    time until the last verdict.
+    one submission checked once (one run, not timed), then run on 20 test cases (20
+    stdins), all handed over at once 1.5 s later; the wall time until the last verdict.
 
 Four contenders, in the same run on one engine, interleaved round after round: ours with
 warm starts (``warm_containers: 2``), ours cold, epicbox 1.1's ``run()`` (the judge's cases
@@ -232,7 +232,10 @@ def measure(url, rounds, judge_rounds):
         for r in range(judge_rounds):
             for program in PROGRAMS:
                 for name in contenders:
-                    time.sleep(PAUSE * 3)  # warm containers come back after a burst
+                    # the submission's check: one run, as a judge does before its cases (and
+                    # what keeps its shape in use, as a judge's stream of submissions does)
+                    contenders[name].one(program, 0)
+                    time.sleep(PAUSE * 3)  # warm containers come back after a job
                     started = time.perf_counter()
                     contenders[name].judge(program)
                     judge[(name, program)].append(time.perf_counter() - started)
@@ -276,8 +279,8 @@ def main(argv=None):
         from engines import build_busybox_image, make_engine
         from images import load_python_image
 
-        engine = make_engine(args.kind, {"docker20": "e1", "docker28": "d1",
-                                         "podman": "p1"}[args.kind], Path(args.root) / "x1")
+        name = {"docker20": "e1", "docker28": "d1", "podman": "p1"}[args.kind]
+        engine = make_engine(args.kind, name, Path(args.root) / name)  # engines.py stop finds it
         engine.start()
         url = engine.url
         build_busybox_image(url, PREFIX + "busybox")
