@@ -170,14 +170,17 @@ class WarmStarts:
     # -- starting ------------------------------------------------------------------------
     def replenish(self, idle: List[_Child], manager_id: str) -> None:
         """Starts the warm containers wanted, while submitters are idle and their engines have
-        room, once no job has waited for :data:`BURST_QUIET` seconds."""
+        room, once no job has waited for :data:`BURST_QUIET` seconds. One submitter is left
+        idle (when there are several): a job that comes while warm containers start (a
+        judge's test cases after its check) finds one at once, not after their starts."""
         now = time.monotonic()
         if self.placement.queue:
             self.waited_at = now
         if self.closing or now - self.waited_at < BURST_QUIET:
             return
+        spare = 1 if len(self.supervisor.submitters) > 1 else 0
         for engine in self.placement.engines:
-            while idle and self.placement.is_reachable(engine) and \
+            while len(idle) > spare and self.placement.is_reachable(engine) and \
                     self.placement.has_room(engine):
                 container = self.pool.wanted(engine, now, manager_id)
                 if container is None:
