@@ -218,9 +218,17 @@ def measure(url, rounds, judge_rounds):
     hits = {p: 0 for p in PROGRAMS}
     try:
         for program in PROGRAMS:  # warm-up: connections, images in the page cache
-            for contender in contenders.values():
-                for i in range(2):
-                    contender.one(program, i)
+            for name, contender in list(contenders.items()):
+                try:
+                    for i in range(2):
+                        contender.one(program, i)
+                except Exception as error:  # epicbox on Podman: its rlimits are refused
+                    if name != "epicbox":
+                        raise
+                    print(f"epicbox does not run on this engine: {error}"[:300])
+                    del contenders[name]
+        one = {key: values for key, values in one.items() if key[0] in contenders}
+        judge = {key: values for key, values in judge.items() if key[0] in contenders}
         for r in range(rounds):
             for program in PROGRAMS:
                 names = list(contenders)
@@ -255,7 +263,8 @@ def report(kind, one, judge, hits, rounds):
         print(f"\n{kind}: {title}")
         print(f"{'program':8} {'contender':10} {'p50 ms':>8} {'p95 ms':>8} {'vs epicbox':>11}")
         for program in PROGRAMS:
-            base = statistics.median(table[("epicbox", program)])
+            base = statistics.median(table.get(("epicbox", program)) or
+                                     table[("docker-py", program)])  # no epicbox: docker-py
             for (name, prog), values in table.items():
                 if prog != program:
                     continue
