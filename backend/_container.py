@@ -21,9 +21,9 @@ if TYPE_CHECKING:
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
 #: Label of a warm container, which has no job yet (SPEC §10).
 LABEL_WARM = "backend.warm"
-#: The gate of a warm container for a raw job or a job with files (SPEC §10): ``/bin/sh``
-#: reads one line (the gate's, written once the job's files are in), then becomes the job's
-#: program. ``read`` in sh takes a pipe byte by byte: nothing of the job's own stdin is read.
+#: The gate of a warm container for a raw job or a job with files (docs/performance.rst):
+#: ``/bin/sh`` reads one line (the gate's, written once the job's files are in), then becomes
+#: the job's program. ``read`` in sh takes a pipe byte by byte: nothing of the job's own stdin is read.
 GATE_SHELL = "/bin/sh"
 GATE_SCRIPT = 'read -r _ && exec "$@"'
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.

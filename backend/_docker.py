@@ -67,7 +67,7 @@ class Engine:
         #: What the engine supports; :func:`connect` detects it (Docker's defaults until then).
         self.features = _features.Features(_features.EngineKind.DOCKER, "", API_VERSION)
         #: per image: its entrypoint and command, and whether it has the gate's shell (for
-        #: warm containers behind a gate, SPEC §10); kept for the Engine's life
+        #: warm containers behind a gate); kept for the Engine's life
         self._image_commands: Dict[str, Tuple[List[str], List[str]]] = {}
         self._has_shell: Dict[str, bool] = {}
 
@@ -336,7 +336,7 @@ def _no_shell(text: str) -> DockerFailure:
 
 
 def fill(engine: Engine, spec: "JobSpec", container_id: str) -> None:
-    """Writes a job's files into a warm container waiting behind its gate (SPEC §10), where
+    """Writes a job's files into a warm container waiting behind its gate, where
     a cold start writes them: the container's working directory is the job's.
 
     Raises:

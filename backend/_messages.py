@@ -127,7 +127,7 @@ class StartFailed(NamedTuple):
     container_id: Optional[str]  # the container, if it was created
     retryable: bool              # the engine did not answer: the job may go elsewhere
     maybe_created: bool          # the create was sent and not answered
-    no_shell: bool = False       # a gated warm container's image has no /bin/sh (SPEC §10)
+    no_shell: bool = False       # a gated warm container's image has no /bin/sh
 
 
 class Removed(NamedTuple):

@@ -17,7 +17,7 @@ submitter takes its place. A submitter keeps one connection per engine for its w
     without blocking (:mod:`backend._input`): the waiter writes the rest. Over TLS the whole
     input is written by a thread of the submitter, after the reply, bounded by the job's
     ``hard_time``: a job that does not read its input never holds a submitter. With ``into``
-    (a warm container waiting behind its gate, SPEC §10), it only writes the job's files
+    (a warm container waiting behind its gate), it only writes the job's files
     into that running container and replies ``Started`` without an attach: the dispatcher
     holds the warm container's.
 ``Remove``, ``Sweep``, ``RemoveLeftovers``

@@ -191,7 +191,7 @@ class Supervisor:
         output stream when there is one (the waiter reads the engine's log otherwise), and
         the part of its input the submitter did not write (``input_written`` bytes were),
         as a file: the pipe carries only small messages; ``before`` goes first (a warm
-        container's gate line, SPEC §10). The descriptors are closed here."""
+        container's gate line). The descriptors are closed here."""
         assert job.engine and job.spec and job.container_id and job.started_at is not None
         if waiter is None:
             waiter = min(self.waiters[job.engine], key=lambda w: len(w.jobs))

@@ -29,7 +29,7 @@ Shape = Hashable
 
 
 def shape_of(spec: Optional[JobSpec]) -> Optional[Shape]:
-    """The task shape of a job, or None when it needs no container (SPEC §10). A raw job or
+    """The task shape of a job, or None when it needs no container. A raw job or
     a job with files has a shape of its own (its warm container runs the gate, see
     :func:`gated`), with its working directory; its files are not part of it."""
     if spec is None or spec.task.environment is None:

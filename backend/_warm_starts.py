@@ -53,7 +53,7 @@ logger = logging.getLogger("backend")
 SCANNED = 64
 #: Seconds without a job waiting for a slot or a submitter before warm containers are started.
 BURST_QUIET = 1.0
-#: What opens the gate of a warm container (SPEC §10): written before the job's input.
+#: What opens the gate of a warm container: written before the job's input.
 GATE_LINE = b"\n"
 
 
@@ -122,7 +122,7 @@ class WarmStarts:
             job.state = JobState.SUBMITTING
         else:
             job.state = JobState.RUNNING
-            job.started_at = time.time()  # its clock starts with its input (SPEC §10)
+            job.started_at = time.time()  # its clock starts with its input
         self.pool.hits[engine] += 1
         self.placement.placed(job, engine)
         self.pool.used(engine, job.spec, time.monotonic())
