@@ -2,7 +2,7 @@
 #   make test    - venv, apt packages, the test suite (it starts its own private engines), docs
 #   make docs    - Sphinx HTML into docs/_build/html, warnings are errors
 #   make demo    - python -m backend demo
-#   make bench   - benchmarks/run.py
+#   make bench   - benchmarks/run.py, then benchmarks/exec.py on each engine kind
 #   make engines / engines-stop - two private engines under /tmp/djm, for trying things by hand
 
 PYTHON ?= python3
@@ -46,8 +46,9 @@ demo: venv ensure
 	                         sed 's/^/--engine /')
 
 bench: venv ensure
-	$(PY) -c "import matplotlib" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) -c "import matplotlib, epicbox" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/run.py
+	for kind in docker20 docker28 podman; do $(PY) benchmarks/exec.py --kind $$kind || exit 1; done
 
 engines: venv ensure
 	$(PY) scripts/engines.py start --count 2 --root $(ENGINES_ROOT)

@@ -18,7 +18,8 @@ setup(
                  "prometheus_client>=0.20"],
         "metrics": ["prometheus_client>=0.20"],
         "docs": ["sphinx>=7"],
-        "bench": ["matplotlib", "docker>=6.1"],
+        # epicbox 1.1: benchmarks/exec.py compares code execution with its run()
+        "bench": ["matplotlib", "docker>=6.1", "epicbox==1.1.*"],
     },
     entry_points={"console_scripts": ["jobmanager=backend.cli:main"]},
     classifiers=[

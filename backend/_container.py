@@ -9,7 +9,7 @@ its names (the submitters create what it defines); the benchmarks call it for ra
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from backend import _features
 from backend._config import InstanceConfig
@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
 #: Label of a warm container, which has no job yet (SPEC §10).
 LABEL_WARM = "backend.warm"
+#: The gate of a warm container for a raw job or a job with files (docs/performance.rst):
+#: ``/bin/sh`` reads one line (the gate's, written once the job's files are in), then becomes
+#: the job's program. ``read`` in sh takes a pipe byte by byte: nothing of the job's own stdin is read.
+GATE_SHELL = "/bin/sh"
+GATE_SCRIPT = 'read -r _ && exec "$@"'
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "core": (0, 0)}
 #: Size of the ``/tmp`` of a read-only task, at most: its ``disk`` limit when that is less.
@@ -93,6 +98,21 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
                    **({LABEL_WARM: "1"} if warm else {})},
         "HostConfig": host_config,
     }
+
+
+def gated(options: Dict[str, Any], entrypoint: Optional[List[str]],
+          command: Optional[List[str]]) -> Dict[str, Any]:
+    """``options`` (of :func:`container_options`) for a warm container whose program waits
+    behind the gate (:data:`GATE_SCRIPT`): the program is the image's ``entrypoint`` followed
+    by ``command`` (the task's, else the image's), as a cold start runs it.
+
+    Raises:
+        ValueError: there is no program to run (neither an entrypoint nor a command).
+    """
+    program = list(entrypoint or []) + list(command or [])
+    if not program:
+        raise ValueError("neither the task nor the image gives a command")
+    return {**options, "Entrypoint": [GATE_SHELL, "-c", GATE_SCRIPT, "sh"], "Cmd": program}
 
 
 def container_name(job_id: str, attempt: int) -> str:

@@ -59,7 +59,7 @@ from backend._results import failure_result
 from backend._stats import Stats
 from backend._supervisor import STOP_GRACE, ChildKind, Supervisor, _Child, receive_fd
 from backend._waitset import Waitset
-from backend._warm_starts import WarmStarts
+from backend._warm_starts import GATE_LINE, WarmStarts
 
 logger = logging.getLogger("backend")
 
@@ -198,7 +198,7 @@ class _Dispatcher(threading.Thread):
         for job in self.placement.unplaceable():
             self._end(job, failure_result("engine_unreachable", "no docker instance answers: "
                                           + ", ".join(self.placement.engines)))
-        self.warm.serve()  # no submitter needed: the slot was the warm container's
+        self.warm.serve(idle)  # the slot was the warm container's
         while idle:
             placed = self.placement.next(time.monotonic())
             if placed is not None:
@@ -238,6 +238,8 @@ class _Dispatcher(threading.Thread):
     # -- replies from the children -------------------------------------------------------
     def _on_started(self, submitter: _Child, message: Started) -> None:
         stream_fd = receive_fd(submitter.connection) if message.has_stream else None
+        warm_fd = self.warm.filled(message.job_id)  # its files are in its warm container
+        stream_fd = warm_fd if warm_fd is not None else stream_fd
         submitter.holding = None
         job = self.jobs.get(message.job_id)
         if job is None or job.state is JobState.DONE:
@@ -246,10 +248,12 @@ class _Dispatcher(threading.Thread):
             return
         job.container_id, job.started_at = message.container_id, time.time()
         job.state = JobState.RUNNING
-        self.supervisor.watch(job, stream_fd, message.input_written)
+        self.supervisor.watch(job, stream_fd, message.input_written,
+                              GATE_LINE if warm_fd is not None else b"")
 
     def _on_start_failed(self, submitter: _Child, message: StartFailed) -> None:
         submitter.holding = None
+        self.warm.fill_failed(message.job_id)  # a warm container's: removed below
         job = self.jobs.get(message.job_id)
         if job is None or job.state is JobState.DONE or job.engine is None:
             return
@@ -267,7 +271,7 @@ class _Dispatcher(threading.Thread):
         :meth:`~backend._placement.Placement.failed`), else it ends with ``reason``."""
         if self.placement.failed(job, engine, retryable):
             logger.info("job %s: %s; placing it again", job.job_id, text)
-            job.state, job.container_id = JobState.QUEUED, None
+            job.state, job.container_id, job.warm = JobState.QUEUED, None, False
         else:
             self._end(job, failure_result(reason, text, engine, container_id))
 
@@ -355,6 +359,7 @@ class _Dispatcher(threading.Thread):
         held = child.holding
         if isinstance(held, _Job):
             if held.state is JobState.SUBMITTING and held.engine:
+                self.warm.fill_failed(held.job_id)
                 self.removals.attempt_failed(held.engine, held.container_id,
                                              held.container_name, True, time.monotonic())
                 self._end(held, failure_result(

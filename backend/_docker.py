@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from backend import _features, _input
 from backend._config import InstanceConfig
 # the container definition (pure): see _container (re-exported here)
+from backend import _container
 from backend._container import (LABEL_JOB, LABEL_MANAGER, LABEL_OWNER,
                                 container_name, container_options)
 # the failure type, its translation and the streams: see _docker_io (re-exported here)
@@ -66,6 +67,10 @@ class Engine:
         self.http = Client(config.server_url, config.tls, timeout, API_VERSION)
         #: What the engine supports; :func:`connect` detects it (Docker's defaults until then).
         self.features = _features.Features(_features.EngineKind.DOCKER, "", API_VERSION)
+        #: per image: its entrypoint and command, and whether it has the gate's shell (for
+        #: warm containers behind a gate); kept for the Engine's life
+        self._image_commands: Dict[str, Tuple[List[str], List[str]]] = {}
+        self._has_shell: Dict[str, bool] = {}
 
     def close(self) -> None:
         self.http.close()
@@ -113,6 +118,34 @@ class Engine:
                 return False
             raise
         return True
+
+    def image_command(self, tag: str) -> Tuple[List[str], List[str]]:
+        """The image's entrypoint and command (its ``Config``), asked once per image."""
+        known = self._image_commands.get(tag)
+        if known is None:
+            with self._translated(f"a query of image {tag}", tag):
+                config = (self.http.json("GET", self._path("/images/{}/json", tag)) or {}
+                          ).get("Config") or {}
+            entrypoint, command = config.get("Entrypoint") or [], config.get("Cmd") or []
+            known = self._image_commands[tag] = (
+                [str(word) for word in entrypoint] if isinstance(entrypoint, list) else [],
+                [str(word) for word in command] if isinstance(command, list) else [])
+        return known
+
+    def has_shell(self, tag: str, container_id: str) -> bool:
+        """Whether the image (seen in its created container) has the gate's ``/bin/sh``;
+        asked once per image (a stat through the archive API: its headers only)."""
+        known = self._has_shell.get(tag)
+        if known is None:
+            try:
+                self.get_archive(container_id, _container.GATE_SHELL).close()
+                known = True
+            except DockerFailure as failure:
+                if not failure.not_found:
+                    raise
+                known = False
+            self._has_shell[tag] = known
+        return known
 
     def create(self, options: Dict[str, Any], name: Optional[str] = None) -> str:
         params = {"name": name} if name else None
@@ -274,7 +307,7 @@ def connect(config: InstanceConfig, timeout: float = API_TIMEOUT,
 
 
 def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
-                     warm: bool = False) -> Tuple[str, OutputStream, int]:
+                     warm: bool = False, gate: bool = False) -> Tuple[str, OutputStream, int]:
     """Creates the job's container (named ``name``), attaches, starts it, and writes what
     of its stdin the connection takes without blocking (:func:`backend._input.write_available`);
     when that is all of it, closes stdin.
@@ -290,7 +323,9 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     here, and closing it is the job's end of file.
 
     ``warm``: a warm container (SPEC §10), labelled so; nothing is written, its stdin stays
-    open for the job that will take it.
+    open for the job that will take it. ``gate``: its program waits behind the gate
+    (:func:`backend._container.gated`) until a line comes, after the job's files
+    (:func:`fill`); an image without ``/bin/sh`` fails with ``no_shell`` set.
 
     Returns:
         ``(container_id, stream, written)``: the open attach (its ``sock`` is the
@@ -305,7 +340,15 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     container_id = None
     plain = engine.http.plain
     try:
+        if gate:
+            entrypoint, command = engine.image_command(options["Image"])
+            try:
+                options = _container.gated(options, entrypoint, spec.task.command or command)
+            except ValueError as error:
+                raise _no_shell(f"image {options['Image']}: {error}") from None
         container_id = engine.create(options, name)
+        if gate and not engine.has_shell(options["Image"], container_id):
+            raise _no_shell(f"image {options['Image']} has no {_container.GATE_SHELL}")
         if spec.files:  # before the start: the job finds them there (SPEC §9)
             engine.put_archive(container_id, *upload(spec.files, options["WorkingDir"],
                                                      spec.task.user, spec.task.read_only))
@@ -330,6 +373,25 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         failure.maybe_created = container_id is None and failure.retryable and not \
             sent_nothing(cause)
         raise failure from error
+
+
+def _no_shell(text: str) -> DockerFailure:
+    """The failure of a gated warm container whose image cannot run the gate."""
+    failure = DockerFailure("start_failed", text)
+    failure.no_shell = True
+    return failure
+
+
+def fill(engine: Engine, spec: "JobSpec", container_id: str) -> None:
+    """Writes a job's files into a warm container waiting behind its gate, where
+    a cold start writes them: the container's working directory is the job's.
+
+    Raises:
+        DockerFailure: the engine refused or did not answer.
+    """
+    workdir = spec.workdir or "/"
+    engine.put_archive(container_id, *upload(spec.files, workdir, spec.task.user,
+                                             spec.task.read_only))
 
 
 def adopt_stream(fd: int) -> OutputStream:

@@ -40,6 +40,8 @@ class DockerFailure(Exception):
 
     container_id: Optional[str] = None
     maybe_created: bool = False
+    #: a warm container's image cannot run the gate (no ``/bin/sh``): its jobs start cold
+    no_shell: bool = False
 
     def __init__(self, reason: str, text: str, retryable: bool = False,
                  not_found: bool = False):

@@ -86,6 +86,8 @@ class Submit(NamedTuple):
     spec: JobSpec
     container_name: str
     warm: bool = False  # a warm container (SPEC §10): started, its input left unwritten
+    gate: bool = False  # with warm: its program waits behind the gate (raw jobs, files)
+    into: Optional[str] = None  # a warm container behind its gate: write the job's files there
 
 
 class Remove(NamedTuple):
@@ -125,6 +127,7 @@ class StartFailed(NamedTuple):
     container_id: Optional[str]  # the container, if it was created
     retryable: bool              # the engine did not answer: the job may go elsewhere
     maybe_created: bool          # the create was sent and not answered
+    no_shell: bool = False       # a gated warm container's image has no /bin/sh
 
 
 class Removed(NamedTuple):

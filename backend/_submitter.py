@@ -16,7 +16,10 @@ submitter takes its place. A submitter keeps one connection per engine for its w
     waiter; ``Started.input_written`` says how much of the job's input was written
     without blocking (:mod:`backend._input`): the waiter writes the rest. Over TLS the whole
     input is written by a thread of the submitter, after the reply, bounded by the job's
-    ``hard_time``: a job that does not read its input never holds a submitter.
+    ``hard_time``: a job that does not read its input never holds a submitter. With ``into``
+    (a warm container waiting behind its gate), it only writes the job's files
+    into that running container and replies ``Started`` without an attach: the dispatcher
+    holds the warm container's.
 ``Remove``, ``Sweep``, ``RemoveLeftovers``
     remove those containers (one that does not exist counts as removed), the containers of
     dead managers, or every container of this manager (at close); the reply is ``Removed``.
@@ -107,22 +110,26 @@ class _Submitter:
         job_id = request.spec.job_id
         try:
             engine = self.engine(request.engine)
+            if request.into is not None:
+                _docker.fill(engine, request.spec, request.into)
+                return Started(job_id, request.into, False, 0), None
             container_id, stream, written = _docker.create_and_start(
                 engine, request.spec, self.manager_id, self.owner, request.container_name,
-                warm=request.warm)
+                warm=request.warm, gate=request.gate)
             if not engine.http.plain and not request.warm:  # by write_input, after the reply
                 written = len(request.spec.stdin)
             return Started(job_id, container_id, engine.http.plain, written), stream
         except _docker.DockerFailure as failure:
             if failure.retryable:
                 self.forget(request.engine)
-            return StartFailed(job_id, failure.reason, failure.text, failure.container_id,
-                               failure.retryable, failure.maybe_created), None
+            return StartFailed(job_id, failure.reason, failure.text,
+                               failure.container_id or request.into, failure.retryable,
+                               failure.maybe_created, failure.no_shell), None
         except Exception as error:  # noqa: BLE001 - one request's failure ends that job only
             logger.warning("submitter: starting %s failed: %r", job_id, error, exc_info=True)
             self.forget(request.engine)  # its connection may be left mid-answer
             return StartFailed(job_id, "start_failed", f"starting the container failed "
-                               f"({type(error).__name__})", None, False, True), None
+                               f"({type(error).__name__})", request.into, False, True), None
 
     def write_input(self, request: Submit, container_id: str, stream: _Attach) -> None:
         """Writes a job's whole input over a TLS attach from a thread of its own, within the

@@ -193,16 +193,17 @@ class Supervisor:
 
     # -- telling them --------------------------------------------------------------------
     def watch(self, job: _Job, stream_fd: Optional[int] = None, input_written: int = 0,
-              waiter: Optional[_Child] = None) -> None:
+              before: bytes = b"", waiter: Optional[_Child] = None) -> None:
         """Hands a running job to a waiter (the least busy of its engine by default), with its
         output stream when there is one (the waiter reads the engine's log otherwise), and
         the part of its input the submitter did not write (``input_written`` bytes were),
-        as a file: the pipe carries only small messages. The descriptors are closed here."""
+        as a file: the pipe carries only small messages; ``before`` goes first (a warm
+        container's gate line). The descriptors are closed here."""
         assert job.engine and job.spec and job.container_id and job.started_at is not None
         if waiter is None:
             waiter = min(self.waiters[job.engine], key=lambda w: len(w.jobs))
         waiter.jobs[job.job_id] = job  # if the waiter died, its replacement is given the job
-        rest = job.spec.stdin[input_written:] if stream_fd is not None else b""
+        rest = before + job.spec.stdin[input_written:] if stream_fd is not None else b""
         input_fd = None
         try:
             input_fd = _input_file(rest) if rest else None

@@ -2,7 +2,9 @@
 task shape, which are starting, which shapes are wanted, and when idle ones expire.
 
 A *task shape* is the whole container definition of a job (:func:`shape_of`): two jobs of
-one shape would get the same container but for its name and labels. Once a job of a shape
+one shape would get the same container but for its name and labels. The warm container of a
+raw job or of a job with files runs a gate (:func:`gated`): its program starts once the job's
+files are written and a line comes, and the job's own input follows that line. Once a job of a shape
 was placed on an engine whose ``warm_containers`` is above 0, the engine keeps up to that
 many containers of the shape created, attached and started, waiting for their input, for as
 long as the shape was used within ``warm_idle`` seconds; each one serves exactly one job.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, List, Optional, Sequence, Set, Tuple
 
 from backend._config import InstanceConfig
 from backend._messages import JobSpec
@@ -27,15 +29,27 @@ Shape = Hashable
 
 
 def shape_of(spec: Optional[JobSpec]) -> Optional[Shape]:
-    """The task shape of a job, or None when it is never served warm: it needs no
-    container, is a raw-protocol job or has ``files`` (SPEC §10)."""
-    if spec is None or spec.files or spec.task.protocol != "json":
-        return None
-    if spec.task.environment is None:
+    """The task shape of a job, or None when it needs no container. A raw job or
+    a job with files has a shape of its own (its warm container runs the gate, see
+    :func:`gated`), with its working directory; its files are not part of it."""
+    if spec is None or spec.task.environment is None:
         return None
     # every field of the snapshot, so that a field added to it can never be left out of the
     # shape (a warm container of another definition would then serve the job)
-    return tuple(_frozen(getattr(spec.task, f.name)) for f in dataclasses.fields(spec.task))
+    return tuple(_frozen(getattr(spec.task, f.name)) for f in dataclasses.fields(spec.task)) \
+        + (spec.workdir, gated(spec))
+
+
+def gated(spec: JobSpec) -> bool:
+    """Whether a job's warm container runs the gate: its program must not start before its
+    files are written and its input comes (a raw job, a job with files)."""
+    return bool(spec.files) or spec.task.protocol != "json"
+
+
+def warm_spec(job_id: str, spec: JobSpec) -> JobSpec:
+    """What a warm container for jobs of ``spec``'s shape is made of: the task with the
+    job's working directory, without input or files (they are the job's)."""
+    return JobSpec(job_id, dataclasses.replace(spec.task, workdir=spec.workdir), b"")
 
 
 def _frozen(value: Any) -> Hashable:
@@ -60,6 +74,7 @@ class WarmContainer:
         container_id: set once started.
         fd: its open attach, once started (stdin, stdout and stderr).
         since: when it started waiting (monotonic seconds).
+        gate: its program waits behind the gate (:func:`gated`).
     """
 
     warm_id: str
@@ -69,6 +84,7 @@ class WarmContainer:
     container_id: Optional[str] = None
     fd: Optional[int] = None
     since: float = 0.0
+    gate: bool = False
 
     @property
     def name(self) -> str:
@@ -90,7 +106,10 @@ class WarmPool:
         self.ready: Dict[str, List[WarmContainer]] = {c.name: [] for c in configs}
         self.starting: Dict[str, WarmContainer] = {}  # warm id -> container
         self.hits = {c.name: 0 for c in configs}
-        self._wanted: Dict[Tuple[str, Shape], Tuple[float, JobSpec]] = {}  # last use, spec
+        # (engine, shape) -> its last use, its warm container's spec, whether it is gated
+        self._wanted: Dict[Tuple[str, Shape], Tuple[float, JobSpec, bool]] = {}
+        # the engine and image pairs whose image cannot run the gate: gated jobs start cold
+        self.cold_only: Set[Tuple[str, str]] = set()
         self._ids = itertools.count(1)
 
     # -- counts --------------------------------------------------------------------------
@@ -110,8 +129,12 @@ class WarmPool:
         if not self.sizes.get(engine):
             return
         shape = shape_of(spec)
-        if shape is not None and spec is not None:
-            self._wanted[(engine, shape)] = (now, JobSpec(spec.job_id, spec.task, b""))
+        if shape is None or spec is None:
+            return
+        gate = gated(spec)
+        if gate and (engine, spec.task.environment) in self.cold_only:
+            return
+        self._wanted[(engine, shape)] = (now, warm_spec(spec.job_id, spec), gate)
 
     def wanted(self, engine: str, now: float, manager_id: str = "") -> Optional[WarmContainer]:
         """A new warm container for ``engine``, registered as starting, of the shape used
@@ -119,18 +142,18 @@ class WarmPool:
         are forgotten."""
         size = self.sizes.get(engine, 0)
         candidates = []
-        for (on, shape), (last, spec) in list(self._wanted.items()):
+        for (on, shape), (last, spec, gate) in list(self._wanted.items()):
             if on != engine:
                 continue
             if now - last >= self.idle[engine]:
                 del self._wanted[(on, shape)]
             elif self._of_shape(engine, shape) < size:
-                candidates.append((last, shape, spec))
+                candidates.append((last, shape, spec, gate))
         if not candidates:
             return None
-        _, shape, spec = max(candidates, key=lambda c: c[0])
+        _, shape, spec, gate = max(candidates, key=lambda c: c[0])
         warm_id = f"warm-{manager_id[:8]}-{next(self._ids)}"
-        container = WarmContainer(warm_id, engine, shape, JobSpec(warm_id, spec.task, b""))
+        container = WarmContainer(warm_id, engine, shape, warm_spec(warm_id, spec), gate=gate)
         self.starting[warm_id] = container
         return container
 
@@ -138,6 +161,16 @@ class WarmPool:
         """No more warm containers of ``shape`` on ``engine`` until a job of it is placed
         there again (one failed to start, or died before its job came)."""
         self._wanted.pop((engine, shape), None)
+
+    def cold_only_image(self, engine: str, image: str) -> bool:
+        """The image cannot run the gate on ``engine``: its gated jobs start cold from now on.
+        True the first time (for a log line said once)."""
+        known = (engine, image) in self.cold_only
+        self.cold_only.add((engine, image))
+        for (on, shape), (_, spec, gate) in list(self._wanted.items()):
+            if on == engine and gate and spec.task.environment == image:
+                del self._wanted[(on, shape)]
+        return not known
 
     # -- a container's life --------------------------------------------------------------
     def started(self, warm_id: str, container_id: str, fd: int, now: float

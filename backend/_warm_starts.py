@@ -8,6 +8,13 @@ of its shape takes it without a submitter: its slot was the warm container's, it
 its whole input go to a waiter in the job's ``Watch`` (the waiter writes the input under the
 job's clock, which starts then), and it ends and is removed as any other job.
 
+A raw job or a job with files takes a warm container whose program waits behind a gate
+(:func:`backend._container.gated`): a job with files is first given to an idle submitter
+(``Submit`` with ``into``), which writes them into the running container, and the dispatcher
+keeps the attach meanwhile (:meth:`WarmStarts.filled`); then its input goes to the waiter
+after :data:`GATE_LINE`, which opens the gate. An image without ``/bin/sh`` fails its first
+gated start (``StartFailed.no_shell``): it is logged once, and its gated jobs start cold.
+
 The dispatcher waits on each warm container's attach too: one that becomes readable ended
 (killed, OOM at boot, a crashing image) or wrote before its input came; it is removed, never
 used, and its shape is not kept warm again until a job of it is placed on that engine.
@@ -29,7 +36,7 @@ import logging
 import os
 import select
 import time
-from typing import Any, Callable, Collection, List, Optional, Sequence, Union
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Union
 
 from backend._config import InstanceConfig
 from backend._job import JobState, _Job
@@ -46,6 +53,8 @@ logger = logging.getLogger("backend")
 SCANNED = 64
 #: Seconds without a job waiting for a slot or a submitter before warm containers are started.
 BURST_QUIET = 1.0
+#: What opens the gate of a warm container: written before the job's input.
+GATE_LINE = b"\n"
 
 
 class WarmStarts:
@@ -61,6 +70,8 @@ class WarmStarts:
         self.mark_unreachable = mark_unreachable
         self.closing = False
         self.waited_at = -BURST_QUIET  # when a job last waited (time.monotonic())
+        #: job id -> the attach of its warm container, while a submitter writes its files
+        self.filling: Dict[str, int] = {}
         placement.warm_count = self.pool.count  # warm containers hold slots
 
     # -- jobs ----------------------------------------------------------------------------
@@ -68,17 +79,18 @@ class WarmStarts:
         """``job`` was placed on ``engine`` for a new container: its shape is wanted warm."""
         self.pool.used(engine, job.spec, time.monotonic())
 
-    def serve(self) -> None:
+    def serve(self, idle: List[_Child]) -> None:
         """Gives each queued job of a warm shape (among the first :data:`SCANNED`) a warm
         container of its shape, on the least loaded reachable engine that has one (no
-        submitter needed: the slot was held)."""
+        submitter needed: the slot was held; a job with files takes one from ``idle``, to
+        write them into its warm container)."""
         if not any(self.pool.ready.values()):
             return
         for job in list(itertools.islice(self.placement.queue, SCANNED)):
             if not any(self.pool.ready.values()):
                 return
             shape = shape_of(job.spec)
-            if shape is None:
+            if shape is None or (job.spec is not None and job.spec.files and not idle):
                 continue
             engines = sorted((e for e in self.placement.engines
                               if self.placement.is_reachable(e) and self.pool.ready[e]),
@@ -86,7 +98,7 @@ class WarmStarts:
             for engine in engines:
                 container = self._take(engine, shape)
                 if container is not None:
-                    self._run(job, container)
+                    self._run(job, container, idle)
                     break
 
     def _take(self, engine: str, shape: Any) -> Optional[WarmContainer]:
@@ -96,19 +108,44 @@ class WarmStarts:
                 return container
             self._remove(container, died=True)
 
-    def _run(self, job: _Job, container: WarmContainer) -> None:
+    def _run(self, job: _Job, container: WarmContainer, idle: List[_Child]) -> None:
         engine, fd = container.engine, container.fd
-        assert container.container_id is not None and fd is not None
+        assert container.container_id is not None and fd is not None and job.spec is not None
+        if container.gate and job.spec.files:  # a submitter writes them, then the waiter
+            submitter = idle.pop()             # is given the job (see filled)
+            if not submitter.send(Submit(engine, job.spec, container.name,
+                                         into=container.container_id)):
+                self._remove(container)
+                return
+            submitter.holding = job
+            self.filling[job.job_id] = fd
+            job.state = JobState.SUBMITTING
+        else:
+            job.state = JobState.RUNNING
+            job.started_at = time.time()  # its clock starts with its input
         self.pool.hits[engine] += 1
         self.placement.placed(job, engine)
         self.pool.used(engine, job.spec, time.monotonic())
-        job.state, job.engine, job.warm = JobState.RUNNING, engine, True
+        job.engine, job.warm = engine, True
         job.container_id, job.container_name = container.container_id, container.name
-        job.started_at = time.time()  # its clock starts with its input (SPEC §10)
         container.fd = None
         logger.debug("job %s: served warm by %s on %s", job.job_id,
                      container.container_id[:12], engine)
-        self.supervisor.watch(job, fd, 0)  # the waiter writes its whole input
+        if job.state is JobState.RUNNING:  # the waiter writes its whole input
+            self.supervisor.watch(job, fd, 0, GATE_LINE if container.gate else b"")
+
+    def filled(self, job_id: str) -> Optional[int]:
+        """The attach of the warm container whose job's files a submitter wrote (None: the
+        job was not served so); the caller hands the job to a waiter with it, its input
+        after :data:`GATE_LINE`."""
+        return self.filling.pop(job_id, None)
+
+    def fill_failed(self, job_id: str) -> None:
+        """The files of a job served warm could not be written (or its submitter died): the
+        warm container's attach is closed (the caller removes the container)."""
+        fd = self.filling.pop(job_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def make_room(self) -> bool:
         """When jobs wait and an engine is full, removes a warm container there that is not
@@ -133,20 +170,24 @@ class WarmStarts:
     # -- starting ------------------------------------------------------------------------
     def replenish(self, idle: List[_Child], manager_id: str) -> None:
         """Starts the warm containers wanted, while submitters are idle and their engines have
-        room, once no job has waited for :data:`BURST_QUIET` seconds."""
+        room, once no job has waited for :data:`BURST_QUIET` seconds. One submitter is left
+        idle (when there are several): a job that comes while warm containers start (a
+        judge's test cases after its check) finds one at once, not after their starts."""
         now = time.monotonic()
         if self.placement.queue:
             self.waited_at = now
         if self.closing or now - self.waited_at < BURST_QUIET:
             return
+        spare = 1 if len(self.supervisor.submitters) > 1 else 0
         for engine in self.placement.engines:
-            while idle and self.placement.is_reachable(engine) and \
+            while len(idle) > spare and self.placement.is_reachable(engine) and \
                     self.placement.has_room(engine):
                 container = self.pool.wanted(engine, now, manager_id)
                 if container is None:
                     break
                 submitter = idle.pop()
-                request = Submit(engine, container.spec, container.name, warm=True)
+                request = Submit(engine, container.spec, container.name, warm=True,
+                                 gate=container.gate)
                 if submitter.send(request):
                     submitter.holding = request
                 else:
@@ -185,8 +226,13 @@ class WarmStarts:
             self.removals.attempt_failed(request.engine, None, request.container_name, True,
                                          time.monotonic())
             return
-        logger.info("a warm container could not be started on %s: %s", request.engine,
-                    message.text)
+        if message.no_shell:
+            if self.pool.cold_only_image(request.engine, str(request.spec.task.environment)):
+                logger.warning("%s; its raw jobs and jobs with files start cold on %s",
+                               message.text, request.engine)
+        else:
+            logger.info("a warm container could not be started on %s: %s", request.engine,
+                        message.text)
         self.removals.attempt_failed(request.engine, message.container_id,
                                      request.container_name, message.maybe_created,
                                      time.monotonic())
@@ -229,7 +275,7 @@ class WarmStarts:
 
     def close(self) -> None:
         """Closing: every warm container goes, and no new one is started."""
-        self.closing = True
+        self.closing = True  # (one being filled is its job's: it ends as the job does)
         for container in self.pool.drop():
             self._remove(container)
 

@@ -79,7 +79,7 @@ BUSYBOX_TAG = "backend-test-busybox"
 DEFAULT_ROOT = "/tmp/djm"
 BUSYBOX_BINARY = "/bin/busybox"
 BUSYBOX_DOCKERFILE_DIR = Path(__file__).resolve().parent.parent / "tests" / "images" / "busybox"
-APT_PACKAGES = ("docker.io", "busybox-static")
+APT_PACKAGES = ("docker.io", "busybox-static", "debootstrap")  # debootstrap: scripts/images.py
 #: The engine kinds the tests run on.
 KINDS = ("docker20", "docker28", "podman")
 #: Packages for the docs and for the Podman kind (apt); sid's docker.io for docker28 (cached).
@@ -118,11 +118,13 @@ def _dockerd_binary() -> str | None:
 
 
 def ensure_packages() -> bool:
-    """Install ``docker.io`` and ``busybox-static`` with apt when either is missing.
+    """Install ``docker.io``, ``busybox-static`` and ``debootstrap`` (the python image of
+    ``scripts/images.py``) with apt when one is missing.
 
     Returns True when something was installed, False when all was there already.
     """
-    if _dockerd_binary() and _dpkg_installed("busybox-static") and os.path.exists(BUSYBOX_BINARY):
+    if _dockerd_binary() and _dpkg_installed("busybox-static") and os.path.exists(BUSYBOX_BINARY) \
+            and _dpkg_installed("debootstrap"):
         return False
     if os.geteuid() != 0:
         raise EngineError("dockerd or busybox-static is missing and we are not root: "

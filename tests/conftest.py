@@ -44,6 +44,16 @@ def engines():
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def python_image(engines):
+    """The python image (``scripts/images.py``: Debian 12 with ``python3``) on e1 and e2, as
+    the environment ``python``; its root file system is built once (cached) when missing."""
+    from images import load_python_image
+    for engine in engines:
+        load_python_image(engine.url, PREFIX + "python")
+    return "python"
+
+
 def api_client(url: str) -> docker.APIClient:
     """A docker-py client speaking the API version the library negotiates with ``url``."""
     return docker.APIClient(base_url=url, version=api_version(url))

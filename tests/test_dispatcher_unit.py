@@ -454,3 +454,56 @@ def test_a_submitter_request_that_raises_ends_that_job_alone(monkeypatch):
     serving.engines["fake"] = engine = Odd()
     assert serving.remove(RemoveLeftovers("fake")) == ([], True)
     assert engine.closed
+
+
+def _served_warm_with_files(dispatcher, alive):
+    """A raw job with files, queued, and a warm container of its shape waiting (its attach
+    one end of a socket pair): the dispatcher sends the job's files to ``alive``."""
+    import socket
+    from backend._files import check_files
+    task = Task("image", protocol="raw")
+    spec = JobSpec("j1", snapshot_task(task, None), b"in", check_files({"a": "a"}))
+    queued = _Job("j1", task, print, LocalCheck(), spec)
+    dispatcher.jobs[queued.job_id] = queued
+    pool = dispatcher.warm.pool
+    pool.used("fake", spec, time.monotonic())
+    container = pool.wanted("fake", time.monotonic(), "m1")
+    attach, engine_side = socket.socketpair()
+    pool.started(container.warm_id, "warm-id", attach.detach(), time.monotonic())
+    dispatcher.placement.add(queued)
+    dispatcher.supervisor.submitters = [alive]
+    dispatcher._schedule()
+    request = alive.peer.recv()
+    assert isinstance(request, Submit) and request.into == "warm-id"
+    assert alive.holding is queued and queued.state is JobState.SUBMITTING and queued.warm
+    return queued, engine_side
+
+
+def test_a_warm_containers_files_failing_to_be_written_closes_its_attach():
+    config = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake",
+                               "warm_containers": 1}])[0]
+    dispatcher = make_dispatcher(config)
+    alive = submitter(True)
+    queued, engine_side = _served_warm_with_files(dispatcher, alive)
+    dispatcher._read_message(alive, StartFailed("j1", "start_failed", "refused", "warm-id",
+                                                False, False))
+    assert engine_side.recv(1) == b""  # the dispatcher's end of the attach is closed
+    assert not dispatcher.warm.filling and alive.holding is None
+    assert queued.state is JobState.DONE and queued.result["run"]["reason"] == "start_failed"
+    assert "warm-id" in str(dispatcher.removals.request("fake"))  # the warm container goes
+    engine_side.close()
+    close(dispatcher)
+
+
+def test_a_submitter_dying_while_writing_a_warm_jobs_files_closes_its_attach():
+    config = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake",
+                               "warm_containers": 1}])[0]
+    dispatcher = make_dispatcher(config)
+    alive = submitter(True)
+    queued, engine_side = _served_warm_with_files(dispatcher, alive)
+    dispatcher.supervisor.replace = lambda child: child  # no new process in a unit test
+    dispatcher._replace(alive)
+    assert engine_side.recv(1) == b"" and not dispatcher.warm.filling
+    assert queued.state is JobState.DONE and queued.result["run"]["reason"] == "start_failed"
+    engine_side.close()
+    close(dispatcher)

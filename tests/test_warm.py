@@ -57,7 +57,7 @@ def test_each_job_has_a_fresh_container_and_run_says_warm(engines):
         assert len({r["run"]["container_id"] for r in results}) == 4
         stats = manager.stats()["engines"][engine.name]
         assert (stats["warm_containers"], stats["warm_hits"]) == (1, 3)
-        # raw jobs and jobs with files always get a new container
+        # a raw job and a job with files have shapes of their own (tests/test_warm_exec.py)
         raw = sync.new_job(shell("cat", protocol="raw"), "x", timeout=30)
         assert raw["result"] == "success" and raw["run"]["warm"] is False
         with_files = sync.new_job(MARKER, 9, timeout=30, files={"a.txt": "a"})

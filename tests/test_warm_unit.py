@@ -9,7 +9,7 @@ from backend._config import parse_instances
 from backend._messages import JobSpec
 from backend._placement import Placement
 from backend._task import Task, snapshot_task
-from backend._warm import WarmPool, shape_of
+from backend._warm import WarmPool, gated, shape_of
 
 A, B, TLS = parse_instances([
     {"server_url": "unix:///a.sock", "name": "a", "warm_containers": 2, "warm_idle": 10,
@@ -40,11 +40,31 @@ def test_shape_is_the_whole_container_definition():
     assert shape_of(spec(read_only=True)) != shape_of(spec())
 
 
-def test_raw_jobs_jobs_with_files_and_local_jobs_are_never_warm():
-    assert shape_of(spec(protocol="raw")) is None
-    files = spec()
-    assert shape_of(JobSpec("j", files.task, b"", (("a.txt", b"a"),))) is None
+def test_raw_jobs_and_jobs_with_files_have_gated_shapes_of_their_own():
+    plain = spec()
+    raw = spec(protocol="raw")
+    with_files = JobSpec("j", plain.task, b"", (("a.txt", b"a"),))
+    other_files = JobSpec("j2", plain.task, b"x", (("b.txt", b"b"),))
+    assert len({shape_of(plain), shape_of(raw), shape_of(with_files)}) == 3
+    assert shape_of(with_files) == shape_of(other_files)  # files are not part of the shape
+    assert (gated(plain), gated(raw), gated(with_files)) == (False, True, True)
     assert shape_of(None) is None
+
+
+def test_a_gated_shape_keeps_the_jobs_workdir_and_its_image_may_be_cold_only():
+    pool = WarmPool([A])
+    with_files = JobSpec("j", spec(protocol="raw").task, b"in", (("a.txt", b"a"),))
+    pool.used("a", with_files, 0.0)
+    container = pool.wanted("a", 1.0, "m")
+    assert container is not None and container.gate
+    assert container.spec.task.workdir == "/job" and container.spec.files == ()
+    assert container.spec.stdin == b"" and container.shape == shape_of(with_files)
+    assert pool.start_failed(container.warm_id) is container
+    assert pool.cold_only_image("a", "image") and not pool.cold_only_image("a", "image")
+    pool.used("a", with_files, 2.0)  # gated jobs of that image: cold from now on
+    assert pool.wanted("a", 2.0, "m") is None
+    pool.used("a", spec(), 2.0)  # a JSON job without files runs no gate: still warm
+    assert pool.wanted("a", 2.0, "m") is not None
 
 
 def test_a_shape_is_wanted_once_used_up_to_warm_containers():
