@@ -59,6 +59,7 @@ from backend._results import failure_result
 from backend._stats import Stats
 from backend._supervisor import STOP_GRACE, ChildKind, Supervisor, _Child, receive_fd
 from backend._waitset import Waitset
+from backend._warm import WarmPool
 from backend._warm_starts import GATE_LINE, WarmStarts
 
 logger = logging.getLogger("backend")
@@ -73,12 +74,13 @@ class _Dispatcher(threading.Thread):
                  max_queued_jobs: Optional[int], stats: Optional[Stats] = None):
         super().__init__(name="backend-dispatcher", daemon=True)
         self.stats = stats or Stats(configs)
-        self.placement = Placement(configs, max_queued_jobs)
+        pool = WarmPool(configs)  # warm containers hold slots: placement counts them
+        self.placement = Placement(configs, max_queued_jobs, warm_count=pool.count)
         self.urls = {config.name: config.server_url for config in configs}
         self.removals = Removals(self.placement.engines, self.placement.is_reachable)
         self.supervisor = Supervisor(context, configs, manager_id, owner,
                                      logging.getLogger("backend").getEffectiveLevel())
-        self.warm = WarmStarts(configs, self.placement, self.removals, self.supervisor,
+        self.warm = WarmStarts(pool, self.placement, self.removals, self.supervisor,
                                lambda engine: self._mark_reachable(engine, False))
         self.pool_size = pool_size
         self.done_queue = done_queue
@@ -218,7 +220,8 @@ class _Dispatcher(threading.Thread):
             return
         self.placement.placed(job, engine)
         self.warm.used(job, engine)
-        job.state, job.engine, job.container_name = JobState.SUBMITTING, engine, name
+        job.move(JobState.SUBMITTING)
+        job.engine, job.container_name = engine, name
         submitter.holding = job
 
     def _close_when_done(self, deadline: float) -> None:
@@ -247,7 +250,7 @@ class _Dispatcher(threading.Thread):
                 os.close(stream_fd)
             return
         job.container_id, job.started_at = message.container_id, time.time()
-        job.state = JobState.RUNNING
+        job.move(JobState.RUNNING)
         self.supervisor.watch(job, stream_fd, message.input_written,
                               GATE_LINE if warm_fd is not None else b"")
 
@@ -271,7 +274,8 @@ class _Dispatcher(threading.Thread):
         :meth:`~backend._placement.Placement.failed`), else it ends with ``reason``."""
         if self.placement.failed(job, engine, retryable):
             logger.info("job %s: %s; placing it again", job.job_id, text)
-            job.state, job.container_id, job.warm = JobState.QUEUED, None, False
+            job.move(JobState.QUEUED)
+            job.container_id, job.warm = None, False
         else:
             self._end(job, failure_result(reason, text, engine, container_id))
 
@@ -343,7 +347,8 @@ class _Dispatcher(threading.Thread):
         self.placement.ended(job)
         if isinstance(result.get("run"), dict):
             result["run"]["warm"] = job.warm  # SPEC §10
-        job.state, job.result = JobState.DONE, result
+        job.move(JobState.DONE)
+        job.result = result
         self.jobs.pop(job.job_id, None)
         self.done_queue.put(job)
 

@@ -52,13 +52,23 @@ MAX_CHILDREN_LOST = 2
 
 
 class JobState(enum.Enum):
-    """Where a job is; it only ever moves forward, except SUBMITTING -> QUEUED when an engine
-    that did not answer sends it to another one."""
+    """Where a job is; it only ever moves forward (:data:`MOVES`), except SUBMITTING ->
+    QUEUED when an engine that did not answer sends it to another one."""
 
     QUEUED = "queued"          # waits for a free slot (backend._placement)
     SUBMITTING = "submitting"  # a submitter creates and starts its container
     RUNNING = "running"        # a waiter watches its container
     DONE = "done"              # on the done queue, or delivered
+
+
+#: The moves a job's state may make (:meth:`_Job.move`). A queued job goes straight to
+#: RUNNING when it is written into a warm container, and any job may end.
+MOVES = {
+    JobState.QUEUED: {JobState.SUBMITTING, JobState.RUNNING, JobState.DONE},
+    JobState.SUBMITTING: {JobState.RUNNING, JobState.QUEUED, JobState.DONE},
+    JobState.RUNNING: {JobState.DONE},
+    JobState.DONE: set(),
+}
 
 
 @dataclass(eq=False)
@@ -99,4 +109,14 @@ class _Job:
     queued_at: float = field(default_factory=time.time)
     result: Optional[Result] = None
     warm: bool = False
+
+    def move(self, state: JobState) -> None:
+        """The one place the state changes; a move :data:`MOVES` does not allow is a bug.
+
+        Raises:
+            RuntimeError: the move is not allowed (the dispatcher ends the job then).
+        """
+        if state not in MOVES[self.state]:
+            raise RuntimeError(f"job {self.job_id}: {self.state.value} -> {state.value}")
+        self.state = state
     children_lost: int = 0

@@ -56,7 +56,8 @@ class Placement:
     """
 
     def __init__(self, configs: Sequence[InstanceConfig],
-                 max_queued_jobs: Optional[int] = None, rng: Optional[random.Random] = None):
+                 max_queued_jobs: Optional[int] = None, rng: Optional[random.Random] = None,
+                 warm_count: Callable[[str], int] = lambda engine: 0):
         self.engines: Tuple[str, ...] = tuple(config.name for config in configs)
         self.max_queued_jobs = max_queued_jobs
         self.queue: Deque[_Job] = collections.deque()
@@ -72,8 +73,9 @@ class Placement:
         # RUNNING: the jobs counted in ``running``
         self._not_before: Dict[str, float] = {}  # engine -> a deferred placement's time
         self._random = rng or random.Random()
-        #: this manager's warm containers on an engine (SPEC §10): they hold slots too
-        self.warm_count: Callable[[str], int] = lambda engine: 0
+        #: this manager's warm containers on an engine (the warm pool's count, given by the
+        #: dispatcher that owns both): they hold slots too
+        self.warm_count = warm_count
 
     # -- the queue -----------------------------------------------------------------------
     def add(self, job: _Job) -> None:

@@ -60,10 +60,10 @@ GATE_LINE = b"\n"
 class WarmStarts:
     """The warm containers of one JobManager, seen from its dispatcher."""
 
-    def __init__(self, configs: Sequence[InstanceConfig], placement: Placement,
+    def __init__(self, pool: WarmPool, placement: Placement,
                  removals: Removals, supervisor: Supervisor,
                  mark_unreachable: Callable[[str], None]):
-        self.pool = WarmPool(configs)
+        self.pool = pool  # its count is placement's warm_count too
         self.placement = placement
         self.removals = removals
         self.supervisor = supervisor
@@ -72,7 +72,6 @@ class WarmStarts:
         self.waited_at = -BURST_QUIET  # when a job last waited (time.monotonic())
         #: job id -> the attach of its warm container, while a submitter writes its files
         self.filling: Dict[str, int] = {}
-        placement.warm_count = self.pool.count  # warm containers hold slots
 
     # -- jobs ----------------------------------------------------------------------------
     def used(self, job: _Job, engine: str) -> None:
@@ -119,9 +118,9 @@ class WarmStarts:
                 return
             submitter.holding = job
             self.filling[job.job_id] = fd
-            job.state = JobState.SUBMITTING
+            job.move(JobState.SUBMITTING)
         else:
-            job.state = JobState.RUNNING
+            job.move(JobState.RUNNING)
             job.started_at = time.time()  # its clock starts with its input
         self.pool.hits[engine] += 1
         self.placement.placed(job, engine)

@@ -139,9 +139,8 @@ def test_an_engine_lost_drops_its_containers():
 
 @pytest.mark.parametrize("warm", [0, 2])
 def test_warm_containers_hold_slots_in_placement(warm):
-    placement = Placement([A, B, TLS])
     pool = WarmPool([A, B, TLS])
-    placement.warm_count = pool.count
+    placement = Placement([A, B, TLS], warm_count=pool.count)
     pool.used("a", spec(), 0.0)
     for _ in range(warm):
         start(pool)
