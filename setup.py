@@ -14,7 +14,7 @@ setup(
     # docker-py is what the tests and benchmarks compare with and check through
     install_requires=[],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1"],
+        "test": ["pytest>=7", "pytest-timeout", "mypy", "docker>=6.1", "hypothesis"],
         "docs": ["sphinx>=7"],
         "bench": ["matplotlib", "docker>=6.1"],
     },
@@ -22,6 +22,10 @@ setup(
     classifiers=[
         "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
+        # the versions make test runs the suite on (test-pythons: the unit tests and the core)
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.13",
         "Operating System :: POSIX :: Linux",
     ],
 )
