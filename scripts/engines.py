@@ -862,9 +862,10 @@ VM_SUITE = "bookworm"
 VM_DOCKER_PORT = 2376
 VM_MEMORY_MB = 1536
 VM_CPUS = 2
-#: The kernel's command line: the unified hierarchy only.
-VM_APPEND = ("console=ttyS0 root=/dev/vda rw panic=-1 systemd.unified_cgroup_hierarchy=1 "
-             "cgroup_no_v1=all")
+#: The kernel's command line: the unified hierarchy only; ``no_timer_check``, else a slow
+#: emulation fails the kernel's timer check at boot ("IO-APIC + timer doesn't work", a panic).
+VM_APPEND = ("console=ttyS0 root=/dev/vda rw panic=-1 no_timer_check "
+             "systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all")
 
 #: The initramfs' ``/init`` (busybox): load the modules of the root's disk, mount it, switch.
 _VM_INITRAMFS_INIT = """#!/bin/busybox sh
@@ -1110,20 +1111,23 @@ def ensure_vm() -> bool:
 def make_certificates(folder: Path, names: tuple[str, ...] = ("ca",)) -> None:
     """Test-made TLS files in ``folder``: an authority per name of ``names`` (``NAME.pem``,
     ``NAME-key.pem``), and, signed by the first, ``server.pem`` (for 127.0.0.1 and localhost)
-    and ``client.pem`` (each with its ``-key.pem``). Valid for two days."""
+    and ``client.pem`` (each with its ``-key.pem``). Valid for two days. The keys are P-256
+    ones: an emulated engine's TLS handshake takes seconds with RSA's."""
     folder.mkdir(parents=True, exist_ok=True)
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
     for name in names:
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-days", "2",
                 "-subj", f"/CN={name}", "-keyout", f"{name}-key.pem", "-out", f"{name}.pem")
     for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
                                        "extendedKeyUsage=serverAuth\n"),
                             ("client", "extendedKeyUsage=clientAuth\n")):
         (folder / f"{name}.ext").write_text(extension)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", f"/CN={name}",
                 "-keyout", f"{name}-key.pem", "-out", f"{name}.csr")
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{names[0]}.pem", "-CAkey",
                 f"{names[0]}-key.pem", "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
@@ -1212,7 +1216,9 @@ class VmEngine:
     def leftovers(self, kind: str = "") -> list[int]:
         return []  # everything of the engine is inside qemu
 
-    def answers(self, timeout: float = 2.0) -> bool:
+    def answers(self, timeout: float = 10.0) -> bool:
+        """True when the VM's engine answers a ping within ``timeout`` (under emulation a
+        TLS handshake alone may take seconds)."""
         return (self.tls_dir / "ca.pem").exists() \
             and engine_answers(self.url, timeout, tls=self.client_tls)
 
@@ -1258,13 +1264,13 @@ class VmEngine:
             preexec_fn=_die_with_parent if self.tied else None,
             start_new_session=not self.tied)
         deadline = time.monotonic() + timeout
-        while not self.answers(timeout=2.0):
+        while not self.answers():
             if self._proc.poll() is not None or time.monotonic() >= deadline:
                 code = self._proc.poll()
                 self.kill()
                 raise EngineError(
                     f"cgroup v2 engine {self.name} at {self.url} did not answer within "
-                    f"{timeout}s ({'qemu exit code ' + str(code) if code is not None else 'killed'})"
+                    f"{timeout}s ({'qemu ended, exit code ' + str(code) if code is not None else 'killed'})"
                     f"; end of {self.log_path}:\n{self.log_tail()}")
             time.sleep(0.5)
         return self
