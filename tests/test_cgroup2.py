@@ -3,10 +3,10 @@ hierarchy, every controller enabled (``vm_engine`` in conftest, ``VmEngine`` of
 ``scripts/engines.py``), reached over TCP with verified TLS.
 
 Every status and reason (CPU time, wall time, memory with the OOM seen on cgroup v2, output,
-disk, processes, kill, removed from outside), raw jobs with files and outputs, warm starts, the
-engine lost (qemu killed) and back (booted again), and the orphan sweep. Kept short: the VM runs
-under qemu's emulation (a container takes 1 to 2 s), and the session boots it once. The bounds
-of time are generous for the same reason."""
+disk, processes, kill, removed from outside), raw jobs with files and outputs, warm starts (off
+over TLS), the engine lost (qemu killed) and back (booted again), and the orphan sweep. Kept
+short: the VM runs under qemu's emulation (a container takes 1 to 9 s on a loaded machine), and
+the session boots it once. The bounds of time are generous for the same reason."""
 import json
 import os
 import signal
@@ -126,20 +126,17 @@ def test_raw_job_with_files_and_outputs(vm_manager):
     assert result["files"] == {"out.txt": b"made\n", "d/y": b"x\n"}
 
 
-@pytest.mark.xfail(reason="on the loaded test machine no warm container was ready within "
-                   "120 s of a job; not yet understood", strict=False)
-def test_warm_starts(vm_engine):
+def test_warm_containers_are_off_over_tls(vm_engine):
+    """The VM is reached over TLS, where an attach cannot stay open for the output after the
+    input's end: ``warm_containers`` is ignored, every job gets a fresh container."""
     marker = shell('read line; if [ -e /tmp/used ]; then t=used; else t=fresh; fi; '
                    'touch /tmp/used; echo "{\\"result\\": \\"success\\", \\"text\\": \\"$t\\"}"')
     with JobManager([vm_instance(vm_engine, warm_containers=1)]) as manager:
-        pool = manager._dispatcher.warm.pool
-        results = []
-        for i in range(3):
-            results.append(run(manager, marker, i))
-            wait_for(lambda: len(pool.ready[vm_engine.name]) == 1, 120,
-                     "no warm container came")
-        assert [(r["result"], r["text"]) for r in results] == [("success", "fresh")] * 3
-        assert [r["run"]["warm"] for r in results] == [False, True, True]
+        results = [run(manager, marker, i) for i in range(2)]
+        assert not manager._dispatcher.warm.pool.ready[vm_engine.name]
+        assert manager.stats()["engines"][vm_engine.name]["warm_containers"] == 0
+    assert [(r["result"], r["text"], r["run"]["warm"]) for r in results] \
+        == [("success", "fresh", False)] * 2
 
 
 SWEEP_SCRIPT = """
