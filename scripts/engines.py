@@ -1268,9 +1268,10 @@ class VmEngine:
             if self._proc.poll() is not None or time.monotonic() >= deadline:
                 code = self._proc.poll()
                 self.kill()
+                how = "killed" if code is None else f"qemu ended, exit code {code}"
                 raise EngineError(
                     f"cgroup v2 engine {self.name} at {self.url} did not answer within "
-                    f"{timeout}s ({'qemu ended, exit code ' + str(code) if code is not None else 'killed'})"
+                    f"{timeout}s ({how})"
                     f"; end of {self.log_path}:\n{self.log_tail()}")
             time.sleep(0.5)
         return self

@@ -76,7 +76,8 @@ def test_the_engine_and_its_containers_are_on_cgroup_v2(vm_engine, vm_manager):
     ("head -c 20000 /dev/zero | tr '\\0' x; sleep 60", {"output": 10000}, "overflow",
      "output"),
     ("head -c 3000000 /dev/zero > /bin/big", {"file_size": 1000000}, "overflow", "disk"),
-], ids=["cpu_time", "cpu_time_of_the_cgroup", "wall_time", "memory", "memory_of_a_child", "output", "file_size"])
+], ids=["cpu_time", "cpu_time_of_the_cgroup", "wall_time", "memory", "memory_of_a_child",
+        "output", "file_size"])
 def test_each_limit_ends_with_its_status_and_reason(vm_manager, script, limits, status,
                                                     reason):
     result = run(vm_manager, shell(script, limits=limits))
