@@ -25,6 +25,10 @@ setup(
     classifiers=[
         "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
+        # the versions make test runs the suite on (test-pythons: the unit tests and the core)
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.13",
         "Operating System :: POSIX :: Linux",
     ],
 )

@@ -39,7 +39,10 @@ Engine kinds (:data:`KINDS`, :func:`make_engine`): ``docker20`` is the system's 
 under ``/var/cache/djm`` without touching the system's apt sources, run on the system's
 containerd and runc and started with ``DOCKER_MIN_API_VERSION=1.44`` (it refuses older clients
 as Docker 29 does); ``podman`` is :class:`PodmanEngine`, Podman 4.3's Docker-compatible
-service.  ``ensure --kinds ...`` installs what each kind needs (and graphviz for the docs).
+service.  ``cgroup2`` (:data:`VM_KIND`, not in :data:`KINDS`) is :class:`VmEngine`, Docker 20.10
+in a Debian 12 VM under qemu whose kernel has only the unified cgroup v2 hierarchy, built once
+by :func:`ensure_vm` under ``/var/cache/djm/vm-cgroup2`` and reached over TCP with verified
+TLS.  ``ensure --kinds ...`` installs what each kind needs (and graphviz for the docs).
 
 Only the standard library is needed, except for :func:`build_busybox_image` (docker-py).
 """
@@ -48,15 +51,19 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import lzma
 import os
 import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,11 +74,16 @@ __all__ = [
     "KINDS",
     "PodmanEngine",
     "PrivateEngine",
+    "VM_KIND",
+    "VmEngine",
     "build_busybox_image",
+    "docker_client",
     "engine_answers",
     "engines_under",
     "ensure_kinds",
     "ensure_packages",
+    "ensure_vm",
+    "make_certificates",
     "make_engine",
 ]
 
@@ -236,7 +248,8 @@ def ensure_kinds(kinds: tuple[str, ...] = KINDS, docs: bool = True) -> list[str]
     """
     installed = []
     steps = [("docker20", ensure_packages)]
-    steps += [("docker28", ensure_docker28), ("podman", lambda: _ensure_apt(PODMAN_PACKAGES))]
+    steps += [("docker28", ensure_docker28), ("podman", lambda: _ensure_apt(PODMAN_PACKAGES)),
+              (VM_KIND, lambda: ensure_vm())]
     steps.append(("ssh", ensure_ssh))
     if docs:
         steps.append(("docs", lambda: _ensure_apt(DOCS_PACKAGES)))
@@ -855,16 +868,487 @@ class PodmanEngine:
         self.stop()
 
 
+# --------------------------------------------------------------------------- cgroup v2 VM
+
+#: The kind of the cgroup v2 engine, :class:`VmEngine`. Not in :data:`KINDS`: under emulation
+#: it is too slow for the whole matrix; ``tests/test_cgroup2.py`` runs a short suite on it.
+VM_KIND = "cgroup2"
+#: The cached VM: ``vmlinux``, ``initrd.cpio``, ``rootfs.img`` and ``recipe``.
+VM_DIR = CACHE / "vm-cgroup2"
+#: Bumped when the recipe of :func:`ensure_vm` changes: a VM cached by another recipe is rebuilt.
+VM_RECIPE = "1"
+VM_HOST_PACKAGES = ("qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssl",
+                    "busybox-static")
+VM_GUEST_PACKAGES = ("docker.io", "containerd", "runc", "iproute2", "kmod", "ca-certificates")
+#: What the initramfs loads (with their dependencies) to mount the root: Debian builds them
+#: as modules.
+VM_BOOT_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
+VM_SUITE = "bookworm"
+VM_DOCKER_PORT = 2376
+VM_MEMORY_MB = 1536
+VM_CPUS = 2
+#: The kernel's command line: the unified hierarchy only; ``no_timer_check``, else a slow
+#: emulation fails the kernel's timer check at boot ("IO-APIC + timer doesn't work", a panic).
+VM_APPEND = ("console=ttyS0 root=/dev/vda rw panic=-1 no_timer_check "
+             "systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all")
+
+#: The initramfs' ``/init`` (busybox): load the modules of the root's disk, mount it, switch.
+_VM_INITRAMFS_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t devtmpfs devtmpfs /dev
+mount -t proc proc /proc
+for m in {modules}; do insmod /lib/$m.ko || echo "initramfs: insmod $m failed"; done
+n=0
+while [ ! -b /dev/vda ] && [ $n -lt 300 ]; do sleep 0.1; n=$((n + 1)); done
+mount -t ext4 -o rw /dev/vda /newroot || {{ echo "initramfs: cannot mount /dev/vda"; poweroff -f; }}
+umount /proc
+umount /dev
+exec switch_root /newroot /init
+"""
+
+#: The root's ``/init``: cgroup v2 with its controllers enabled, the network of qemu's user
+#: mode, containerd, then dockerd on TCP with verified TLS (the certificates come on the
+#: second disk, a tar).
+_VM_INIT = f"""#!/bin/sh
+# The cgroup v2 engine's init, written by scripts/engines.py (ensure_vm).
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# written to the disk within a second or two: a VM killed (the engine lost) boots again whole
+mount -o remount,commit=1 /
+echo 100 > /proc/sys/vm/dirty_expire_centisecs
+echo 100 > /proc/sys/vm/dirty_writeback_centisecs
+# the daemons in a child cgroup: dockerd reads its own cgroup's files (memory.swap.max...)
+mkdir -p /sys/fs/cgroup/init
+echo $$ > /sys/fs/cgroup/init/cgroup.procs
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+    echo "+$c" > /sys/fs/cgroup/cgroup.subtree_control
+done
+echo "init: cgroup2 controllers $(cat /sys/fs/cgroup/cgroup.subtree_control)"
+modprobe virtio_net
+modprobe overlay
+hostname cgroup2
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+mkdir -p /etc/docker/tls
+tar -xf /dev/vdb -C /etc/docker/tls
+# containerd first: under emulation it starts slower than dockerd waits for its own (10 s)
+containerd --log-level warn &
+n=0
+while [ ! -S /run/containerd/containerd.sock ] && [ $n -lt 600 ]; do sleep 0.2; n=$((n + 1)); done
+dockerd --containerd /run/containerd/containerd.sock \\
+    -H tcp://0.0.0.0:{VM_DOCKER_PORT} --tlsverify --tlscacert /etc/docker/tls/ca.pem \\
+    --tlscert /etc/docker/tls/server.pem --tlskey /etc/docker/tls/server-key.pem \\
+    --bridge none --iptables=false --ip-masq=false --log-level warn &
+echo "init: dockerd started"
+while true; do wait; sleep 5; done
+"""
+
+_KERNEL_PAYLOADS = ((b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+                    (b"\x1f\x8b\x08", "gzip"))
+
+
+def _decompress(kind: str, data: bytes) -> bytes:
+    if kind == "xz":
+        return lzma.LZMADecompressor().decompress(data)
+    if kind == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data)
+    # zstd: no module in the standard library; the CLI stops at the frame's end
+    return subprocess.run(["zstd", "-dcq"], input=data, capture_output=True,
+                          check=False).stdout
+
+
+def extract_vmlinux(bzimage: bytes) -> bytes:
+    """The uncompressed kernel (an ELF file) inside a ``bzImage`` (``vmlinuz``).
+
+    Under emulation qemu boots it much faster than the bzImage, which decompresses itself.
+    Tries each xz, zstd or gzip magic found, in that order, until one gives an ELF file.
+    """
+    for magic, kind in _KERNEL_PAYLOADS:
+        start = bzimage.find(magic)
+        while start != -1:
+            try:
+                out = _decompress(kind, bzimage[start:])
+            except (lzma.LZMAError, zlib.error, EOFError, OSError):
+                out = b""
+            if out[:4] == b"\x7fELF":
+                return out
+            start = bzimage.find(magic, start + 1)
+    raise EngineError("no compressed kernel (xz, zstd or gzip) found in the bzImage")
+
+
+def _cpio(files: list[tuple[str, int, bytes]]) -> bytes:
+    """A ``newc`` cpio archive of ``(name, mode, data)`` (a device's data is its
+    ``(major, minor)`` as two bytes), as the kernel unpacks an initramfs."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate([*files, ("TRAILER!!!", 0, b"")], start=1):
+        rdev = (0, 0)
+        if stat.S_ISCHR(mode):
+            rdev, data = (data[0], data[1]), b""
+        encoded = name.encode() + b"\0"
+        fields = (ino, mode, 0, 0, 1, 0, len(data), 0, 0, *rdev, len(encoded), 0)
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + encoded
+        out += b"\0" * (-len(out) % 4) + data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def _module_order(modules_dir: Path, wanted: tuple[str, ...]) -> list[Path]:
+    """The ``.ko`` files of ``wanted`` and of their dependencies, dependencies first (from the
+    ``modules.dep`` that ``depmod`` wrote in ``modules_dir``)."""
+    deps: dict[str, list[str]] = {}
+    for line in (modules_dir / "modules.dep").read_text().splitlines():
+        path, _, rest = line.partition(":")
+        deps[path] = rest.split()
+    by_name = {Path(p).name.split(".ko")[0].replace("-", "_"): p for p in deps}
+    order: list[str] = []
+
+    def add(path: str) -> None:
+        for dep in deps.get(path, []):
+            add(dep)
+        if path not in order:
+            order.append(path)
+
+    for name in wanted:
+        if name not in by_name:
+            raise EngineError(f"the VM's kernel has no module {name}")
+        add(by_name[name])
+    return [modules_dir / p for p in order]
+
+
+def _initramfs(modules_dir: Path) -> bytes:
+    modules = _module_order(modules_dir, VM_BOOT_MODULES)
+    names = [p.name.split(".ko")[0] for p in modules]
+    if any(p.name != n + ".ko" for p, n in zip(modules, names)):
+        raise EngineError("the VM's kernel modules are compressed: busybox insmod needs .ko")
+    files = [(d, stat.S_IFDIR | 0o755, b"") for d in ("bin", "dev", "proc", "lib", "newroot")]
+    files += [("dev/console", stat.S_IFCHR | 0o600, bytes([5, 1])),
+              ("bin/busybox", stat.S_IFREG | 0o755, Path(BUSYBOX_BINARY).read_bytes()),
+              ("init", stat.S_IFREG | 0o755,
+               _VM_INITRAMFS_INIT.format(modules=" ".join(names)).encode())]
+    files += [(f"lib/{p.name}", stat.S_IFREG | 0o644, p.read_bytes()) for p in modules]
+    return _cpio(files)
+
+
+def _unmount_under(path: Path) -> None:
+    """Lazily unmount whatever is mounted under ``path`` (debootstrap's /proc and /sys when
+    it failed), deepest first, so that removing ``path`` removes only its own files."""
+    try:
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:
+        return
+    marker = str(path) + "/"
+    for mount in sorted((m for m in mounts if m.startswith(marker)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
+
+
+def _kernel_package() -> str:
+    """The name of the kernel package ``linux-image-amd64`` depends on (apt's lists)."""
+    for attempt in range(2):
+        out = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True,
+                             text=True, check=False).stdout
+        for line in out.splitlines():
+            words = line.split()
+            if words[:1] == ["Depends:"] and words[1].startswith("linux-image-"):
+                return words[1]
+        if attempt == 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True, stdin=subprocess.DEVNULL,
+                           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    raise EngineError("apt knows no kernel package behind linux-image-amd64")
+
+
+def ensure_vm() -> bool:
+    """The cgroup v2 VM under :data:`VM_DIR`, built once (with :data:`VM_HOST_PACKAGES`).
+
+    Debian's kernel (``linux-image-amd64``'s package, uncompressed to ``vmlinux``), an
+    initramfs of the host's static busybox and the modules the root's disk needs, and a
+    ``debootstrap`` root of Debian 12 with :data:`VM_GUEST_PACKAGES` and the kernel's modules,
+    as an ext4 image. Built in a temporary folder renamed at the end: a half-built VM never
+    looks present. Returns True when it was built.
+    """
+    files = ("vmlinux", "initrd.cpio", "rootfs.img")
+    stamp = VM_DIR / "recipe"
+    if stamp.is_file() and stamp.read_text().strip() == VM_RECIPE \
+            and all((VM_DIR / f).is_file() for f in files):
+        return False
+    if os.geteuid() != 0:
+        raise EngineError(f"the cgroup v2 VM is not built under {VM_DIR} and we are not root")
+    _ensure_apt(VM_HOST_PACKAGES)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="vm-", dir=CACHE))
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        subprocess.run(["apt-get", "download", "-qq", _kernel_package()], check=True, env=env,
+                       cwd=work, stdin=subprocess.DEVNULL, capture_output=True)
+        kernel = work / "kernel"
+        subprocess.run(["dpkg-deb", "-x", str(next(work.glob("linux-image-*.deb"))),
+                        str(kernel)], check=True)
+        version = next((kernel / "lib" / "modules").iterdir()).name
+        (work / "vmlinux").write_bytes(
+            extract_vmlinux((kernel / "boot" / f"vmlinuz-{version}").read_bytes()))
+        rootfs = work / "rootfs"
+        subprocess.run(["debootstrap", "--variant=minbase",
+                        "--include=" + ",".join(VM_GUEST_PACKAGES), VM_SUITE, str(rootfs),
+                        _debian_mirror()], check=True, env=env, stdin=subprocess.DEVNULL,
+                       capture_output=True)
+        modules = rootfs / "usr" / "lib" / "modules" / version
+        shutil.copytree(kernel / "lib" / "modules" / version, modules)
+        subprocess.run(["chroot", str(rootfs), "depmod", version], check=True,
+                       capture_output=True)
+        (work / "initrd.cpio").write_bytes(_initramfs(modules))
+        (rootfs / "init").write_text(_VM_INIT)
+        (rootfs / "init").chmod(0o755)
+        (rootfs / "etc" / "hostname").write_text("cgroup2\n")
+        for deb in (rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"):
+            deb.unlink()
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs),
+                        str(work / "rootfs.img"), "4G"], check=True, capture_output=True)
+        _unmount_under(rootfs)
+        shutil.rmtree(rootfs)
+        shutil.rmtree(kernel)
+        for deb in work.glob("*.deb"):
+            deb.unlink()
+        stamp_tmp = work / "recipe"
+        stamp_tmp.write_text(VM_RECIPE + "\n")
+    except (subprocess.CalledProcessError, StopIteration, OSError, EngineError) as error:
+        _unmount_under(work)
+        shutil.rmtree(work, ignore_errors=True)
+        detail = getattr(error, "stderr", None) or b""
+        detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
+        raise EngineError(f"building the cgroup v2 VM failed: {error} {detail[-2000:]}") \
+            from error
+    work.chmod(0o755)  # mkdtemp's is 0700
+    shutil.rmtree(VM_DIR, ignore_errors=True)
+    work.rename(VM_DIR)
+    return True
+
+
+def make_certificates(folder: Path, names: tuple[str, ...] = ("ca",)) -> None:
+    """Test-made TLS files in ``folder``: an authority per name of ``names`` (``NAME.pem``,
+    ``NAME-key.pem``), and, signed by the first, ``server.pem`` (for 127.0.0.1 and localhost)
+    and ``client.pem`` (each with its ``-key.pem``). Valid for two days. The keys are P-256
+    ones: an emulated engine's TLS handshake takes seconds with RSA's."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    for name in names:
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-days", "2",
+                "-subj", f"/CN={name}", "-keyout", f"{name}-key.pem", "-out", f"{name}.pem")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                       "extendedKeyUsage=serverAuth\n"),
+                            ("client", "extendedKeyUsage=clientAuth\n")):
+        (folder / f"{name}.ext").write_text(extension)
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", f"/CN={name}",
+                "-keyout", f"{name}-key.pem", "-out", f"{name}.csr")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{names[0]}.pem", "-CAkey",
+                f"{names[0]}-key.pem", "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+                "-extfile", f"{name}.ext")
+
+
+def _die_with_parent() -> None:
+    """In a child before its exec: SIGKILL when the thread that started it ends."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class VmEngine:
+    """Docker 20.10 on cgroup v2: a Debian 12 VM (:func:`ensure_vm`) under qemu's emulation,
+    reached on ``tcp://127.0.0.1:PORT`` with verified TLS.
+
+    Under ``root``: ``disk.qcow2`` (a copy-on-write layer over the cached root image, so the
+    cache stays clean), ``tls/`` (a CA, the engine's certificate and a client's, made at the
+    first start), ``tls.tar`` (the engine's part, the VM's second disk), ``port`` (kept from
+    start to start, so that an engine killed and started again has the same URL) and
+    ``console.log``. This machine's ``/dev/kvm`` cannot boot a stock kernel, hence
+    ``-accel tcg``: the boot takes 10 to 40 s.
+
+    :meth:`kill` SIGKILLs qemu (the engine lost, its containers with it); a later
+    :meth:`start` boots the same disk again (dockerd sees its containers exited).
+    :meth:`stop` SIGKILLs qemu too and drops the disk: the next start is a fresh VM.
+    With ``tied`` (the default) qemu gets SIGKILL when the thread that started it ends
+    (``PR_SET_PDEATHSIG``): a killed test run leaves no VM.
+    """
+
+    kind = VM_KIND
+
+    def __init__(self, name: str, root: str | os.PathLike, tied: bool = True):
+        self.name = name
+        self.root = Path(root).absolute()
+        self.tied = tied
+        self.disk = self.root / "disk.qcow2"
+        self.tls_dir = self.root / "tls"
+        self.log_path = self.root / "console.log"
+        self._proc: subprocess.Popen | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running() else "stopped"
+        return f"<VmEngine {self.name} {self.url} {state}>"
+
+    @property
+    def port(self) -> int:
+        """The host's port forwarded to the VM's dockerd (chosen free at the first start)."""
+        path = self.root / "port"
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            path.write_text(str(port))
+            return port
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    @property
+    def client_tls(self) -> dict:
+        """A client's TLS files, as a ``docker_instances`` entry's ``tls`` takes them."""
+        return {"ca_cert": str(self.tls_dir / "ca.pem"),
+                "client_cert": str(self.tls_dir / "client.pem"),
+                "client_key": str(self.tls_dir / "client-key.pem"), "verify": True}
+
+    def _qemu_pids(self) -> list[int]:
+        marker = str(self.root) + "/"
+        return [p for p in _all_pids() if _alive(p)
+                and os.path.basename((_cmdline(p) or [""])[0]).startswith("qemu-system")
+                and any(marker in a for a in _cmdline(p))]
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of this engine's live qemu, or None."""
+        pids = self._qemu_pids()
+        return pids[0] if pids else None
+
+    def is_running(self) -> bool:
+        return self.pid is not None
+
+    def leftovers(self, kind: str = "") -> list[int]:
+        return []  # everything of the engine is inside qemu
+
+    def answers(self, timeout: float = 10.0) -> bool:
+        """True when the VM's engine answers a ping within ``timeout`` (under emulation a
+        TLS handshake alone may take seconds)."""
+        return (self.tls_dir / "ca.pem").exists() \
+            and engine_answers(self.url, timeout, tls=self.client_tls)
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _prepare_files(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.tls_dir / "client.pem").exists():
+            make_certificates(self.tls_dir)
+        with tarfile.open(self.root / "tls.tar", "w") as tar:
+            for name in ("ca.pem", "server.pem", "server-key.pem"):
+                tar.add(self.tls_dir / name, arcname=name)
+        if not self.disk.exists():
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            str(VM_DIR / "rootfs.img"), str(self.disk)], check=True,
+                           capture_output=True)
+
+    def _command(self) -> list[str]:
+        return ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max",
+                "-smp", str(VM_CPUS), "-m", str(VM_MEMORY_MB), "-nodefaults", "-no-reboot",
+                "-display", "none", "-serial", f"file:{self.log_path}",
+                "-kernel", str(VM_DIR / "vmlinux"), "-initrd", str(VM_DIR / "initrd.cpio"),
+                "-append", VM_APPEND,
+                "-drive", f"file={self.disk},if=virtio,format=qcow2",
+                "-drive", f"file={self.root / 'tls.tar'},if=virtio,format=raw,readonly=on",
+                "-netdev", f"user,id=n,hostfwd=tcp:127.0.0.1:{self.port}-:{VM_DOCKER_PORT}",
+                "-device", "virtio-net-pci,netdev=n"]
+
+    def start(self, timeout: float = 300) -> "VmEngine":
+        """Boot the VM unless its engine answers already; wait until it answers."""
+        if self.answers():
+            return self
+        ensure_vm()
+        self._kill_pids(self._qemu_pids())
+        self._prepare_files()
+        self._proc = subprocess.Popen(
+            self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self.root / "qemu.log", "wb"), close_fds=True,
+            preexec_fn=_die_with_parent if self.tied else None,
+            start_new_session=not self.tied)
+        deadline = time.monotonic() + timeout
+        while not self.answers():
+            if self._proc.poll() is not None or time.monotonic() >= deadline:
+                code = self._proc.poll()
+                self.kill()
+                how = "killed" if code is None else f"qemu ended, exit code {code}"
+                raise EngineError(
+                    f"cgroup v2 engine {self.name} at {self.url} did not answer within "
+                    f"{timeout}s ({how})"
+                    f"; end of {self.log_path}:\n{self.log_tail()}")
+            time.sleep(0.5)
+        return self
+
+    def _kill_pids(self, pids: list[int]) -> None:
+        for p in pids:
+            _signal(p, signal.SIGKILL)
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        _wait_dead(pids, 10)
+
+    def kill(self) -> None:
+        """SIGKILL qemu at once (for fault tests): the engine and its containers are gone."""
+        self._kill_pids(self._qemu_pids())
+        self._proc = None
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGKILL qemu and drop the VM's disk (nothing of it is kept)."""
+        self.kill()
+        self.disk.unlink(missing_ok=True)
+
+    def purge(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def restart(self, timeout: float = 300) -> "VmEngine":
+        self.stop()
+        return self.start(timeout=timeout)
+
+    def __enter__(self) -> "VmEngine":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 def make_engine(kind: str, name: str, root: str | os.PathLike):
-    """A private engine of ``kind`` (one of :data:`KINDS`) named ``name`` under ``root``."""
-    classes = {"docker20": PrivateEngine, "docker28": Docker28Engine, "podman": PodmanEngine}
+    """A private engine of ``kind`` (one of :data:`KINDS` or :data:`VM_KIND`) named ``name``
+    under ``root``."""
+    classes = {"docker20": PrivateEngine, "docker28": Docker28Engine, "podman": PodmanEngine,
+               VM_KIND: VmEngine}
     if kind not in classes:
-        raise ValueError(f"unknown engine kind {kind!r}: one of {', '.join(KINDS)}")
+        raise ValueError(f"unknown engine kind {kind!r}: one of {', '.join(classes)}")
     return classes[kind](name, root)
 
 
-#: The first letter of an engine's directory names its kind (e1 docker20, d1 docker28, p1 podman).
-KIND_PREFIXES = {"docker20": "e", "docker28": "d", "podman": "p"}
+#: The first letter of an engine's directory names its kind (e1 docker20, d1 docker28, p1 podman,
+#: v1 cgroup2).
+KIND_PREFIXES = {"docker20": "e", "docker28": "d", "podman": "p", VM_KIND: "v"}
 
 
 def engines_under(root: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> list:
@@ -883,33 +1367,50 @@ def engines_under(root: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> li
 # --------------------------------------------------------------------------- image
 
 
-def api_version(url: str) -> str:
-    """The Engine API version the library speaks to the engine at ``url`` (its negotiation,
-    :func:`backend._features.negotiate`): for docker-py clients of tests and scripts."""
+def docker_client(url: str, tls: dict | None = None, timeout: float = 60,
+                  version: str | None = None):
+    """A docker-py ``APIClient`` for the engine at ``url``; ``tls`` as :attr:`VmEngine.client_tls`
+    (the given CA only, and the client's certificate); ``version`` by default the one the
+    library negotiates (:func:`api_version`)."""
     import docker
 
+    if version is None:
+        version = api_version(url, tls)
+    options = {}
+    if tls:
+        options["tls"] = docker.tls.TLSConfig(
+            client_cert=(tls["client_cert"], tls["client_key"]), ca_cert=tls["ca_cert"],
+            verify=tls["ca_cert"])
+    client = docker.APIClient(base_url=url, timeout=timeout, version=version, **options)
+    if tls:
+        client.trust_env = False  # else requests lets REQUESTS_CA_BUNDLE win over the CA
+    return client
+
+
+def api_version(url: str, tls: dict | None = None) -> str:
+    """The Engine API version the library speaks to the engine at ``url`` (its negotiation,
+    :func:`backend._features.negotiate`): for docker-py clients of tests and scripts."""
     from backend._features import MIN_API_VERSION, negotiate
 
-    with docker.APIClient(base_url=url, version=MIN_API_VERSION, timeout=10) as client:
+    with docker_client(url, tls, 10, MIN_API_VERSION) as client:
         return negotiate(client.version(api_version=False), url)
 
 
 
-def build_busybox_image(url: str, tag: str = BUSYBOX_TAG, timeout: float = 120) -> str:
+def build_busybox_image(url: str, tag: str = BUSYBOX_TAG, timeout: float = 120,
+                        tls: dict | None = None) -> str:
     """Build the ``FROM scratch`` busybox image (``tests/images/busybox``) on the engine at
     ``url`` and return its id.  Quick when the engine has it cached.
 
     The build context is a temporary copy of that directory plus ``/bin/busybox`` (which must be
-    the static binary of busybox-static).
+    the static binary of busybox-static); ``tls`` as :func:`docker_client` takes it.
     """
-    import docker  # only this function needs docker-py
-
     if not os.path.exists(BUSYBOX_BINARY):
         raise EngineError(f"{BUSYBOX_BINARY} is missing: run ensure_packages()")
     with tempfile.TemporaryDirectory(prefix="djm-bb-") as ctx:
         shutil.copy(BUSYBOX_DOCKERFILE_DIR / "Dockerfile", ctx)
         shutil.copy(BUSYBOX_BINARY, os.path.join(ctx, "busybox"))
-        client = docker.APIClient(base_url=url, timeout=timeout, version=api_version(url))
+        client = docker_client(url, tls, timeout, api_version(url, tls))
         try:
             image_id = None
             for chunk in client.build(path=ctx, tag=tag, rm=True, forcerm=True, decode=True):
@@ -938,9 +1439,11 @@ def _cmd_start(args) -> int:
                for i in range(1, args.count + 1)]
 
     def start(eng: PrivateEngine) -> None:
+        if isinstance(eng, VmEngine):
+            eng.tied = False  # outlives this command, until engines.py stop
         eng.start(timeout=args.timeout)
         if not args.no_image:
-            build_busybox_image(eng.url)
+            build_busybox_image(eng.url, tls=getattr(eng, "client_tls", None))
 
     _each(engines, start)
     for eng in engines:
@@ -949,7 +1452,7 @@ def _cmd_start(args) -> int:
 
 
 def _cmd_stop(args) -> int:
-    engines = engines_under(args.root)
+    engines = engines_under(args.root, (*KINDS, VM_KIND))
     _each(engines, lambda eng: eng.purge() if args.purge else eng.stop())
     for eng in engines:
         print(f"{eng.name} {'removed' if args.purge else 'stopped'}")
@@ -957,7 +1460,7 @@ def _cmd_stop(args) -> int:
 
 
 def _cmd_urls(args) -> int:
-    for eng in engines_under(args.root):
+    for eng in engines_under(args.root, (*KINDS, VM_KIND)):
         if eng.answers():
             print(eng.url)
     return 0
@@ -965,9 +1468,10 @@ def _cmd_urls(args) -> int:
 
 def _cmd_ensure(args) -> int:
     kinds = tuple(k for k in args.kinds.split(",") if k)
-    unknown = set(kinds) - set(KINDS)
+    unknown = set(kinds) - {*KINDS, VM_KIND}
     if unknown:
-        raise EngineError(f"unknown engine kinds {sorted(unknown)}: {', '.join(KINDS)}")
+        raise EngineError(f"unknown engine kinds {sorted(unknown)}: "
+                          f"{', '.join((*KINDS, VM_KIND))}")
     installed = ensure_kinds(kinds, docs=not args.no_docs)
     print("installed for " + " ".join(installed) if installed else "packages present")
     return 0
@@ -977,12 +1481,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="engines.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("ensure", help="install what the engine kinds and the docs need")
-    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated engine kinds")
+    p.add_argument("--kinds", default=",".join((*KINDS, VM_KIND)),
+                   help="comma-separated engine kinds")
     p.add_argument("--no-docs", action="store_true", help="not graphviz")
     p.set_defaults(func=_cmd_ensure)
     p = sub.add_parser("start", help="start engines e1..eN under ROOT (those not running)")
     p.add_argument("--count", type=int, default=2)
-    p.add_argument("--kind", choices=KINDS, default="docker20")
+    p.add_argument("--kind", choices=(*KINDS, VM_KIND), default="docker20")
     p.add_argument("--root", default=DEFAULT_ROOT)
     p.add_argument("--timeout", type=float, default=30)
     p.add_argument("--no-image", action="store_true", help="do not build the busybox image")

@@ -5,7 +5,11 @@ The engine matrix (``tests/test_engine_matrix.py``): ``engine_kind`` is parametr
 kinds of ``scripts/engines.py`` (Docker 20.10, Docker 28.5 at API floor 1.44, Podman 4.3) and
 gives two engines of that kind, started once for the session (one kind at a time). A kind
 whose tools cannot be installed ends the session with one line. At the session's end no
-dockerd, containerd, shim, Podman service or conmon under the engines root may be left."""
+dockerd, containerd, shim, Podman service, conmon or qemu under the engines root may be left.
+
+The cgroup v2 engine (``vm_engine``): a Debian 12 VM under qemu (``scripts/engines.py``
+``VmEngine``), booted once for the session by the tests that ask for it
+(``tests/test_cgroup2.py``), reached over TCP with verified TLS."""
 from __future__ import annotations
 
 import os
@@ -18,9 +22,9 @@ import docker
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from engines import (KIND_PREFIXES, KINDS, EngineError, PrivateEngine,  # noqa: E402
-                     api_version, build_busybox_image, ensure_kinds, ensure_packages,
-                     make_engine)
+from engines import (KIND_PREFIXES, KINDS, VM_KIND, EngineError, PrivateEngine,  # noqa: E402
+                     VmEngine, api_version, build_busybox_image, docker_client, ensure_kinds,
+                     ensure_packages, make_engine)
 
 from backend import JobManager, Task  # noqa: E402
 from backend._child import is_running  # noqa: E402
@@ -28,6 +32,13 @@ from backend._child import is_running  # noqa: E402
 ROOT = Path(os.environ.get("BACKEND_TEST_ENGINES_ROOT", "/tmp/djm-test"))
 PREFIX = "backend-test-"
 IMAGE = "busybox"  # the image is PREFIX + IMAGE (tests/images/busybox)
+
+
+def pytest_collection_modifyitems(items):
+    """The engine-free unit tests (``test_*_unit.py``) get the marker ``unit``."""
+    for item in items:
+        if item.path.name.endswith("_unit.py"):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -54,15 +65,21 @@ def python_image(engines):
     return "python"
 
 
-def api_client(url: str) -> docker.APIClient:
-    """A docker-py client speaking the API version the library negotiates with ``url``."""
-    return docker.APIClient(base_url=url, version=api_version(url))
+def api_client(url: str, tls: dict | None = None) -> docker.APIClient:
+    """A docker-py client speaking the API version the library negotiates with ``url``
+    (``tls``: a TLS engine's client files, as ``VmEngine.client_tls``)."""
+    return docker_client(url, tls)
+
+
+def engine_client(engine) -> docker.APIClient:
+    """:func:`api_client` for one of the engines the fixtures start (TLS for the VM)."""
+    return api_client(engine.url, getattr(engine, "client_tls", None))
 
 
 def _prepare(engine) -> None:
     """The busybox image on ``engine``, and no container of an earlier run."""
-    build_busybox_image(engine.url, PREFIX + IMAGE)
-    with api_client(engine.url) as client:
+    build_busybox_image(engine.url, PREFIX + IMAGE, tls=getattr(engine, "client_tls", None))
+    with engine_client(engine) as client:
         for container in client.containers(all=True, filters={"label": "backend.manager"}):
             client.remove_container(container["Id"], force=True)  # an earlier run's
 
@@ -93,8 +110,29 @@ def engine_kind(request):
         engine.stop()
 
 
+@pytest.fixture(scope="session")
+def vm_engine():
+    """The cgroup v2 engine ``v1``: a VM built once (cached under /var/cache/djm), booted for
+    the session, stopped (qemu killed, its disk dropped) at its end."""
+    try:
+        ensure_kinds((VM_KIND,), docs=False)
+    except EngineError as error:
+        pytest.exit(f"engine kind {VM_KIND}: {error}", returncode=3)
+    engine = VmEngine("v1", ROOT / "v1")
+    try:
+        if not engine.answers():
+            engine.start()
+        _prepare(engine)
+    except EngineError as error:
+        engine.stop()
+        pytest.exit(f"engine kind {VM_KIND}: {error}", returncode=3)
+    yield engine
+    engine.stop()
+
+
 #: The programs of engines (and what they start) that must not outlive the session.
-ENGINE_PROGRAMS = ("dockerd", "containerd", "containerd-shim-runc-v2", "podman", "conmon")
+ENGINE_PROGRAMS = ("dockerd", "containerd", "containerd-shim-runc-v2", "podman", "conmon",
+                   "qemu-system-x86_64")
 
 
 def engine_processes(root: Path = ROOT) -> list:
@@ -183,7 +221,7 @@ def our_containers(engines):
     for engine in engines:
         if not engine.answers():
             continue
-        with api_client(engine.url) as client:
+        with engine_client(engine) as client:
             found += client.containers(all=True, filters={"label": "backend.manager"})
     return found
 
@@ -204,6 +242,8 @@ def no_leaks(request):
         else []
     if "engine_kind" in request.fixturenames:
         engines += [e for e in request.getfixturevalue("engine_kind")[1] if e not in engines]
+    if "vm_engine" in request.fixturenames:
+        engines.append(request.getfixturevalue("vm_engine"))
     threads_before = set(threading.enumerate())
     processes_before = _descendants(os.getpid())
     yield

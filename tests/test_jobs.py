@@ -18,6 +18,7 @@ def run(manager, task, inputdata=None, timeout=60):
     return JobManagerSync(manager).new_job(task, inputdata, timeout=timeout)
 
 
+@pytest.mark.core
 def test_result_shape(manager):
     result = run(manager, shell(ok_script("echo to-stderr >&2; ")))
     assert set(result) >= RESULT_KEYS and set(result["run"]) == RUN_KEYS
@@ -29,6 +30,7 @@ def test_result_shape(manager):
     assert 0 < result["run"]["duration"] < 10
 
 
+@pytest.mark.core
 def test_stdin_protocol_and_large_unicode_input(manager):
     data = {"text": "é€😀 ünïcödé " * 12000, "n": [1, 2.5, None, True]}
     assert len(json.dumps(data, ensure_ascii=False).encode()) > 200_000
@@ -50,6 +52,7 @@ def test_stdin_ends_after_one_line(manager):
     assert result["result"] == "success" and result["lines"] == 1
 
 
+@pytest.mark.core
 def test_callback_runs_in_manager_process_with_the_same_task(manager):
     task = shell(ok_script())
     seen = []
@@ -211,6 +214,7 @@ def test_over_capacity(engines, instances):
         assert [f.result(timeout=30)["result"] for f in sync_results[:2]] == ["success"] * 2
 
 
+@pytest.mark.core
 def test_kill_running_and_queued_jobs(engines, instances):
     instances = [dict(instances[0], max_concurrent_jobs=1)]
     with JobManager(instances) as manager:

@@ -1,5 +1,6 @@
 """Every limit ends a job with its status and reason; hardening seen from inside."""
 
+import pytest
 
 from backend import JobManagerSync
 from conftest import shell
@@ -18,6 +19,7 @@ def inside(manager, script, **options):
     return result["out"].strip()
 
 
+@pytest.mark.core
 def test_cpu_time(manager):
     result = run(manager, shell("while :; do :; done", limits={"time": 1}))
     assert (result["result"], result["run"]["reason"]) == ("timeout", "cpu_time")
@@ -33,6 +35,7 @@ def test_cpu_time_is_per_container(manager):
     assert result["run"]["duration"] < 5.5
 
 
+@pytest.mark.core
 def test_wall_time(manager):
     result = run(manager, shell("echo started >&2; sleep 30", limits={"hard_time": 1}))
     assert (result["result"], result["run"]["reason"]) == ("timeout", "wall_time")
@@ -40,6 +43,7 @@ def test_wall_time(manager):
     assert "started" in result["run"]["stderr"]  # output before the kill is kept
 
 
+@pytest.mark.core
 def test_memory(manager):
     result = run(manager, shell("x=$(yes | head -c 300000000); echo done", limits={"memory": 20}))
     assert (result["result"], result["run"]["reason"]) == ("overflow", "memory")
@@ -53,6 +57,7 @@ def test_memory_of_a_child_is_caught_with_exit_code_zero(manager):
     assert (result["result"], result["run"]["reason"]) == ("overflow", "memory")
 
 
+@pytest.mark.core
 def test_output_of_a_long_job(manager):
     result = run(manager, shell("yes", limits={"output": 10000}))
     assert (result["result"], result["run"]["reason"]) == ("overflow", "output")

@@ -25,6 +25,7 @@ def run(manager, task, inputdata=None, files=None):
 
 # -- stdin, stdout, stderr, exit code --------------------------------------------------------
 
+@pytest.mark.core
 @pytest.mark.parametrize("inputdata, expected", [
     (b"bytes in\n", "bytes in\n"), ("str é ü\n", "str é ü\n"), (None, ""), (b"", "")])
 def test_stdin_is_the_whole_input_then_end_of_file(manager, inputdata, expected):
@@ -153,6 +154,7 @@ def test_kill_returns_the_output_so_far_and_the_outputs(manager, engines):
 
 # -- files -----------------------------------------------------------------------------------
 
+@pytest.mark.core
 def test_files_in_folders_are_in_the_working_directory_and_writable(manager):
     files = {"main.sh": "echo from main", "data/in.txt": b"42\n", "a/b/c.txt": "deep"}
     script = "pwd; sh main.sh; cat data/in.txt a/b/c.txt; echo; echo more >> data/in.txt; " \
@@ -213,6 +215,7 @@ def test_the_json_protocol_is_unchanged(manager):
 
 # -- outputs ---------------------------------------------------------------------------------
 
+@pytest.mark.core
 def test_outputs_files_and_folders_missing_ones_absent(manager):
     script = "mkdir -p res/sub; echo 1 > res/a; echo 2 > res/sub/b; echo 3 > top"
     result = run(manager, raw(script, outputs=["res", "top", "nothing", "res/sub/none"]))

@@ -1,42 +1,18 @@
 """A remote engine over verified TLS on loopback (SPEC §2): certificates made by the test."""
 import socket
-import subprocess
 import time
 
 import pytest
 
 from backend import JobManager, JobManagerSync
 from conftest import PREFIX, ROOT, IMAGE, ok_script, shell
-from engines import PrivateEngine, build_busybox_image
-
-
-def _openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _authority(folder, name):
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-             "-subj", f"/CN={name}", "-keyout", f"{name}-key.pem", "-out", f"{name}.pem",
-             cwd=folder)
-
-
-def _certificate(folder, ca, name, extension):
-    (folder / f"{name}.ext").write_text(extension)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-             "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", cwd=folder)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
-             f"{ca}-key.pem", "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
-             "-extfile", f"{name}.ext", cwd=folder)
+from engines import PrivateEngine, build_busybox_image, make_certificates
 
 
 @pytest.fixture(scope="module")
 def tls_engine(tmp_path_factory, engines):
     folder = tmp_path_factory.mktemp("tls")
-    _authority(folder, "ca")
-    _authority(folder, "other-ca")
-    _certificate(folder, "ca", "server", "subjectAltName=IP:127.0.0.1\n"
-                 "extendedKeyUsage=serverAuth\n")
-    _certificate(folder, "ca", "client", "extendedKeyUsage=clientAuth\n")
+    make_certificates(folder, ("ca", "other-ca"))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]

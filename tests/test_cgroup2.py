@@ -1,0 +1,198 @@
+"""The contract on cgroup v2: Docker 20.10 in a Debian 12 VM whose kernel has only the unified
+hierarchy, every controller enabled (``vm_engine`` in conftest, ``VmEngine`` of
+``scripts/engines.py``), reached over TCP with verified TLS.
+
+Every status and reason (CPU time, wall time, memory with the OOM seen on cgroup v2, output,
+disk, processes, kill, removed from outside), raw jobs with files and outputs, warm starts (off
+over TLS), the engine lost (qemu killed) and back (booted again), and the orphan sweep. Kept
+short: the VM runs under qemu's emulation (a container takes 1 to 9 s on a loaded machine), and
+the session boots it once. The bounds of time are generous for the same reason."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from backend import JobManager, JobManagerSync, Task
+from backend._job import JobState
+from conftest import IMAGE, PREFIX, engine_client, ok_script, shell
+from helpers import wait_for
+
+#: The first test boots the VM (and builds it, if ``make ensure`` did not): 600 s for each.
+pytestmark = [pytest.mark.cgroup2, pytest.mark.timeout(600)]
+
+
+def vm_instance(engine, **options):
+    return dict({"server_url": engine.url, "name": engine.name, "container_prefix": PREFIX,
+                 "time_between_polls": 0.2, "tls": engine.client_tls}, **options)
+
+
+@pytest.fixture
+def vm_manager(vm_engine):
+    with JobManager([vm_instance(vm_engine)]) as manager:
+        yield manager
+
+
+def run(manager, task, inputdata=None, files=None):
+    return JobManagerSync(manager).new_job(task, inputdata, timeout=120, files=files)
+
+
+def raw(script, **options):
+    return Task(IMAGE, command=["sh", "-c", script], protocol="raw", **options)
+
+
+def labelled(engine, job_id):
+    """The running containers of job ``job_id`` on ``engine``."""
+    with engine_client(engine) as client:
+        return client.containers(filters={"label": f"backend.job={job_id}"})
+
+
+def test_the_engine_and_its_containers_are_on_cgroup_v2(vm_engine, vm_manager):
+    with engine_client(vm_engine) as client:
+        info = client.info()
+    assert (info["CgroupVersion"], info["CgroupDriver"]) == ("2", "cgroupfs")
+    assert info["MemoryLimit"] and info["SwapLimit"] and info["PidsLimit"], info
+    result = run(vm_manager, raw("cat /proc/self/cgroup; ls /sys/fs/cgroup"))
+    assert result["result"] == "success", result
+    lines = result["run"]["stdout"].split()
+    assert lines[0] == "0::/" and "memory.max" in lines and "pids.max" in lines, lines
+
+
+@pytest.mark.parametrize("script, limits, status, reason", [
+    ("while :; do :; done", {"time": 1, "hard_time": 60}, "timeout", "cpu_time"),
+    # four processes, none at its RLIMIT_CPU: the cgroup's CPU time of the whole container
+    ("for i in 1 2 3 4; do (while :; do :; done) & done; wait",
+     {"time": 2, "cpus": 1.0, "hard_time": 60}, "timeout", "cpu_time"),
+    ("echo started >&2; sleep 60", {"hard_time": 2}, "timeout", "wall_time"),
+    # one 64 MB buffer at once (a string grown by a shell costs minutes of emulated CPU)
+    ("dd if=/dev/zero of=/dev/null bs=64M count=1; echo done", {"memory": 20}, "overflow",
+     "memory"),
+    # a child is OOM-killed, the shell exits 0 with valid JSON: cgroup v2's memory.events
+    ("(dd if=/dev/zero of=/dev/null bs=64M count=1); echo '{\"result\": \"success\"}'",
+     {"memory": 20}, "overflow", "memory"),
+    # 20 kB then quiet: a flood (yes) starves the emulated engine, which then does not answer
+    ("head -c 20000 /dev/zero | tr '\\0' x; sleep 60", {"output": 10000}, "overflow",
+     "output"),
+    ("head -c 3000000 /dev/zero > /bin/big", {"file_size": 1000000}, "overflow", "disk"),
+], ids=["cpu_time", "cpu_time_of_the_cgroup", "wall_time", "memory", "memory_of_a_child",
+        "output", "file_size"])
+def test_each_limit_ends_with_its_status_and_reason(vm_manager, script, limits, status,
+                                                    reason):
+    result = run(vm_manager, shell(script, limits=limits))
+    assert (result["result"], result["run"]["reason"]) == (status, reason), result
+
+
+def test_processes_are_limited(vm_manager):
+    script = ('(for i in $(seq 60); do sleep 5 & done) 2>/dev/null; set -- /proc/[0-9]*; '
+              'echo "{\\"result\\": \\"success\\", \\"n\\": $#}"')
+    result = run(vm_manager, shell(script, limits={"processes": 20}))
+    assert result["result"] == "success", result
+    assert result["n"] <= 20
+
+
+def test_limits_reach_the_cgroup(vm_manager):
+    script = "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max"
+    result = run(vm_manager, raw(script, limits={"memory": 64, "processes": 30, "cpus": 0.5}))
+    assert result["run"]["stdout"].split() == [str(64 * 2 ** 20), "30", "50000", "100000"]
+
+
+def test_kill(vm_engine, vm_manager):
+    future = vm_manager.submit(raw("echo started; sleep 60"), None)
+    wait_for(lambda: labelled(vm_engine, future.job_id), 60, "the job did not start")
+    assert vm_manager.kill_job(future.job_id)
+    result = future.result(timeout=60)
+    assert (result["result"], result["run"]["reason"]) == ("killed", "killed"), result
+
+
+def test_removed_from_outside(vm_engine, vm_manager):
+    future = vm_manager.submit(shell("sleep 60"), 1)
+    wait_for(lambda: labelled(vm_engine, future.job_id), 60, "the job did not start")
+    [container] = labelled(vm_engine, future.job_id)
+    with engine_client(vm_engine) as client:
+        client.remove_container(container["Id"], force=True)
+    result = future.result(timeout=60)
+    assert (result["result"], result["run"]["reason"]) == ("crash", "removed"), result
+
+
+def test_raw_job_with_files_and_outputs(vm_manager):
+    files = {"main.sh": "echo from main", "data/in.txt": b"42\n"}
+    script = "cat; sh main.sh; cat data/in.txt; echo made > out.txt; mkdir d; echo x > d/y; " \
+             "echo err >&2; exit 3"
+    result = run(vm_manager, raw(script, outputs=["out.txt", "d", "missing"]), b"stdin\n",
+                 files=files)
+    assert result["run"]["stdout"] == "stdin\nfrom main\n42\n", result
+    assert (result["run"]["stderr"], result["run"]["exit_code"]) == ("err\n", 3)
+    assert result["files"] == {"out.txt": b"made\n", "d/y": b"x\n"}
+
+
+def test_warm_containers_are_off_over_tls(vm_engine):
+    """The VM is reached over TLS, where an attach cannot stay open for the output after the
+    input's end: ``warm_containers`` is ignored, every job gets a fresh container."""
+    marker = shell('read line; if [ -e /tmp/used ]; then t=used; else t=fresh; fi; '
+                   'touch /tmp/used; echo "{\\"result\\": \\"success\\", \\"text\\": \\"$t\\"}"')
+    with JobManager([vm_instance(vm_engine, warm_containers=1)]) as manager:
+        results = [run(manager, marker, i) for i in range(2)]
+        assert not manager._dispatcher.warm.pool.ready[vm_engine.name]
+        assert manager.stats()["engines"][vm_engine.name]["warm_containers"] == 0
+    assert [(r["result"], r["text"], r["run"]["warm"]) for r in results] \
+        == [("success", "fresh", False)] * 2
+
+
+SWEEP_SCRIPT = """
+import json, sys, time
+from backend import JobManager, Task
+manager = JobManager(json.loads(sys.argv[1]))
+for i in range(2):
+    manager.new_job(Task("busybox", command=["sh", "-c", "sleep 120"]), i, print)
+while len(manager._dispatcher.jobs) < 2 or any(
+        j.state.value != "running" for j in manager._dispatcher.jobs.values()):
+    time.sleep(0.05)
+print(json.dumps({"manager": manager.manager_id}), flush=True)
+time.sleep(300)
+"""
+
+
+def test_orphans_are_swept(vm_engine):
+    instances = [vm_instance(vm_engine)]
+    process = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, json.dumps(instances)],
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        info = json.loads(process.stdout.readline())
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the manager and its children at once
+        process.wait()
+        process.stdout.close()
+
+    def left():
+        with engine_client(vm_engine) as client:
+            return client.containers(all=True,
+                                     filters={"label": f"backend.manager={info['manager']}"})
+    assert len(left()) == 2
+    with JobManager(instances):  # its start sweeps the dead manager's containers
+        wait_for(lambda: not left(), 60, "the dead manager's containers were not swept")
+
+
+def test_engine_lost_and_back(vm_engine):
+    """Last: qemu SIGKILLed takes the job with it (``engine_lost``); booted again on the same
+    disk, the engine serves jobs again and the dead job's container is removed."""
+    with JobManager([vm_instance(vm_engine)]) as manager:
+        dispatcher = manager._dispatcher
+        future = manager.submit(shell("sleep 60"), 1)
+        wait_for(lambda: future.job_id in dispatcher.jobs
+                 and dispatcher.jobs[future.job_id].state is JobState.RUNNING, 60,
+                 "the job did not start")
+        vm_engine.kill()
+        result = future.result(timeout=60)
+        assert (result["result"], result["run"]["reason"]) == ("crash", "engine_lost"), result
+        assert not dispatcher.placement.is_reachable(vm_engine.name)
+        vm_engine.start()
+        wait_for(lambda: dispatcher.placement.is_reachable(vm_engine.name), 60,
+                 "the engine was not marked up again")
+        again = run(manager, shell(ok_script()), 1)
+        assert again["result"] == "success", again
+        label = f"backend.manager={manager.manager_id}"
+        with engine_client(vm_engine) as client:
+            wait_for(lambda: not client.containers(all=True, filters={"label": label}), 60,
+                     "the lost job's container was never removed")
