@@ -24,7 +24,7 @@ import threading
 from typing import Callable, Iterator, Optional, Set
 
 from backend._job import _Job
-from backend._messages import Result
+from backend._results import Result
 from backend._results import complete, make_run, merge
 
 logger = logging.getLogger("backend")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import collections
 from typing import Counter, Iterable, List, Sequence, TextIO, Tuple
 
-from backend._messages import Result
+from backend._results import Result
 
 #: The statuses in the order the summaries list them (SPEC §6).
 STATUS_ORDER = ("success", "failed", "error", "timeout", "overflow", "crash", "killed")

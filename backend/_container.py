@@ -15,7 +15,7 @@ from backend import _features
 from backend._config import InstanceConfig
 
 if TYPE_CHECKING:
-    from backend._messages import JobSpec
+    from backend._job import JobSpec
 
 #: Labels put on every container (SPEC §4).
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"

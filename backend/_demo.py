@@ -24,7 +24,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Typ
 
 from backend import _docker
 from backend._config import InstanceConfig
-from backend._messages import Result
+from backend._results import Result
 from backend._task import Task
 from backend.job_manager import JobManager
 from backend.job_manager_buffer import JobManagerBuffer

@@ -48,16 +48,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from backend import _docker
 from backend._config import InstanceConfig
 from backend._job import MAX_CHILDREN_LOST, JobState, _Job
-from backend._messages import (Close, EngineLoad, EngineState, JobEnded, KillAll,
-                               KillJob, KillRunning, Mailbox, NewJob, Remove, RemoveContainer,
-                               Removed, RemoveLeftovers, Result, Started, StartFailed, Submit,
-                               Sweep)
+from backend._messages import Close, EngineLoad, EngineState, JobEnded, KillAll, KillJob, KillRunning, Mailbox, NewJob, Remove, RemoveContainer, Removed, RemoveLeftovers, Started, StartFailed, Submit, Sweep
+from backend._results import Result
 from backend._placement import Placement
 from backend._probe import PROBE_TIMEOUT
 from backend._removals import Removals
 from backend._results import failure_result
 from backend._stats import Stats
-from backend._supervisor import STOP_GRACE, ChildKind, Supervisor, _Child, receive_fd
+from backend._supervisor import STOP_GRACE, ChildKind, ChildMains, Supervisor, _Child, receive_fd
 from backend._waitset import Waitset
 from backend._warm import WarmPool
 from backend._warm_starts import GATE_LINE, WarmStarts
@@ -71,7 +69,8 @@ class _Dispatcher(threading.Thread):
 
     def __init__(self, context: Any, configs: Sequence[InstanceConfig], manager_id: str,
                  owner: str, pool_size: int, done_queue: "queue.Queue[Optional[_Job]]",
-                 max_queued_jobs: Optional[int], stats: Optional[Stats] = None):
+                 max_queued_jobs: Optional[int], stats: Optional[Stats] = None, *,
+                 mains: ChildMains):
         super().__init__(name="backend-dispatcher", daemon=True)
         self.stats = stats or Stats(configs)
         pool = WarmPool(configs)  # warm containers hold slots: placement counts them
@@ -79,7 +78,7 @@ class _Dispatcher(threading.Thread):
         self.urls = {config.name: config.server_url for config in configs}
         self.removals = Removals(self.placement.engines, self.placement.is_reachable)
         self.supervisor = Supervisor(context, configs, manager_id, owner,
-                                     logging.getLogger("backend").getEffectiveLevel())
+                                     logging.getLogger("backend").getEffectiveLevel(), mains)
         self.warm = WarmStarts(pool, self.placement, self.removals, self.supervisor,
                                lambda engine: self._mark_reachable(engine, False))
         self.pool_size = pool_size

@@ -42,7 +42,7 @@ from backend._files import upload
 from backend._http import Client, adopt, sent_nothing
 
 if TYPE_CHECKING:
-    from backend._messages import JobSpec
+    from backend._job import JobSpec
 
 logger = logging.getLogger("backend")
 

@@ -168,13 +168,13 @@ def start_writer(sock: socket.socket, rest: bytes, container_id: str
     return writer
 
 
-def stop(writer: Optional[InputWriter]) -> None:
+def stop_writer(writer: Optional[InputWriter]) -> None:
     """Stops ``writer``, if there is one (see :meth:`InputWriter.stop`)."""
     if writer is not None:
         writer.stop()
 
 
-def receive(connection: Connection, has_input: bool) -> bytes:
+def receive_input(connection: Connection, has_input: bool) -> bytes:
     """The rest of a job's input, passed after its attach as a file descriptor (see
     :meth:`backend._supervisor.Supervisor.watch`); b"" when there is none or it was lost."""
     if not has_input:

@@ -40,8 +40,7 @@ from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 from backend import _docker, _input
 from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
-from backend._messages import (Exit, Remove, Removed, RemoveLeftovers, Started,
-                               StartFailed, Submit, Sweep)
+from backend._messages import Exit, Remove, Removed, RemoveLeftovers, Started, StartFailed, Submit, Sweep
 
 logger = logging.getLogger("backend")
 

@@ -17,9 +17,9 @@ import signal
 import time
 from multiprocessing import reduction
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
+from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set,
+                    Union)
 
-from backend import _submitter, _waiter
 from backend._child import is_running, start_process
 from backend._config import InstanceConfig
 from backend._job import JobState, _Job
@@ -34,6 +34,14 @@ STOP_GRACE = 5.0
 #: What a submitter works on: a job whose container it starts, a removal, or a warm
 #: container it starts (its ``Submit``, see :mod:`backend._warm_starts`).
 Holding = Union[_Job, Removal, Submit]
+
+
+class ChildMains(NamedTuple):
+    """The entry points of the children (given by the JobManager, whose faces they are:
+    :func:`backend._submitter.submitter_main` and :func:`backend._waiter.waiter_main`)."""
+
+    submitter: Callable[..., None]
+    waiter: Callable[..., None]
 
 
 class ChildKind(enum.Enum):
@@ -94,8 +102,9 @@ class Supervisor:
     """The children of one JobManager. See the module docstring."""
 
     def __init__(self, context: Any, configs: Sequence[InstanceConfig], manager_id: str,
-                 owner: str, log_level: int):
+                 owner: str, log_level: int, mains: ChildMains):
         self.context = context  # a multiprocessing context
+        self.mains = mains
         self.configs = list(configs)
         self.manager_id = manager_id
         self.owner = owner
@@ -116,7 +125,7 @@ class Supervisor:
     def _start_submitter(self) -> _Child:
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
-            target=_submitter.submitter_main, name="backend-submitter", daemon=True,
+            target=self.mains.submitter, name="backend-submitter", daemon=True,
             args=(theirs, self.configs, self.manager_id, self.owner, self.log_level,
                   self.lifeline))
         start_process(process)
@@ -126,7 +135,7 @@ class Supervisor:
     def _start_waiter(self, config: InstanceConfig) -> _Child:
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
-            target=_waiter.waiter_main, name=f"backend-waiter-{config.name}", daemon=True,
+            target=self.mains.waiter, name=f"backend-waiter-{config.name}", daemon=True,
             args=(theirs, config, self.manager_id, self.log_level, self.lifeline))
         start_process(process)
         theirs.close()

@@ -60,9 +60,8 @@ from backend._child import configure_logging, exit_with_parent
 from backend._config import InstanceConfig
 from backend._events import EarlyEvents, EventFollower
 from backend._load import LoadCounter
-from backend._messages import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit,
-                               JobEnded, KillRunning, Mailbox, OutputOverflow,
-                               Probe, Result, Watch)
+from backend._messages import DockerEvent, EngineLoad, EngineState, EventsCovered, Exit, JobEnded, KillRunning, Mailbox, OutputOverflow, Probe, Watch
+from backend._results import Result
 from backend._output import OutputFollower, StreamState
 from backend._probe import PROBE_TIMEOUT, HealthProbe
 from backend._results import check_json, ended_result, failure_result, lost_result
@@ -172,7 +171,7 @@ class _Waiter:
             self.stopping = True
         elif isinstance(message, Watch):
             stream = _receive_stream(self.connection) if message.has_stream else None
-            self.watch(message, stream, _input.receive(self.connection, message.has_input))
+            self.watch(message, stream, _input.receive_input(self.connection, message.has_input))
         elif isinstance(message, KillRunning):
             container_id = self.by_job.get(message.job_id)
             if container_id:
@@ -345,7 +344,7 @@ class _Waiter:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
         watched.follower.stop()
-        _input.stop(watched.writer)
+        _input.stop_writer(watched.writer)
         self.connection.send(JobEnded(watched.job_id, result))
 
     # -- the poll ------------------------------------------------------------------------

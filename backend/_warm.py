@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Set, Tuple
 
 from backend._config import InstanceConfig
-from backend._messages import JobSpec
+from backend._job import JobSpec
 
 #: The whole container definition of a job, hashable (see :func:`shape_of`).
 Shape = Hashable

@@ -9,15 +9,21 @@ collects how the container ended (the engine's inspect and log, or the job's own
 """
 from __future__ import annotations
 
+import logging
+import posixpath
+import tarfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from backend import _docker, _features, _input
-from backend._job_outputs import add_outputs
-from backend._messages import DockerEvent, Result, Watch
+from backend._files import OutputsReader
+from backend._job import Outputs
+from backend._messages import DockerEvent, Watch
 from backend._output import OutputFollower, StreamState
-from backend._results import ContainerEnd
+from backend._results import ContainerEnd, Result
+
+logger = logging.getLogger("backend")
 
 
 #: The disk watch spends at most one part in this many of a container's wall time on its
@@ -81,7 +87,7 @@ class Watched:
     def record(self, event: DockerEvent) -> None:
         """What an event tells (``oom``, ``kill``); a ``die`` or ``kill`` stops the input."""
         if event.action in ("die", "kill"):  # its stdin is gone, or about to be
-            _input.stop(self.writer)
+            _input.stop_writer(self.writer)
         if event.action == "oom":
             self.oom = True
         elif event.action == "kill" and self.reason is None:
@@ -141,3 +147,39 @@ class Watched:
         if self.follower.state is StreamState.COMPLETE:
             return (exit_code, *self.follower.collected())
         return (exit_code, *engine.logs(self.container_id))
+
+
+def add_outputs(result: Dict[str, Any], connected: Callable[[], _docker.Engine],
+                container_id: str, outputs: Optional[Outputs], budget: int) -> Dict[str, Any]:
+    """Reads the ``outputs`` of the ended container into ``result`` (``result["files"]``,
+    ``result["run"]["files_left_out"]``), within ``budget`` bytes; returns ``result``
+    (unchanged when there are no outputs)."""
+    if outputs is None:
+        return result
+    reader = OutputsReader(budget)
+    try:
+        engine = connected()
+        workdir = outputs.workdir
+        if workdir is None:  # the image's
+            workdir = engine.inspect(container_id)["Config"].get("WorkingDir") or "/"
+        for path in outputs.paths:
+            try:
+                archive = engine.get_archive(container_id, posixpath.join(workdir, path))
+            except _docker.DockerFailure as failure:
+                if failure.not_found:
+                    continue  # not written: absent
+                raise
+            try:
+                reader.read(path, archive)
+            except (tarfile.TarError, ValueError, EOFError) as error:  # not a tar we read
+                logger.warning("the output %s of %s could not be read: %s", path,
+                               container_id, error)
+            finally:
+                archive.close()
+    except _docker.DockerFailure as failure:
+        logger.warning("the outputs of %s could not all be read: %s", container_id,
+                       failure.text)
+    except (KeyError, TypeError) as error:  # an inspect without its Config
+        logger.warning("the outputs of %s: an unexpected answer (%s)", container_id, error)
+    reader.add_to(result)
+    return result

@@ -20,20 +20,25 @@ import threading
 import uuid
 import weakref
 from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from backend import _environment
+from backend import _docker, _environment, _submitter, _waiter
 from backend._callback_manager import CallbackThreads, _CallbackManager
-from backend._images import build_all
-from backend._config import load_config, parse_instances
+from backend._config import InstanceConfig, load_config, parse_instances
 from backend._dispatcher import _Dispatcher
+from backend._supervisor import ChildMains
 from backend._files import check_files
 from backend._job import JobState, _Job
-from backend._messages import Close, JobSpec, KillAll, KillJob, NewJob, RemoveContainer, Result
+from backend._messages import Close, KillAll, KillJob, NewJob, RemoveContainer
+from backend._job import JobSpec
+from backend._results import Result
 from backend._stats import Stats
 from backend._task import LocalCheck, _TaskSnapshot, snapshot_task
 
 logger = logging.getLogger("backend")
+
+#: What the children run: the submitter's and the waiter's entry points.
+CHILD_MAINS = ChildMains(_submitter.submitter_main, _waiter.waiter_main)
 
 Callback = Callable[[str, Any, Result], Any]
 
@@ -118,7 +123,7 @@ class JobManager:
         self._stats = Stats(self._configs)
         self._dispatcher = _Dispatcher(context, self._configs, self.manager_id, self._owner,
                                        process_pool_size, self._done_queue, max_queued_jobs,
-                                       self._stats)
+                                       self._stats, mains=CHILD_MAINS)
         self._callback_threads = CallbackThreads(callback_manager_count)
         self._callback_managers = [
             _CallbackManager(i, self._done_queue, self._remove_container, self._delivered,
@@ -332,6 +337,38 @@ class JobManager:
 
     def __exit__(self, *exc_info) -> None:
         self.close(wait=exc_info[0] is None)
+
+
+def build_all(configs: Sequence[InstanceConfig], folder: Optional[str], names: List[str],
+              instances: Optional[List[str]] = None) -> Dict[str, Dict[str, Optional[str]]]:
+    """Builds the images ``names`` (sub-folders of ``folder``) on each engine of ``configs``
+    (those named in ``instances``, or all); a failure is logged with the engine's message.
+
+    Returns:
+        ``{instance_name: {image_tag: None or error text}}``.
+    """
+    report: Dict[str, Dict[str, Optional[str]]] = {}
+    for config in configs:
+        if instances is not None and config.name not in instances:
+            continue
+        report[config.name] = {}
+        try:
+            _docker.connect(config).close()
+        except _docker.DockerFailure as failure:
+            logger.error("cannot build images on %s: %s", config.name, failure.text)
+            for name in names:
+                report[config.name][config.container_prefix + name] = failure.text
+            continue
+        for name in names:  # none when folder is None
+            assert folder is not None
+            tag = config.container_prefix + name
+            error = _docker.build_image(config, os.path.join(folder, name), tag)
+            if error:
+                logger.error("building %s on %s failed: %s", tag, config.name, error)
+            else:
+                logger.info("built %s on %s", tag, config.name)
+            report[config.name][tag] = error
+    return report
 
 
 def _stdin(snapshot: _TaskSnapshot, inputdata: Any, job_id: str) -> bytes:

@@ -12,9 +12,10 @@ import time
 from backend import _docker
 from backend._config import parse_instances
 from backend._dispatcher import _Dispatcher
+from backend.job_manager import CHILD_MAINS
 from backend._job import JobState, _Job
-from backend._messages import (Close, EngineState, JobSpec, Probe, Remove, Removed,
-                               RemoveLeftovers, StartFailed, Submit, Sweep)
+from backend._messages import Close, EngineState, Probe, Remove, Removed, RemoveLeftovers, StartFailed, Submit, Sweep
+from backend._job import JobSpec
 from backend._results import failure_result
 from backend._supervisor import ChildKind, _Child
 from backend._task import LocalCheck, Task, snapshot_task
@@ -31,7 +32,7 @@ class Process:
 
 def make_dispatcher(*configs):
     return _Dispatcher(multiprocessing.get_context("spawn"), list(configs or [CONFIG]), "m1",
-                       "host:1", 1, queue.Queue(), None)
+                       "host:1", 1, queue.Queue(), None, mains=CHILD_MAINS)
 
 
 def close(dispatcher):

@@ -180,7 +180,7 @@ def test_a_request_the_engine_drops_on_a_reused_connection_is_sent_again(server)
 def test_a_create_tells_whether_the_engine_may_have_made_the_container(server, tmp_path):
     from backend import _docker
     from backend._config import parse_instances
-    from backend._messages import JobSpec
+    from backend._job import JobSpec
     from backend._task import Task, snapshot_task
 
     server, url = server

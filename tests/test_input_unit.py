@@ -78,7 +78,7 @@ def test_no_writer_for_nothing():
     ours, theirs = socket_pair()
     with ours, theirs:
         assert _input.start_writer(ours, b"", "c1") is None
-        _input.stop(None)
+        _input.stop_writer(None)
 
 
 def test_write_within_stops_at_its_deadline_and_when_the_container_ended():

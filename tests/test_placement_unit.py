@@ -4,7 +4,8 @@ import pytest
 
 from backend._config import parse_instances
 from backend._job import JobState, _Job
-from backend._messages import EngineLoad, JobSpec
+from backend._messages import EngineLoad
+from backend._job import JobSpec
 from backend._placement import (JITTER, OVER_SHARE_DELAY, PLACEMENT_TRIES, UNCONFIRMED_SHARE,
                                  Placement)
 from backend._task import LocalCheck, Task, snapshot_task

@@ -11,7 +11,8 @@ from backend._config import parse_instances
 from backend._job import JobState, _Job
 from backend._events import EventFollower
 from backend._load import RECONCILE_EVERY, LoadCounter
-from backend._messages import ContainerSeen, EngineLoad, EventsCovered, JobSpec, Mailbox
+from backend._messages import ContainerSeen, EngineLoad, EventsCovered, Mailbox
+from backend._job import JobSpec
 from backend._placement import Placement
 from backend._stats import BUCKETS, LATENCY_WINDOW, Stats, percentile
 from backend._task import LocalCheck, Task, snapshot_task

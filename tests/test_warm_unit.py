@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from backend._config import parse_instances
-from backend._messages import JobSpec
+from backend._job import JobSpec
 from backend._placement import Placement
 from backend._task import Task, snapshot_task
 from backend._warm import WarmPool, gated, shape_of
