@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, List
 
 if TYPE_CHECKING:  # what __getattr__ returns, for type checkers (nothing is imported at run time)
-    from backend._task import DEFAULT_LIMITS, LocalCheck, Task
+    from backend.model import DEFAULT_LIMITS, LocalCheck, Task
     from backend.job_manager import JobManager
     from backend.job_manager_buffer import JobManagerBuffer
     from backend.job_manager_sync import JobManagerSync
@@ -22,8 +22,8 @@ __all__ = ["JobManager", "JobManagerSync", "JobManagerBuffer", "Task", "LocalChe
 __version__ = "0.1.0"
 
 _HOMES = {"JobManager": "backend.job_manager", "JobManagerSync": "backend.job_manager_sync",
-          "JobManagerBuffer": "backend.job_manager_buffer", "Task": "backend._task",
-          "LocalCheck": "backend._task", "DEFAULT_LIMITS": "backend._task"}
+          "JobManagerBuffer": "backend.job_manager_buffer", "Task": "backend.model._task",
+          "LocalCheck": "backend.model._task", "DEFAULT_LIMITS": "backend.model._task"}
 
 logging.getLogger("backend").addHandler(logging.NullHandler())
 

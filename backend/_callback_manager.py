@@ -3,7 +3,7 @@
 Each thread reads the *done queue* (a :class:`queue.Queue` of ended jobs, fed by the dispatcher
 thread and, for jobs that need no container, by :meth:`JobManager.new_job`). For each job it
 merges the container's part with the local check (SPEC §6), asks the dispatcher to have a
-submitter remove the job's container (a :class:`~backend._messages.RemoveContainer`, sent
+submitter remove the job's container (a :class:`~backend.ipc._messages.RemoveContainer`, sent
 before the callback, so that a slow callback never delays the removal), and calls the callback
 in this process: a bound method, a closure or a lambda works, and nothing is pickled. A callback
 that raises, even ``SystemExit``, is logged with its traceback; the thread goes on. The jobs it
@@ -23,9 +23,9 @@ import queue
 import threading
 from typing import Callable, Iterator, Optional, Set
 
-from backend._job import _Job
-from backend._results import Result
-from backend._results import complete, make_run, merge
+from backend.model import Job
+from backend.model import Result
+from backend.model import complete, make_run, merge
 
 logger = logging.getLogger("backend")
 
@@ -87,10 +87,10 @@ class _CallbackManager(threading.Thread):
             none is given).
     """
 
-    def __init__(self, index: int, done_queue: "queue.Queue[Optional[_Job]]",
+    def __init__(self, index: int, done_queue: "queue.Queue[Optional[Job]]",
                  remove_container: Callable[[str, str], None],
-                 delivered: Callable[[_Job], None],
-                 ended: Optional[Callable[[_Job, Result], None]] = None,
+                 delivered: Callable[[Job], None],
+                 ended: Optional[Callable[[Job, Result], None]] = None,
                  threads: Optional[CallbackThreads] = None):
         super().__init__(name=f"backend-callback-{index}", daemon=True)
         self.done_queue = done_queue
@@ -109,7 +109,7 @@ class _CallbackManager(threading.Thread):
             finally:
                 self.delivered(job)
 
-    def deliver(self, job: _Job) -> None:
+    def deliver(self, job: Job) -> None:
         try:
             result = merge(job.local, job.result)
             if job.spec is not None:

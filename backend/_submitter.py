@@ -1,20 +1,20 @@
 """The submitters: the pool's processes, which create and start containers, and remove them.
 
 Each submitter process serves one request at a time from its own pipe to the JobManager's
-dispatcher (see :mod:`backend._dispatcher`), which records which submitter holds which job or
+dispatcher (see :mod:`backend.dispatch._dispatcher`), which records which submitter holds which job or
 removal: when a submitter dies, exactly what it held fails or is tried again, and a fresh
 submitter takes its place. A submitter keeps one connection per engine for its whole life
 (a new one after the engine stopped answering). Its messages are those of
-:mod:`backend._messages`:
+:mod:`backend.ipc._messages`:
 
-:class:`~backend._messages.Submit`
+:class:`~backend.ipc._messages.Submit`
     creates the container under the name given (one per attempt, so that a container whose
     creation was not confirmed can still be removed by name), replies ``Started`` or
     ``StartFailed``. With ``Started.has_stream``, the job's open attach (its stdout and
     stderr from the very start) follows on the pipe as a file descriptor
     (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand to the
     waiter; ``Started.input_written`` says how much of the job's input was written
-    without blocking (:mod:`backend._input`): the waiter writes the rest. Over TLS the whole
+    without blocking (:mod:`backend.docker._input`): the waiter writes the rest. Over TLS the whole
     input is written by a thread of the submitter, after the reply, bounded by the job's
     ``hard_time``: a job that does not read its input never holds a submitter. With ``into``
     (a warm container waiting behind its gate), it only writes the job's files
@@ -23,7 +23,7 @@ submitter takes its place. A submitter keeps one connection per engine for its w
 ``Remove``, ``Sweep``, ``RemoveLeftovers``
     remove those containers (one that does not exist counts as removed), the containers of
     dead managers, or every container of this manager (at close); the reply is ``Removed``.
-:class:`~backend._messages.Exit`
+:class:`~backend.ipc._messages.Exit`
     the submitter exits.
 """
 from __future__ import annotations
@@ -37,16 +37,16 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
-from backend import _docker, _input
-from backend._child import configure_logging, exit_with_parent
-from backend._config import InstanceConfig
-from backend._messages import Exit, Remove, Removed, RemoveLeftovers, Started, StartFailed, Submit, Sweep
+from backend import docker
+from backend.ipc import configure_logging, exit_with_parent
+from backend.model import InstanceConfig
+from backend.ipc import Exit, Remove, Removed, RemoveLeftovers, Started, StartFailed, Submit, Sweep
 
 logger = logging.getLogger("backend")
 
 
 class _Attach(Protocol):
-    """A job's open attach, as :func:`backend._docker.create_and_start` returns it."""
+    """A job's open attach, as :func:`backend.docker._client.create_and_start` returns it."""
 
     sock: socket.socket
 
@@ -62,12 +62,12 @@ class _Submitter:
         self.configs = {config.name: config for config in configs}
         self.manager_id = manager_id
         self.owner = owner
-        self.engines: Dict[str, _docker.Engine] = {}
+        self.engines: Dict[str, docker.Engine] = {}
 
-    def engine(self, engine: str) -> _docker.Engine:
+    def engine(self, engine: str) -> docker.Engine:
         connected = self.engines.get(engine)
         if connected is None:
-            connected = self.engines[engine] = _docker.connect(self.configs[engine])
+            connected = self.engines[engine] = docker.connect(self.configs[engine])
         return connected
 
     def forget(self, engine: str) -> None:
@@ -110,15 +110,15 @@ class _Submitter:
         try:
             engine = self.engine(request.engine)
             if request.into is not None:
-                _docker.fill(engine, request.spec, request.into)
+                docker.fill(engine, request.spec, request.into)
                 return Started(job_id, request.into, False, 0), None
-            container_id, stream, written = _docker.create_and_start(
+            container_id, stream, written = docker.create_and_start(
                 engine, request.spec, self.manager_id, self.owner, request.container_name,
                 warm=request.warm, gate=request.gate)
             if not engine.http.plain and not request.warm:  # by write_input, after the reply
                 written = len(request.spec.stdin)
             return Started(job_id, container_id, engine.http.plain, written), stream
-        except _docker.DockerFailure as failure:
+        except docker.DockerFailure as failure:
             if failure.retryable:
                 self.forget(request.engine)
             return StartFailed(job_id, failure.reason, failure.text,
@@ -141,12 +141,12 @@ class _Submitter:
         def still_running() -> bool:
             try:
                 return engine is None or bool(engine.inspect(container_id)["State"]["Running"])
-            except _docker.DockerFailure as failure:
+            except docker.DockerFailure as failure:
                 return not failure.not_found
 
         def write() -> None:
             try:
-                written = _input.write_within(stream.sock, data, deadline, still_running)
+                written = docker.write_within(stream.sock, data, deadline, still_running)
                 if written < len(data):
                     logger.debug("input of %s: %d of %d bytes written", container_id,
                                  written, len(data))
@@ -163,17 +163,17 @@ class _Submitter:
         try:
             engine = self.engine(name)
             if isinstance(request, RemoveLeftovers):
-                containers = _docker.manager_containers(engine, self.manager_id)
+                containers = docker.manager_containers(engine, self.manager_id)
                 if containers:
                     logger.warning("%d container(s) of this JobManager were still on %s at "
                                    "its close; removing them", len(containers), name)
             elif isinstance(request, Sweep):
-                containers = _docker.dead_managers_containers(engine)
+                containers = docker.dead_managers_containers(engine)
                 if containers:
                     logger.info("removing %d container(s) left by dead managers on %s",
                                 len(containers), name)
-            failed, reachable = _docker.remove_containers(engine, containers)
-        except _docker.DockerFailure as failure:
+            failed, reachable = docker.remove_containers(engine, containers)
+        except docker.DockerFailure as failure:
             # one that answered with an error says so in one line: the removal is retried
             if not failure.retryable:
                 logger.info("submitter: removing containers on %s failed: %s", name,

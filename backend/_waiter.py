@@ -2,10 +2,10 @@
 
 A waiter process serves one engine (an engine may have several). It reads its *wait queue*
 (its pipe from the dispatcher) and pushes results towards the *done queue* (the same pipe,
-back). Inside, an :class:`~backend._events.EventFollower` thread follows the engine's one
+back). Inside, an :class:`~backend.watch._events.EventFollower` thread follows the engine's one
 event stream (for the main loop and the load counter both), and the main thread does one wait
-over the pipe, the :class:`~backend._messages.Mailbox` fed by the helper threads, the attach of
-every job it watches (each read by its :class:`~backend._output.OutputFollower`, in this
+over the pipe, the :class:`~backend.ipc._messages.Mailbox` fed by the helper threads, the attach of
+every job it watches (each read by its :class:`~backend.watch._stream.OutputFollower`, in this
 thread: no thread per container) and the poll deadline::
 
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop
@@ -23,11 +23,11 @@ Completion comes from the ``die`` event, within milliseconds; a ``die`` that com
 ``Watch`` (a short job) is kept until it does. The output comes from the job's own attach,
 made by the submitter before the start and passed here as a file descriptor: every byte is
 seen, and the engine's log is not read; the input the submitter could not write at once comes
-with it, and an :class:`~backend._input.InputWriter` writes it until the container ends or is
+with it, and an :class:`~backend.docker._input.InputWriter` writes it until the container ends or is
 killed. Where there is no such stream (TLS engines, jobs recovered from a dead waiter), the
 follower attaches late and the log is read at the end.
-Each container watched is a :class:`~backend._watched.Watched`; how it ended becomes its
-result in :mod:`backend._results` (pure functions).
+Each container watched is a :class:`~backend.watch._container.WatchedContainer`; how it ended becomes its
+result in :mod:`backend.model._results` (pure functions).
 
 Every ``time_between_polls`` the main loop also polls: it lists our containers by label
 (catching lost events and containers removed from outside), enforces ``hard_time``, measures
@@ -35,12 +35,12 @@ the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` 
 process only) and what each container wrote (the disk watch: its writable layer's size, also
 once more at its end; see docs/security.rst). A follower ends a job as soon as it prints more
 than its ``output`` limit.
-The waiter's :class:`~backend._probe.HealthProbe` pings the engine every second and tells,
+The waiter's :class:`~backend.watch._probe.HealthProbe` pings the engine every second and tells,
 within a few seconds, when it stops answering (and when it answers again): the calls then
 waiting on it are ended, the next ones fail at once, and a ``False`` report of the event
 thread counts only when the probe agrees. An engine that stops answering for
 :data:`ENGINE_LOST_AFTER` seconds costs its running jobs (reason ``engine_lost``). A
-:class:`~backend._load.LoadCounter` (the waiter's, with its listing thread) counts every
+:class:`~backend.watch._load.LoadCounter` (the waiter's, with its listing thread) counts every
 manager's containers on the engine, for the dispatcher.
 Everything here but the event thread, the probe's, the late followers' threads, the
 counter's, the input writers' and the kill threads runs on the main thread; those talk to it
@@ -55,18 +55,19 @@ from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from backend import _docker, _input
-from backend._child import configure_logging, exit_with_parent
-from backend._config import InstanceConfig
-from backend._events import EarlyEvents, EventFollower
-from backend._load import LoadCounter
-from backend._messages import DockerEvent, EngineLoad, EngineState, EventsCovered, Exit, JobEnded, KillRunning, Mailbox, OutputOverflow, Probe, Watch
-from backend._results import Result
-from backend._output import OutputFollower, StreamState
-from backend._probe import PROBE_TIMEOUT, HealthProbe
-from backend._results import check_json, ended_result, failure_result, lost_result
-from backend._waitset import Waitset, readable
-from backend._watched import PendingEnd, Watched
+from backend import docker
+from backend.ipc import configure_logging, exit_with_parent
+from backend.model import InstanceConfig
+from backend.watch import EarlyEvents, EventFollower
+from backend.watch import LoadCounter
+from backend.ipc import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit, JobEnded,
+                         KillRunning, Mailbox, OutputOverflow, Probe, Watch)
+from backend.model import Result
+from backend.watch import OutputFollower, StreamState
+from backend.watch import PROBE_TIMEOUT, HealthProbe
+from backend.model import check_json, ended_result, failure_result, lost_result
+from backend.ipc import Waitset, readable
+from backend.watch import PendingEnd, WatchedContainer
 
 logger = logging.getLogger("backend")
 
@@ -82,8 +83,8 @@ class _Waiter:
     def __init__(self, connection: Connection, config: InstanceConfig, manager_id: str):
         self.connection = connection
         self.config = config
-        self.label = f"{_docker.LABEL_MANAGER}={manager_id}"
-        self.watched: Dict[str, Watched] = {}  # by container id
+        self.label = f"{docker.LABEL_MANAGER}={manager_id}"
+        self.watched: Dict[str, WatchedContainer] = {}  # by container id
         self.by_job: Dict[str, str] = {}
         self.mailbox = Mailbox()
         self.early_events = EarlyEvents()
@@ -91,26 +92,26 @@ class _Waiter:
         self.load = LoadCounter(config, manager_id, self.mailbox)  # every manager's containers
         self.events = EventFollower(config, manager_id, self.mailbox, self.load)
         self.probe = HealthProbe(config, self.mailbox, self.engine_silent)
-        self.docker: Optional[_docker.Engine] = None
-        self.connecting: Optional[_docker.Engine] = None  # self.docker, while it connects
+        self.docker: Optional[docker.Engine] = None
+        self.connecting: Optional[docker.Engine] = None  # self.docker, while it connects
         self.reachable: Optional[bool] = None
         self.unreachable_since: Optional[float] = None
         self.listing_failure = ""  # the last error answer to a listing, logged once
         self.stopping = False
 
-    def connected(self) -> _docker.Engine:  # on first use, and again after a failure
+    def connected(self) -> docker.Engine:  # on first use, and again after a failure
         if self.probe.silent:  # no call that would wait its whole timeout
-            raise _docker.DockerFailure(
+            raise docker.DockerFailure(
                 "engine_unreachable", f"host {self.config.name} ({self.config.server_url}) "
                 f"did not answer a health probe within {PROBE_TIMEOUT} s", retryable=True)
         if self.docker is None:
             try:
-                self.docker = _docker.connect(self.config, opened=self._opened)
+                self.docker = docker.connect(self.config, opened=self._opened)
             finally:
                 self.connecting = None
         return self.docker
 
-    def _opened(self, engine: _docker.Engine) -> None:
+    def _opened(self, engine: docker.Engine) -> None:
         self.connecting = engine
 
     def engine_silent(self) -> None:
@@ -171,7 +172,7 @@ class _Waiter:
             self.stopping = True
         elif isinstance(message, Watch):
             stream = _receive_stream(self.connection) if message.has_stream else None
-            self.watch(message, stream, _input.receive_input(self.connection, message.has_input))
+            self.watch(message, stream, docker.receive_input(self.connection, message.has_input))
         elif isinstance(message, KillRunning):
             container_id = self.by_job.get(message.job_id)
             if container_id:
@@ -183,12 +184,12 @@ class _Waiter:
                 self.docker = None
             self.reconcile(list(self.watched.values()))
 
-    def watch(self, message: Watch, stream: Optional[_docker.OutputStream], rest: bytes) -> None:
+    def watch(self, message: Watch, stream: Optional[docker.OutputStream], rest: bytes) -> None:
         if message.container_id in self.watched:
             if stream is not None:
                 stream.close()
             return
-        watched = Watched.of(message, OutputFollower(
+        watched = WatchedContainer.of(message, OutputFollower(
             message.container_id, message.limits["output"], self.mailbox, stream), stream, rest)
         follower = watched.follower
         self.watched[watched.container_id] = watched
@@ -248,7 +249,7 @@ class _Waiter:
         elif isinstance(note, OutputOverflow):
             self.kill(watched, "output")
 
-    def pump(self, watched: Watched) -> None:
+    def pump(self, watched: WatchedContainer) -> None:
         """Reads what the job's own attach holds; kills a job that printed too much, and
         collects one whose container ended before its stream did."""
         try:
@@ -261,7 +262,7 @@ class _Waiter:
         if not watched.follower.reading and watched.pending_end is not None:
             self.finish(watched, watched.pending_end.exit_code, watched.pending_end.ended_at)
 
-    def on_event(self, watched: Watched, event: DockerEvent) -> None:
+    def on_event(self, watched: WatchedContainer, event: DockerEvent) -> None:
         watched.record(event)
         if event.action == "die":
             self.finish(watched, event.exit_code, event.at)
@@ -270,14 +271,14 @@ class _Waiter:
             self.finish(watched, watched.exit_code, time.time(), gone=True)
 
     # -- actions -------------------------------------------------------------------------
-    def kill(self, watched: Watched, reason: str) -> None:
+    def kill(self, watched: WatchedContainer, reason: str) -> None:
         """Kills a container, from a helper thread: the engine may take a while to answer."""
         watched.reason = watched.reason or reason
         logger.debug("killing %s (%s)", watched.job_id, reason)
         threading.Thread(target=_kill, name="backend-kill", daemon=True, args=(
             self.connected, watched.container_id, self.mailbox, self.config.name)).start()
 
-    def finish(self, watched: Watched, exit_code: Optional[int], ended_at: float,
+    def finish(self, watched: WatchedContainer, exit_code: Optional[int], ended_at: float,
                gone: bool = False) -> None:
         """Collects a container that ended, and reports the job's result. Whatever the
         job's bytes raise there ends that job alone (``bad_output``), never this process."""
@@ -289,7 +290,7 @@ class _Waiter:
             self.fail(watched, "bad_output", "its output could not be made into a result",
                       error)
 
-    def _finish(self, watched: Watched, exit_code: Optional[int], ended_at: float,
+    def _finish(self, watched: WatchedContainer, exit_code: Optional[int], ended_at: float,
                 gone: bool) -> None:
         follower = watched.follower
         if not gone and follower.state is StreamState.OPEN:
@@ -310,7 +311,7 @@ class _Waiter:
                 # between two checks of the watch
                 if self.over_disk([watched], time.monotonic(), at_end=True):
                     watched.reason = "disk"
-            except _docker.DockerFailure as failure:
+            except docker.DockerFailure as failure:
                 if failure.not_found:
                     watched.reason = watched.reason or "removed"
                 else:  # the next poll tries again
@@ -328,7 +329,7 @@ class _Waiter:
         check_json(result)
         self.report(watched, result)
 
-    def fail(self, watched: Watched, reason: str, what: str, error: BaseException) -> None:
+    def fail(self, watched: WatchedContainer, reason: str, what: str, error: BaseException) -> None:
         """Ends a job whose handling raised ``error`` with ``crash`` and ``reason``; the
         loop goes on serving the others (docs/failures.rst, hostile output)."""
         logger.warning("job %s: %s (%s: %.200s); it ends with crash", watched.job_id, what,
@@ -340,11 +341,11 @@ class _Waiter:
             reason, f"The job could not be handled: {what} ({type(error).__name__}).",
             self.config.name, watched.container_id, duration))
 
-    def report(self, watched: Watched, result: Result) -> None:
+    def report(self, watched: WatchedContainer, result: Result) -> None:
         self.watched.pop(watched.container_id, None)
         self.by_job.pop(watched.job_id, None)
         watched.follower.stop()
-        _input.stop_writer(watched.writer)
+        docker.stop_writer(watched.writer)
         self.connection.send(JobEnded(watched.job_id, result))
 
     # -- the poll ------------------------------------------------------------------------
@@ -374,14 +375,14 @@ class _Waiter:
                 self.report(watched, lost_result(self.config.name, watched.container_id,
                                                  now - watched.started_at, stopped=True))
 
-    def reconcile(self, candidates: List[Watched]) -> None:
+    def reconcile(self, candidates: List[WatchedContainer]) -> None:
         """Finishes the candidates whose container ended or vanished (lost events). Also tells
         whether the engine answers: with no candidates, only when that is in doubt."""
         if not candidates and self.reachable:
             return
         try:
             listed = {c["Id"]: c for c in self.connected().containers(self.label)}
-        except _docker.DockerFailure as failure:
+        except docker.DockerFailure as failure:
             if failure.retryable:  # the engine does not answer
                 logger.debug("listing on %s failed: %s", self.config.name, failure.text)
                 self.docker = None
@@ -404,8 +405,8 @@ class _Waiter:
                 self.finish(watched, None, watched.ended_at or time.time())
 
 
-    def over_disk(self, candidates: List[Watched], now: float, at_end: bool = False
-                  ) -> List[Watched]:
+    def over_disk(self, candidates: List[WatchedContainer], now: float, at_end: bool = False
+                  ) -> List[WatchedContainer]:
         """The disk watch: the candidates whose writable layer holds more than their ``disk``
         limit, each measured when its check is due (at ``now``, monotonic; ``at_end``: now,
         the container having ended). An engine's error skips a check (a container that ended
@@ -419,13 +420,13 @@ class _Waiter:
             try:
                 if one.check_disk(self.connected(), self.config.time_between_polls, now):
                     over.append(one)
-            except _docker.DockerFailure as failure:
+            except docker.DockerFailure as failure:
                 logger.debug("size of %s: %s", one.container_id, failure.text)
         return over
 
 
-def _over_cpu_time(watched: Iterable[Watched], connected: Callable[[], _docker.Engine],
-                   now: float) -> List[Watched]:
+def _over_cpu_time(watched: Iterable[WatchedContainer], connected: Callable[[], docker.Engine],
+                   now: float) -> List[WatchedContainer]:
     """The containers whose processes together used their CPU time (cgroup stats)."""
     over = []
     for one in list(watched):
@@ -433,7 +434,7 @@ def _over_cpu_time(watched: Iterable[Watched], connected: Callable[[], _docker.E
             continue
         try:
             used = connected().cpu_seconds(one.container_id)
-        except _docker.DockerFailure as failure:  # ended meanwhile, or engine trouble
+        except docker.DockerFailure as failure:  # ended meanwhile, or engine trouble
             logger.debug("stats %s: %s", one.container_id, failure.text)
             continue
         if used >= one.limits["time"]:
@@ -441,12 +442,12 @@ def _over_cpu_time(watched: Iterable[Watched], connected: Callable[[], _docker.E
     return over
 
 
-def _kill(connected: Callable[[], _docker.Engine], container_id: str, mailbox: Mailbox,
+def _kill(connected: Callable[[], docker.Engine], container_id: str, mailbox: Mailbox,
           engine: str) -> None:
     """A kill thread: touches only the engine and the mailbox."""
     try:
         connected().kill(container_id)
-    except _docker.DockerFailure as failure:
+    except docker.DockerFailure as failure:
         # answered: not running any more (it ended, or was removed), its die or destroy
         # event follows; not answered: the engine is in doubt
         logger.debug("kill %s: %s", container_id, failure.text)
@@ -454,11 +455,11 @@ def _kill(connected: Callable[[], _docker.Engine], container_id: str, mailbox: M
             mailbox.put(EngineState(engine, False))
 
 
-def _receive_stream(connection: Connection) -> Optional[_docker.OutputStream]:
+def _receive_stream(connection: Connection) -> Optional[docker.OutputStream]:
     """The attach the submitter made for a job, passed over our pipe (SCM_RIGHTS)."""
     try:
-        return _docker.adopt_stream(reduction.recv_handle(connection))
-    except (EOFError, OSError, RuntimeError, _docker.DockerFailure) as error:
+        return docker.adopt_stream(reduction.recv_handle(connection))
+    except (EOFError, OSError, RuntimeError, docker.DockerFailure) as error:
         logger.warning("a job's output stream was lost on its way (%s); its log is read", error)
         return None
 

@@ -1,11 +1,11 @@
 """The JobManager: the facade users call (SPEC §3).
 
 ``new_job`` validates the task and input, runs the task's local check in the caller's thread,
-and hands the job either to the dispatcher (see :mod:`backend._dispatcher`), which places it on
+and hands the job either to the dispatcher (see :mod:`backend.dispatch._dispatcher`), which places it on
 the least-loaded engine and drives the submitter pool and the waiters, or straight to the done
 queue when no container is needed. Callback manager threads (:mod:`backend._callback_manager`)
 then deliver every result in this process. The JobManager talks to the dispatcher only with
-the commands of :mod:`backend._messages` (``NewJob``, ``KillJob``, ``KillAll``, ``Close``).
+the commands of :mod:`backend.ipc._messages` (``NewJob``, ``KillJob``, ``KillAll``, ``Close``).
 """
 from __future__ import annotations
 
@@ -22,18 +22,18 @@ import weakref
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from backend import _docker, _environment, _submitter, _waiter
+from backend import docker, model, _submitter, _waiter
 from backend._callback_manager import CallbackThreads, _CallbackManager
-from backend._config import InstanceConfig, load_config, parse_instances
-from backend._dispatcher import _Dispatcher
-from backend._supervisor import ChildMains
-from backend._files import check_files
-from backend._job import JobState, _Job
-from backend._messages import Close, KillAll, KillJob, NewJob, RemoveContainer
-from backend._job import JobSpec
-from backend._results import Result
-from backend._stats import Stats
-from backend._task import LocalCheck, _TaskSnapshot, snapshot_task
+from backend.model import InstanceConfig, load_config, parse_instances
+from backend.dispatch import Dispatcher
+from backend.dispatch import ChildMains
+from backend.model import check_files
+from backend.model import JobState, Job
+from backend.ipc import Close, KillAll, KillJob, NewJob, RemoveContainer
+from backend.model import JobSpec
+from backend.model import Result
+from backend.dispatch import Stats
+from backend.model import LocalCheck, TaskSnapshot, snapshot_task
 
 logger = logging.getLogger("backend")
 
@@ -110,18 +110,18 @@ class JobManager:
         self.manager_id = uuid.uuid4().hex[:16]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self._lock = threading.Condition()
-        self._last_snapshot: Optional[_TaskSnapshot] = None
-        self._pending: Dict[str, _Job] = {}
+        self._last_snapshot: Optional[TaskSnapshot] = None
+        self._pending: Dict[str, Job] = {}
         self._closed = False
         self._close_started = False
-        self._done_queue: "queue.Queue[Optional[_Job]]" = queue.Queue()
+        self._done_queue: "queue.Queue[Optional[Job]]" = queue.Queue()
         context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":
             context.set_forkserver_preload(["backend._submitter", "backend._waiter"])
         if process_pool_size is None:
             process_pool_size = min(8, max(2, 2 * (os.cpu_count() or 1)))
         self._stats = Stats(self._configs)
-        self._dispatcher = _Dispatcher(context, self._configs, self.manager_id, self._owner,
+        self._dispatcher = Dispatcher(context, self._configs, self.manager_id, self._owner,
                                        process_pool_size, self._done_queue, max_queued_jobs,
                                        self._stats, mains=CHILD_MAINS)
         self._callback_threads = CallbackThreads(callback_manager_count)
@@ -155,7 +155,7 @@ class JobManager:
             raise TypeError("from_env() takes the engine from the environment: give "
                             "docker_instances to JobManager() instead")
         extra = kwargs.pop("instance", None) or {}
-        engine = _environment.resolve()
+        engine = model.resolve()
         return cls([dict(engine.instance, **extra)], **kwargs)
 
     @classmethod
@@ -222,7 +222,7 @@ class JobManager:
                                  "is None")
             spec = JobSpec(job_id=job_id, task=snapshot, stdin=stdin, files=checked_files)
         # a job that needs no container is done already: no thread changes it
-        job = _Job(job_id, task, callback, local, spec,
+        job = Job(job_id, task, callback, local, spec,
                    JobState.QUEUED if spec is not None else JobState.DONE)
         with self._lock:
             if self._closed:
@@ -275,7 +275,7 @@ class JobManager:
     def _remove_container(self, engine: str, container_id: str) -> None:
         self._dispatcher.post(RemoveContainer(engine, container_id))
 
-    def _delivered(self, job: _Job) -> None:
+    def _delivered(self, job: Job) -> None:
         with self._lock:
             self._pending.pop(job.job_id, None)
             self._lock.notify_all()
@@ -353,8 +353,8 @@ def build_all(configs: Sequence[InstanceConfig], folder: Optional[str], names: L
             continue
         report[config.name] = {}
         try:
-            _docker.connect(config).close()
-        except _docker.DockerFailure as failure:
+            docker.connect(config).close()
+        except docker.DockerFailure as failure:
             logger.error("cannot build images on %s: %s", config.name, failure.text)
             for name in names:
                 report[config.name][config.container_prefix + name] = failure.text
@@ -362,7 +362,7 @@ def build_all(configs: Sequence[InstanceConfig], folder: Optional[str], names: L
         for name in names:  # none when folder is None
             assert folder is not None
             tag = config.container_prefix + name
-            error = _docker.build_image(config, os.path.join(folder, name), tag)
+            error = docker.build_image(config, os.path.join(folder, name), tag)
             if error:
                 logger.error("building %s on %s failed: %s", tag, config.name, error)
             else:
@@ -371,7 +371,7 @@ def build_all(configs: Sequence[InstanceConfig], folder: Optional[str], names: L
     return report
 
 
-def _stdin(snapshot: _TaskSnapshot, inputdata: Any, job_id: str) -> bytes:
+def _stdin(snapshot: TaskSnapshot, inputdata: Any, job_id: str) -> bytes:
     """A job's stdin: the JSON line of SPEC §5, or a raw job's input as it is (SPEC §9).
 
     Raises:

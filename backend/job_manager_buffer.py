@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
-from backend._results import Result
+from backend.model import Result
 from backend.job_manager import JobManager
 
 

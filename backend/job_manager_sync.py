@@ -5,7 +5,7 @@ import threading
 import time
 from typing import Any, Dict, Mapping, Optional
 
-from backend._results import Result
+from backend.model import Result
 from backend.job_manager import JobManager
 
 #: Seconds to wait for a killed job's result before giving up on it.

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE.parent / "scripts"))
 
 import run as bench  # noqa: E402 - this folder's benchmark: its image, jobs and meters
 
-from backend._child import proc_stat  # noqa: E402
+from backend.ipc._child import proc_stat
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "scripts"))
 
-from backend._child import proc_stat  # noqa: E402 - the checkout's package, found above
+from backend.ipc._child import proc_stat
 
 IMAGE = "backend-test-busybox"
 JOBS = {"trivial": "read line; echo '{\"result\": \"success\"}'",
@@ -212,10 +212,10 @@ def _warm_up(manager, task):
 
 def _container_config(script, i):
     """The very create body our JobManager sends (limits, hardening, labels aside)."""
-    from backend import _docker
-    from backend._config import parse_instances
-    from backend._messages import JobSpec
-    from backend._task import Task, snapshot_task
+    from backend import docker as _docker
+    from backend.model._config import parse_instances
+    from backend.ipc._messages import JobSpec
+    from backend.model._task import Task, snapshot_task
 
     [instance] = parse_instances([{"server_url": "unix:///unused.sock"}])
     spec = JobSpec(str(i), snapshot_task(Task(IMAGE, command=["sh", "-c", script],

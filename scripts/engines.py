@@ -1389,8 +1389,8 @@ def docker_client(url: str, tls: dict | None = None, timeout: float = 60,
 
 def api_version(url: str, tls: dict | None = None) -> str:
     """The Engine API version the library speaks to the engine at ``url`` (its negotiation,
-    :func:`backend._features.negotiate`): for docker-py clients of tests and scripts."""
-    from backend._features import MIN_API_VERSION, negotiate
+    :func:`backend.docker._features.negotiate`): for docker-py clients of tests and scripts."""
+    from backend.docker._features import MIN_API_VERSION, negotiate
 
     with docker_client(url, tls, 10, MIN_API_VERSION) as client:
         return negotiate(client.version(api_version=False), url)

@@ -26,8 +26,8 @@ from engines import (KIND_PREFIXES, KINDS, VM_KIND, EngineError, PrivateEngine, 
                      VmEngine, api_version, build_busybox_image, docker_client, ensure_kinds,
                      ensure_packages, make_engine)
 
-from backend import JobManager, Task  # noqa: E402
-from backend._child import is_running  # noqa: E402
+from backend import JobManager, Task
+from backend.ipc._child import is_running
 
 ROOT = Path(os.environ.get("BACKEND_TEST_ENGINES_ROOT", "/tmp/djm-test"))
 PREFIX = "backend-test-"

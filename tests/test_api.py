@@ -5,8 +5,8 @@ import pytest
 
 import backend
 from backend import JobManager, LocalCheck, Task
-from backend._config import parse_instances
-from backend._task import DEFAULT_LIMITS, merge_limits
+from backend.model._config import parse_instances
+from backend.model._task import DEFAULT_LIMITS, merge_limits
 
 DUMMY = [{"server_url": "unix:///nonexistent/docker.sock", "name": "nowhere"}]
 

@@ -1,7 +1,7 @@
 """An image built over verified TLS (SPEC §8 over §2): builds go over our own client, with the
 same SSL context as every other call, whatever the environment says."""
-from backend import _docker
-from backend._config import parse_instances
+from backend import docker as _docker
+from backend.model._config import parse_instances
 from test_tls import _instance, tls_engine  # noqa: F401 - the fixture
 
 

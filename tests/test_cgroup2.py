@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from backend._job import JobState
+from backend.model._job import JobState
 from conftest import IMAGE, PREFIX, engine_client, ok_script, shell
 from helpers import wait_for
 

@@ -85,7 +85,7 @@ def test_demo_without_an_engine_is_one_line(tmp_path):
 
 
 def test_demo_submissions_show_every_outcome_kind():
-    from backend import _demo
+    from backend.cli import _demo
 
     jobs = _demo.submissions(40)
     assert len(jobs) == 40  # the same every time:
@@ -148,7 +148,7 @@ import socket  # noqa: E402
 
 import docker  # noqa: E402
 
-from backend import cli  # noqa: E402
+from backend import cli
 
 PREFIX = "backend-test-"
 

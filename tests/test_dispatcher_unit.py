@@ -9,16 +9,17 @@ import signal
 import subprocess
 import time
 
-from backend import _docker
-from backend._config import parse_instances
-from backend._dispatcher import _Dispatcher
+from backend import docker as _docker
+from backend.model._config import parse_instances
+from backend.dispatch._dispatcher import Dispatcher
 from backend.job_manager import CHILD_MAINS
-from backend._job import JobState, _Job
-from backend._messages import Close, EngineState, Probe, Remove, Removed, RemoveLeftovers, StartFailed, Submit, Sweep
-from backend._job import JobSpec
-from backend._results import failure_result
-from backend._supervisor import ChildKind, _Child
-from backend._task import LocalCheck, Task, snapshot_task
+from backend.model._job import JobState, Job
+from backend.ipc._messages import (Close, EngineState, Probe, Remove, Removed, RemoveLeftovers,
+                                   StartFailed, Submit, Sweep)
+from backend.model._job import JobSpec
+from backend.model._results import failure_result
+from backend.dispatch._supervisor import ChildKind, Child
+from backend.model._task import LocalCheck, Task, snapshot_task
 
 CONFIG, OTHER = parse_instances([
     {"server_url": "unix:///fake.sock", "name": "fake", "max_concurrent_jobs": 2},
@@ -31,7 +32,7 @@ class Process:
 
 
 def make_dispatcher(*configs):
-    return _Dispatcher(multiprocessing.get_context("spawn"), list(configs or [CONFIG]), "m1",
+    return Dispatcher(multiprocessing.get_context("spawn"), list(configs or [CONFIG]), "m1",
                        "host:1", 1, queue.Queue(), None, mains=CHILD_MAINS)
 
 
@@ -45,14 +46,14 @@ def submitter(alive):
     ours, theirs = multiprocessing.Pipe()
     if not alive:
         theirs.close()  # as when the process was SIGKILLed a moment ago
-    child = _Child(ChildKind.SUBMITTER, Process(), ours)
+    child = Child(ChildKind.SUBMITTER, Process(), ours)
     child.peer = theirs
     return child
 
 
 def job(job_id="j1"):
     snapshot = snapshot_task(Task("image"), None)
-    return _Job(job_id, Task("image"), print, LocalCheck(), JobSpec(job_id, snapshot, b"{}\n"))
+    return Job(job_id, Task("image"), print, LocalCheck(), JobSpec(job_id, snapshot, b"{}\n"))
 
 
 def enqueue(dispatcher):
@@ -275,7 +276,7 @@ def test_a_listing_on_an_engine_that_stopped_answering_says_so():
 def test_warm_containers_start_once_no_job_waited_for_a_second():
     """At a burst's end, no warm container takes the engine from the burst's last jobs: they
     start once no job waited for :data:`BURST_QUIET` seconds (SPEC §10)."""
-    from backend._warm_starts import BURST_QUIET
+    from backend.dispatch._warm import BURST_QUIET
 
     [warm] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake",
                                "max_concurrent_jobs": 2, "warm_containers": 1}])
@@ -316,7 +317,7 @@ def submitter_of(dispatcher, held, engine):
     """A submitter (a real process) that holds ``held``, sent to ``engine``."""
     child = submitter(True)
     child.process = Sleeper()
-    if isinstance(held, _Job):
+    if isinstance(held, Job):
         dispatcher.jobs[held.job_id] = held
         dispatcher.placement.add(held)
         dispatcher.placement.placed(held, engine)
@@ -461,10 +462,10 @@ def _served_warm_with_files(dispatcher, alive):
     """A raw job with files, queued, and a warm container of its shape waiting (its attach
     one end of a socket pair): the dispatcher sends the job's files to ``alive``."""
     import socket
-    from backend._files import check_files
+    from backend.model._files import check_files
     task = Task("image", protocol="raw")
     spec = JobSpec("j1", snapshot_task(task, None), b"in", check_files({"a": "a"}))
-    queued = _Job("j1", task, print, LocalCheck(), spec)
+    queued = Job("j1", task, print, LocalCheck(), spec)
     dispatcher.jobs[queued.job_id] = queued
     pool = dispatcher.warm.pool
     pool.used("fake", spec, time.monotonic())

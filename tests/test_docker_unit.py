@@ -1,4 +1,4 @@
-"""The Docker layer's contract (backend._docker) against a scripted local server: every call and
+"""The Docker layer's contract (backend.docker._client) against a scripted local server: every call and
 stream raises only DockerFailure, retryable when the engine did not answer, not_found on a 404,
 and an error answer is never retryable."""
 import threading
@@ -7,8 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend import _docker, _docker_io
-from backend._config import parse_instances
+from backend import docker as _docker
+from backend.docker import _streams as _docker_io
+from backend.model._config import parse_instances
 from test_http_unit import json_answer, no_content, server  # noqa: F401 - the fixture
 
 API = "/v1.41"

@@ -5,7 +5,7 @@ import docker
 import pytest
 
 from backend import JobManager
-from backend._job import JobState
+from backend.model._job import JobState
 from helpers import wait_for
 from conftest import PREFIX, IMAGE, ROOT, ok_script, shell
 from engines import PrivateEngine, build_busybox_image

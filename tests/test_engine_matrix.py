@@ -15,9 +15,10 @@ import time
 import pytest
 
 from backend import JobManager, JobManagerSync
-from backend import _docker, _features
-from backend._config import InstanceConfig
-from backend._job import JobState
+from backend import docker as _docker
+from backend.docker import _features
+from backend.model._config import InstanceConfig
+from backend.model._job import JobState
 from conftest import PREFIX, api_client, ok_script, our_containers, shell
 from helpers import wait_for
 

@@ -1,4 +1,4 @@
-"""The engine the docker CLI would use (backend._environment, docs/engines.rst): each rule,
+"""The engine the docker CLI would use (backend.model._environment, docs/engines.rst): each rule,
 against an environment and a configuration folder made in a temporary folder. No Docker."""
 import hashlib
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from backend import JobManager
-from backend._environment import DEFAULT_URL, resolve
+from backend.model._environment import DEFAULT_URL, resolve
 
 
 def _context(folder, name, host, skip_verify=False, tls_files=()):

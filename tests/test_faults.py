@@ -12,7 +12,7 @@ import docker
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from backend._child import is_running
+from backend.ipc._child import is_running
 from conftest import ok_script, our_containers, shell
 
 NOWHERE = {"server_url": "unix:///nonexistent/docker.sock", "name": "nowhere"}

@@ -1,8 +1,9 @@
-"""backend._features without an engine: the version negotiation and the detection."""
+"""backend.docker._features without an engine: the version negotiation and the detection."""
 import pytest
 
-from backend import _features
-from backend._features import EngineKind, UnsupportedEngine, detect, negotiate, unreported_oom
+from backend.docker import _features
+from backend.docker._features import (EngineKind, UnsupportedEngine, detect, negotiate,
+                                      unreported_oom)
 
 DOCKER20 = {"Version": "20.10.24", "ApiVersion": "1.41", "MinAPIVersion": "1.12"}
 DOCKER28 = {"Version": "28.5.2", "ApiVersion": "1.51", "MinAPIVersion": "1.44"}

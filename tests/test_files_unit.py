@@ -5,10 +5,10 @@ import tarfile
 
 import pytest
 
-from backend._files import (ENTRY_COST, MAX_LEFT_OUT, OutputsReader, check_files, check_workdir,
-                            files_tar, upload)
-from backend._results import ContainerEnd, cap_pair, ended_result
-from backend._task import merge_limits
+from backend.model._files import (ENTRY_COST, MAX_LEFT_OUT, OutputsReader, check_files,
+                                  check_workdir, files_tar, upload)
+from backend.model._results import ContainerEnd, cap_pair, ended_result
+from backend.model._task import merge_limits
 
 
 def test_check_files_sorts_and_encodes():

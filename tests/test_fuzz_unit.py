@@ -1,8 +1,8 @@
 """Fuzzing of every parser of bytes an engine or a container sends (no Docker): the HTTP
-response parser and its chunked decoder (backend._http), the event stream's lines and their
-routing (backend._docker_io, backend._events), the attach and log frame parser
-(backend._docker_io.FrameParser), the output archive reader (backend._files.OutputsReader)
-and the engine's JSON answers (backend._docker.Engine, connect).
+response parser and its chunked decoder (backend.docker._http), the event stream's lines and their
+routing (backend.docker._streams, backend.watch._events), the attach and log frame parser
+(backend.docker._streams.FrameParser), the output archive reader (backend.model._files.OutputsReader)
+and the engine's JSON answers (backend.docker._client.Engine, connect).
 
 The property, for each: it returns a value bounded by its input (or by its documented
 limits), or raises its layer's own error type, never anything else; and its work is linear
@@ -23,9 +23,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from backend import _docker, _docker_io, _events, _http
-from backend._config import parse_instances
-from backend._files import OutputsReader
+from backend import docker as _docker
+from backend.docker import _streams as _docker_io
+from backend.watch import _events
+from backend.docker import _http
+from backend.model._config import parse_instances
+from backend.model._files import OutputsReader
 
 FUZZ = settings(max_examples=1000, derandomize=True, deadline=5000, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

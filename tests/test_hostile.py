@@ -11,7 +11,7 @@ import time
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from backend._files import ENTRY_COST, MAX_LEFT_OUT
+from backend.model._files import ENTRY_COST, MAX_LEFT_OUT
 from conftest import IMAGE, PREFIX, ok_script, shell
 
 #: Seconds a verdict may take after the container's end (its own run is timed apart).

@@ -1,4 +1,4 @@
-"""The small HTTP client of our children (backend._http) against a scripted local server."""
+"""The small HTTP client of our children (backend.docker._http) against a scripted local server."""
 import itertools
 import json
 import os
@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from backend._http import Client, HttpError, adopt
+from backend.docker._http import Client, HttpError, adopt
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -178,10 +178,10 @@ def test_a_request_the_engine_drops_on_a_reused_connection_is_sent_again(server)
 
 
 def test_a_create_tells_whether_the_engine_may_have_made_the_container(server, tmp_path):
-    from backend import _docker
-    from backend._config import parse_instances
-    from backend._job import JobSpec
-    from backend._task import Task, snapshot_task
+    from backend import docker as _docker
+    from backend.model._config import parse_instances
+    from backend.model._job import JobSpec
+    from backend.model._task import Task, snapshot_task
 
     server, url = server
     server.routes["/v1.41/containers/create"] = lambda out, body: False  # sent, no answer

@@ -1,13 +1,15 @@
-"""The input path and the deadlines without an engine (fast): backend._input on a socket pair,
-and an idle event stream (backend._events), which is subscribed again without saying the engine
+"""The input path and the deadlines without an engine (fast): backend.docker._input on a socket pair,
+and an idle event stream (backend.watch._events), which is subscribed again without saying the engine
 is down."""
 import socket
 import threading
 import time
 
-from backend import _docker, _events, _input
-from backend._config import parse_instances
-from backend._messages import EngineState, Mailbox
+from backend import docker as _docker
+from backend.watch import _events
+from backend.docker import _input
+from backend.model._config import parse_instances
+from backend.ipc._messages import EngineState, Mailbox
 
 [INSTANCE] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake"}])
 

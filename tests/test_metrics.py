@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend import JobManager, metrics
-from backend._stats import BUCKETS
+from backend.dispatch._stats import BUCKETS
 from conftest import ok_script, shell
 from helpers import wait_for
 

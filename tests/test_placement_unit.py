@@ -2,13 +2,13 @@
 capacity, engines that failed a job, no engine answering, and the retry policy."""
 import pytest
 
-from backend._config import parse_instances
-from backend._job import JobState, _Job
-from backend._messages import EngineLoad
-from backend._job import JobSpec
-from backend._placement import (JITTER, OVER_SHARE_DELAY, PLACEMENT_TRIES, UNCONFIRMED_SHARE,
-                                 Placement)
-from backend._task import LocalCheck, Task, snapshot_task
+from backend.model._config import parse_instances
+from backend.model._job import JobState, Job
+from backend.ipc._messages import EngineLoad
+from backend.model._job import JobSpec
+from backend.dispatch._placement import (JITTER, OVER_SHARE_DELAY, PLACEMENT_TRIES,
+                                         UNCONFIRMED_SHARE, Placement)
+from backend.model._task import LocalCheck, Task, snapshot_task
 
 A, B, UNLIMITED = parse_instances([
     {"server_url": "unix:///a.sock", "name": "a", "max_concurrent_jobs": 2},
@@ -17,7 +17,7 @@ A, B, UNLIMITED = parse_instances([
 
 
 def job(job_id="j1"):
-    return _Job(job_id, Task("image"), print, LocalCheck(),
+    return Job(job_id, Task("image"), print, LocalCheck(),
                 JobSpec(job_id, snapshot_task(Task("image"), None), b"{}\n"))
 
 

@@ -7,10 +7,12 @@ import time
 
 import pytest
 
-from backend import _docker, _probe, _waiter
-from backend._config import parse_instances
-from backend._http import Client
-from backend._messages import EngineState, Mailbox
+from backend import _waiter
+from backend import docker as _docker
+from backend.watch import _probe
+from backend.model._config import parse_instances
+from backend.docker._http import Client
+from backend.ipc._messages import EngineState, Mailbox
 
 
 class Server:

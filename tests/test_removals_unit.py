@@ -3,8 +3,8 @@ engine is down, removals by name again, requests that come back from a dead subm
 what is left at close."""
 import logging
 
-from backend._messages import Remove, RemoveLeftovers, Sweep
-from backend._removals import DELETE_TRIES, UNCONFIRMED_REMOVALS, Removals
+from backend.ipc._messages import Remove, RemoveLeftovers, Sweep
+from backend.dispatch._removals import DELETE_TRIES, UNCONFIRMED_REMOVALS, Removals
 
 
 def make(*engines):

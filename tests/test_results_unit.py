@@ -1,4 +1,4 @@
-"""How a container ended becomes status, reason and text (backend._results): pure functions,
+"""How a container ended becomes status, reason and text (backend.model._results): pure functions,
 every precedence case of the waiter's end classification, and hostile JSON (fuzzed)."""
 import json
 import time
@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend._results import (MAX_INT_DIGITS, MAX_JSON_DEPTH, SIGXCPU_EXIT, SIGXFSZ_EXIT,
-                              ContainerEnd, check_json, end_reason, ended_result, json_depth,
-                              load_json, lost_result)
-from backend._task import merge_limits
+from backend.model._results import (MAX_INT_DIGITS, MAX_JSON_DEPTH, SIGXCPU_EXIT, SIGXFSZ_EXIT,
+                                    ContainerEnd, check_json, end_reason, ended_result,
+                                    json_depth, load_json, lost_result)
+from backend.model._task import merge_limits
 
 LIMITS = merge_limits({"output": 100})
 OK = b'{"result": "success", "text": "fine"}\n'

@@ -15,8 +15,8 @@ from concurrent import futures
 import pytest
 
 from backend import JobManager
-from backend._probe import PROBE_EVERY, PROBE_TIMEOUT
-from backend._supervisor import STOP_GRACE
+from backend.watch._probe import PROBE_EVERY, PROBE_TIMEOUT
+from backend.dispatch._supervisor import STOP_GRACE
 from backend._waiter import ENGINE_LOST_AFTER
 from helpers import wait_for
 from conftest import PREFIX, ok_script, shell

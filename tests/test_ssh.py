@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from backend import JobManager, JobManagerSync, Task, _docker
-from backend._config import InstanceConfig
-from backend._job import JobState
+from backend import JobManager, JobManagerSync, Task
+from backend import docker as _docker
+from backend.model._config import InstanceConfig
+from backend.model._job import JobState
 from conftest import PREFIX, ROOT, ok_script, shell
 from helpers import wait_for
 from sshd import TestSshd, ssh_processes

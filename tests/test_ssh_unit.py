@@ -1,4 +1,4 @@
-"""The ssh transport's pure parts (backend._ssh), without an sshd: the URL, ssh's error
+"""The ssh transport's pure parts (backend.docker._ssh), without an sshd: the URL, ssh's error
 output (bytes from the host: fuzzed) made one line, and a failed connection explained by the
 ssh process's last line."""
 import subprocess
@@ -6,7 +6,8 @@ import subprocess
 import pytest
 from hypothesis import given, strategies as st
 
-from backend import _ssh
+from backend.docker import _ssh
+from backend.model import parse_ssh_url
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -16,7 +17,7 @@ from backend import _ssh
     ("ssh://host/", ("host", None, None)),
 ])
 def test_urls(url, expected):
-    assert _ssh.parse(url) == expected
+    assert parse_ssh_url(url) == expected
 
 
 @pytest.mark.parametrize("url", ["ssh://", "ssh://host/path", "ssh://host?x=1",
@@ -24,7 +25,7 @@ def test_urls(url, expected):
                                  "ssh://-oProxyCommand=touch", "ssh://-l@host", "tcp://host:1"])
 def test_bad_urls(url):
     with pytest.raises(ValueError):
-        _ssh.parse(url)
+        parse_ssh_url(url)
 
 
 def test_the_destination_never_reads_as_an_option():

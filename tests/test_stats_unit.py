@@ -6,16 +6,16 @@ import time
 
 import pytest
 
-from backend import _docker
-from backend._config import parse_instances
-from backend._job import JobState, _Job
-from backend._events import EventFollower
-from backend._load import RECONCILE_EVERY, LoadCounter
-from backend._messages import ContainerSeen, EngineLoad, EventsCovered, Mailbox
-from backend._job import JobSpec
-from backend._placement import Placement
-from backend._stats import BUCKETS, LATENCY_WINDOW, Stats, percentile
-from backend._task import LocalCheck, Task, snapshot_task
+from backend import docker as _docker
+from backend.model._config import parse_instances
+from backend.model._job import JobState, Job
+from backend.watch._events import EventFollower
+from backend.watch._load import RECONCILE_EVERY, LoadCounter
+from backend.ipc._messages import ContainerSeen, EngineLoad, EventsCovered, Mailbox
+from backend.model._job import JobSpec
+from backend.dispatch._placement import Placement
+from backend.dispatch._stats import BUCKETS, LATENCY_WINDOW, Stats, percentile
+from backend.model._task import LocalCheck, Task, snapshot_task
 from helpers import engine_event
 
 A, UNLIMITED = parse_instances([
@@ -24,7 +24,7 @@ A, UNLIMITED = parse_instances([
 
 
 def job(job_id="j1", started_after=None):
-    made = _Job(job_id, Task("image"), print, LocalCheck(),
+    made = Job(job_id, Task("image"), print, LocalCheck(),
                 JobSpec(job_id, snapshot_task(Task("image"), None), b"{}\n"))
     if started_after is not None:
         made.started_at = made.queued_at + started_after

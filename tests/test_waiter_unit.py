@@ -1,5 +1,5 @@
 """The waiter's fault logic against a fake engine (fast; no engine): its main loop
-(backend._waiter), its event thread (backend._events) and an output follower (backend._output)."""
+(backend._waiter), its event thread (backend.watch._events) and an output follower (backend.watch._stream)."""
 import os
 import socket
 import threading
@@ -7,12 +7,17 @@ import time
 
 import pytest
 
-from backend import _docker, _events, _messages, _output, _waiter, _watched
-from backend._config import parse_instances
-from backend._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
-                               EventsCovered, JobEnded, Mailbox, OutputOverflow, Probe, Watch)
-from backend._task import merge_limits
-from backend._waitset import readable
+from backend import _waiter
+from backend import docker as _docker
+from backend.watch import _events
+from backend.ipc import _messages
+from backend.watch import _stream as _output
+from backend.watch import _container as _watched
+from backend.model._config import parse_instances
+from backend.ipc._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
+                                   EventsCovered, JobEnded, Mailbox, OutputOverflow, Probe, Watch)
+from backend.model._task import merge_limits
+from backend.ipc._waitset import readable
 from helpers import engine_event
 
 [INSTANCE] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake"}])
@@ -220,7 +225,7 @@ def watched_with_stream(waiter, output=b"", stderr=b""):
     frames += [(_docker.STDERR, stderr)] if stderr else []
     stream, engine = own_attach(*frames)
     follower = _output.OutputFollower("c1", merge_limits({})["output"], waiter.mailbox, stream)
-    watched = _watched.Watched("j1", "c1", merge_limits({}), time.time(), follower)
+    watched = _watched.WatchedContainer("j1", "c1", merge_limits({}), time.time(), follower)
     waiter.watched["c1"] = watched
     waiter.by_job["j1"] = "c1"
     pump_while_readable(waiter, watched)
@@ -558,7 +563,7 @@ class SlowSizes:
 def test_a_costly_size_check_comes_back_later(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
-    one = _watched.Watched("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
+    one = _watched.WatchedContainer("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
     engine = SlowSizes(clock, cost=0.2)
     assert not one.check_disk(engine, 0.5, clock[0])
     assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_COST_RATIO * 0.2)
@@ -568,7 +573,7 @@ def test_a_costly_size_check_comes_back_later(monkeypatch):
         clock[0] = now = one.disk_due_at
         assert not one.check_disk(engine, 0.5, now) and engine.calls in (2, 3)
         assert one.disk_due_at == pytest.approx(now + 0.5)
-    cheap = _watched.Watched("j2", "c2", merge_limits({"disk": 10}), time.time(), None)
+    cheap = _watched.WatchedContainer("j2", "c2", merge_limits({"disk": 10}), time.time(), None)
     engine = SlowSizes(clock, cost=0.001, size=11)
     start = clock[0]
     assert cheap.check_disk(engine, 0.5, start)
@@ -578,7 +583,7 @@ def test_a_costly_size_check_comes_back_later(monkeypatch):
 def test_a_size_check_comes_back_within_the_longest_period(monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
-    one = _watched.Watched("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
+    one = _watched.WatchedContainer("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
     assert not one.check_disk(SlowSizes(clock, cost=2.0), 0.5, clock[0])
     assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_MAX_PERIOD)
 

@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from backend._messages import Mailbox
-from backend._waitset import Waitset, readable
+from backend.ipc._messages import Mailbox
+from backend.ipc._waitset import Waitset, readable
 
 
 def test_a_waitset_returns_what_is_ready_and_follows_changes_of_its_set():

@@ -16,10 +16,10 @@ import tarfile
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from backend._files import check_files
-from backend._job import JobSpec
-from backend._task import snapshot_task
-from backend._warm import shape_of
+from backend.model._files import check_files
+from backend.model._job import JobSpec
+from backend.model._task import snapshot_task
+from backend.dispatch._shapes import shape_of
 from conftest import IMAGE, PREFIX, api_client, shell
 from engines import BUSYBOX_BINARY
 from helpers import wait_for

@@ -5,11 +5,11 @@ import dataclasses
 
 import pytest
 
-from backend._config import parse_instances
-from backend._job import JobSpec
-from backend._placement import Placement
-from backend._task import Task, snapshot_task
-from backend._warm import WarmPool, gated, shape_of
+from backend.model._config import parse_instances
+from backend.model._job import JobSpec
+from backend.dispatch._placement import Placement
+from backend.model._task import Task, snapshot_task
+from backend.dispatch._shapes import WarmPool, gated, shape_of
 
 A, B, TLS = parse_instances([
     {"server_url": "unix:///a.sock", "name": "a", "warm_containers": 2, "warm_idle": 10,
