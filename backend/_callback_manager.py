@@ -2,7 +2,7 @@
 
 Each thread reads the *done queue* (a :class:`queue.Queue` of ended jobs, fed by the dispatcher
 thread and, for jobs that need no container, by :meth:`JobManager.new_job`). For each job it
-merges the container's part with the local check (SPEC §6), asks the dispatcher to have a
+merges the container's part with the local check (docs/results.rst), asks the dispatcher to have a
 submitter remove the job's container (a :class:`~backend.ipc._messages.RemoveContainer`, sent
 before the callback, so that a slow callback never delays the removal), and calls the callback
 in this process: a bound method, a closure or a lambda works, and nothing is pickled. A callback

@@ -1,4 +1,4 @@
-"""The JobManager: the facade users call (SPEC §3).
+"""The JobManager: the facade users call (docs/quickstart.rst).
 
 ``new_job`` validates the task and input, runs the task's local check in the caller's thread,
 and hands the job either to the dispatcher (see :mod:`backend.dispatch._dispatcher`), which places it on
@@ -69,7 +69,7 @@ class JobManager:
     """Runs jobs in containers spread over Docker engines, and calls back with their results.
 
     Args:
-        docker_instances: the engines, a list of dicts (SPEC §2).
+        docker_instances: the engines, a list of dicts (docs/configuration.rst).
         containers_directory: folder with one sub-folder (holding a ``Dockerfile``) per
             environment.
         tasks_directory: folder that relative ``task.directory`` paths resolve against.
@@ -172,7 +172,7 @@ class JobManager:
 
         Never blocks on Docker. ``inputdata`` is JSON-serialisable, or a raw task's whole stdin
         (``bytes``, ``str`` or ``None``); ``files``, ``{relative path: bytes or str}``, are
-        written into the job's working directory before it starts (SPEC §9).
+        written into the job's working directory before it starts (docs/running-programs.rst).
 
         Returns:
             The job id.
@@ -260,12 +260,12 @@ class JobManager:
             return len(self._pending)
 
     def stats(self) -> Dict[str, Any]:
-        """Counters and latencies of this manager (SPEC §3), JSON-serialisable; cheap, from
+        """Counters and latencies of this manager (docs/quickstart.rst), JSON-serialisable; cheap, from
         any thread. Keys: ``jobs`` (``submitted``, ``queued``, ``running``, ``ended``,
         ``by_status``, ``by_reason`` per status), ``engines`` (per engine: ``reachable``,
         ``running`` (this manager's), ``engine_running`` (every manager's, counted from the
         engine), ``managers``, ``capacity`` (None: no limit), ``warm_containers`` (started
-        or starting, SPEC §10), ``warm_hits`` (jobs served warm)), ``queue_wait`` and
+        or starting, docs/performance.rst, warm starts), ``warm_hits`` (jobs served warm)), ``queue_wait`` and
         ``run_time`` (``p50``, ``p95`` in seconds over the last 1000 jobs, ``count``; and
         since the start, for histograms: ``buckets``, a list of ``[upper bound, jobs at or
         below it]``, ``sum`` and ``total``). See :doc:`/engines` and :doc:`/operations`
@@ -372,7 +372,7 @@ def build_all(configs: Sequence[InstanceConfig], folder: Optional[str], names: L
 
 
 def _stdin(snapshot: TaskSnapshot, inputdata: Any, job_id: str) -> bytes:
-    """A job's stdin: the JSON line of SPEC §5, or a raw job's input as it is (SPEC §9).
+    """A job's stdin: the JSON line of docs/protocol.rst, or a raw job's input as it is (docs/running-programs.rst).
 
     Raises:
         TypeError: the input cannot be sent.

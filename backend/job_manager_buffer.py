@@ -1,4 +1,4 @@
-"""A batch front-end: submit many jobs, then collect their results (SPEC §7)."""
+"""A batch front-end: submit many jobs, then collect their results (docs/quickstart.rst)."""
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,4 @@
-"""A blocking front-end: run one job and get its result (SPEC §7)."""
+"""A blocking front-end: run one job and get its result (docs/quickstart.rst)."""
 from __future__ import annotations
 
 import threading
@@ -31,7 +31,7 @@ class JobManagerSync:
         Args:
             timeout: seconds to wait; ``None`` waits until the job ends (its own limits
                 bound it).
-            files: written into the job's working directory before it starts (SPEC §9).
+            files: written into the job's working directory before it starts (docs/running-programs.rst).
 
         Raises:
             TimeoutError: the job did not end in time; it is killed.

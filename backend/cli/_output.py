@@ -10,7 +10,7 @@ from typing import Counter, Iterable, List, Sequence, TextIO, Tuple
 
 from backend.model import Result
 
-#: The statuses in the order the summaries list them (SPEC §6).
+#: The statuses in the order the summaries list them (docs/results.rst).
 STATUS_ORDER = ("success", "failed", "error", "timeout", "overflow", "crash", "killed")
 
 

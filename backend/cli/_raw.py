@@ -1,4 +1,4 @@
-"""The command line's raw jobs (``jobmanager run --raw``, SPEC §9): reading the job's stdin
+"""The command line's raw jobs (``jobmanager run --raw``, docs/running-programs.rst): reading the job's stdin
 and ``--file NAME=PATH`` options, printing its stdout and stderr, and its exit code.
 
 Called by :mod:`backend.cli` only, in the caller's main thread; with :mod:`backend.cli` and

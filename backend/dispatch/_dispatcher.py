@@ -29,7 +29,7 @@ every manager sharing it), which placement counts against ``max_concurrent_jobs`
 it defers (fairness between managers) wakes the loop at its time. After each turn the loop
 updates the manager's :class:`~backend.dispatch._stats.Stats`.
 
-Warm containers (SPEC §10) are :class:`~backend.dispatch._warm.WarmStarts`'s: the loop also
+Warm containers (docs/performance.rst, warm starts) are :class:`~backend.dispatch._warm.WarmStarts`'s: the loop also
 waits on their attaches, a queued job of their shape takes one before placement, and they
 are started once no job has waited for a second.
 
@@ -348,7 +348,7 @@ class Dispatcher(threading.Thread):
             return
         self.placement.ended(job)
         if isinstance(result.get("run"), dict):
-            result["run"]["warm"] = job.warm  # SPEC §10
+            result["run"]["warm"] = job.warm  # docs/performance.rst, warm starts
         job.move(JobState.DONE)
         job.result = result
         self.jobs.pop(job.job_id, None)

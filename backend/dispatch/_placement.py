@@ -6,7 +6,7 @@ bookkeeping (no pipe, no process; the clock is the caller's ``now``): the dispat
 (:mod:`backend.dispatch._dispatcher`) owns the one instance and is its only caller; the unit tests drive
 it directly.
 
-Several managers may share an engine (SPEC §3): its load is this manager's jobs (``running``,
+Several managers may share an engine (docs/quickstart.rst): its load is this manager's jobs (``running``,
 creating ones included) plus the other managers' containers, as the engine's
 :class:`~backend.ipc._messages.EngineLoad` counts them. Two rules keep all of them within
 ``max_concurrent_jobs``, without talking to each other:

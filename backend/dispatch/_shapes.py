@@ -1,4 +1,4 @@
-"""The warm pool's bookkeeping (SPEC §10): which warm containers each engine has, of which
+"""The warm pool's bookkeeping (docs/performance.rst, warm starts): which warm containers each engine has, of which
 task shape, which are starting, which shapes are wanted, and when idle ones expire.
 
 A *task shape* is the whole container definition of a job (:func:`shape_of`): two jobs of

@@ -1,4 +1,4 @@
-"""Warm starts in the dispatcher (SPEC §10): starting warm containers, writing a job into
+"""Warm starts in the dispatcher (docs/performance.rst, warm starts): starting warm containers, writing a job into
 one, and removing them.
 
 A warm container is made like a job's (a submitter's ``Submit`` with ``warm=True``: created

@@ -1,4 +1,13 @@
-"""TODO: what backend.docker offers the rest of the package."""
+"""The Docker layer: the one place where an engine is called.
+
+Owns :class:`Engine` (one per process and engine: version negotiation, every call, every
+error translated into :class:`DockerFailure`, which carries the reason a job ends with), the
+container definition (limits, hardening, labels, the warm gate), the HTTP/1.1 client over
+unix sockets, TCP, TLS and ssh (``docker system dial-stdio``), the attach's frames and the
+event stream, and the writing of a job's input without blocking. Callers see
+:class:`DockerFailure` and never a transport exception. Called by the submitters, the
+waiters, the command line and the JobManager's image builds; docker-py is not used.
+"""
 from __future__ import annotations
 
 from backend.docker._client import (CONTAINER_EVENTS, DockerFailure, EVENTS_IDLE_TIMEOUT, Engine,

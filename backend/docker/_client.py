@@ -9,7 +9,7 @@ them CPU per call and some 15 MiB of memory). docker-py is not used: image build
 that TLS settings become an SSL context in one place.
 
 Every error of a call, of a stream or of a listing becomes a :class:`DockerFailure` carrying
-one of the reasons of SPEC §6 (``no_image``, ``engine_unreachable``, ``start_failed``):
+one of the reasons of docs/results.rst (``no_image``, ``engine_unreachable``, ``start_failed``):
 callers catch that one type and never see a transport error. Streams (a container's attach,
 the event stream) are :class:`OutputStream` and :class:`EventStream`; their iteration raises
 only :class:`DockerFailure` too.
@@ -323,7 +323,7 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     Over TLS, a half-close is not possible: the attach is for stdin only, nothing is written
     here, and closing it is the job's end of file.
 
-    ``warm``: a warm container (SPEC §10), labelled so; nothing is written, its stdin stays
+    ``warm``: a warm container (docs/performance.rst, warm starts), labelled so; nothing is written, its stdin stays
     open for the job that will take it. ``gate``: its program waits behind the gate
     (:func:`backend.docker._definition.gated`) until a line comes, after the job's files
     (:func:`fill`); an image without ``/bin/sh`` fails with ``no_shell`` set.
@@ -350,7 +350,7 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         container_id = engine.create(options, name)
         if gate and not engine.has_shell(options["Image"], container_id):
             raise _no_shell(f"image {options['Image']} has no {_container.GATE_SHELL}")
-        if spec.files:  # before the start: the job finds them there (SPEC §9)
+        if spec.files:  # before the start: the job finds them there (docs/running-programs.rst)
             engine.put_archive(container_id, *upload(spec.files, options["WorkingDir"],
                                                      spec.task.user, spec.task.read_only))
         stream = engine.attach(container_id, stdin=True, output=plain)

@@ -1,5 +1,5 @@
 """A job's container definition: the body of ``POST /containers/create`` and the names and
-labels our containers carry (SPEC §4).
+labels our containers carry (docs/configuration.rst).
 
 Pure functions of plain data (a :class:`~backend.ipc._messages.JobSpec`, the engine's
 :class:`~backend.model._config.InstanceConfig` and :class:`~backend.docker._features.Features`): no I/O, no
@@ -17,9 +17,9 @@ from backend.model import InstanceConfig
 if TYPE_CHECKING:
     from backend.model import JobSpec
 
-#: Labels put on every container (SPEC §4).
+#: Labels put on every container (docs/configuration.rst).
 LABEL_MANAGER, LABEL_JOB, LABEL_OWNER = "backend.manager", "backend.job", "backend.owner"
-#: Label of a warm container, which has no job yet (SPEC §10).
+#: Label of a warm container, which has no job yet (docs/performance.rst, warm starts).
 LABEL_WARM = "backend.warm"
 #: The gate of a warm container for a raw job or a job with files (docs/performance.rst):
 #: ``/bin/sh`` reads one line (the gate's, written once the job's files are in), then becomes
@@ -43,7 +43,7 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
                       features: Optional[_features.Features] = None, warm: bool = False
                       ) -> Dict[str, Any]:
     """The body of ``POST /containers/create`` for a job: limits, hardening, labels (with
-    :data:`LABEL_WARM` for a warm container, SPEC §10).
+    :data:`LABEL_WARM` for a warm container, docs/performance.rst, warm starts).
 
     Like ``docker run -i``: stdin open for one attach (``StdinOnce``), so that the job sees
     end of file once its input is written. ``features`` (the engine's, see

@@ -2,7 +2,7 @@
 
 A job that never reads its stdin (or exits before reading all of it) must not hold anyone:
 the engine stops reading the attach once the job's stdin is gone, so a blocking ``sendall``
-of an input larger than the socket's buffers would never return (SPEC §9, last item). The
+of an input larger than the socket's buffers would never return (docs/running-programs.rst, last item). The
 input is therefore written in up to two steps, each under the job's clock:
 
 - :func:`write_available`, by the submitter right after the start: what fits in the socket's

@@ -28,7 +28,7 @@ CALL_ERRORS = (HttpError, OSError, ValueError, KeyError, TypeError)
 
 
 class DockerFailure(Exception):
-    """A Docker call failed. ``reason`` is a SPEC §6 reason; ``retryable`` marks an engine
+    """A Docker call failed. ``reason`` is a docs/results.rst reason; ``retryable`` marks an engine
     that did not answer (the connection failed or timed out), so the job may go elsewhere;
     ``not_found``, an engine that answered that the container (or image) does not exist. An
     engine's error answer (4xx, 5xx) is never ``retryable``: the engine answered.

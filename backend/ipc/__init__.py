@@ -1,4 +1,13 @@
-"""TODO: what backend.ipc offers the rest of the package."""
+"""What crosses between a JobManager's threads and processes.
+
+Owns every message (small named types, one table of sender and receiver in
+:mod:`backend.ipc._messages`), the :class:`Mailbox` that carries in-process messages to a
+thread waiting on pipes, the :class:`Waitset` every loop waits on, :class:`Handlers` (the one
+way a loop hands a message to its handler, by type), :func:`send` and :func:`receive` (the one
+pair that sends a message with the file descriptors it carries), and what every child process
+shares (the lifeline that ends it with the manager, its logging, its start). Used by the
+dispatcher, the submitters and the waiters alike.
+"""
 from __future__ import annotations
 
 from backend.ipc._child import configure_logging, exit_with_parent, is_running, start_process

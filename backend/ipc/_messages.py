@@ -85,7 +85,7 @@ class Submit(NamedTuple):
     engine: str
     spec: JobSpec
     container_name: str
-    warm: bool = False  # a warm container (SPEC §10): started, its input left unwritten
+    warm: bool = False  # a warm container (docs/performance.rst, warm starts): started, its input left unwritten
     gate: bool = False  # with warm: its program waits behind the gate (raw jobs, files)
     into: Optional[str] = None  # a warm container behind its gate: write the job's files there
 
@@ -122,7 +122,7 @@ class Started(NamedTuple):
 
 class StartFailed(NamedTuple):
     job_id: str
-    reason: str                  # a SPEC §6 reason
+    reason: str                  # a docs/results.rst reason
     text: str
     container_id: Optional[str]  # the container, if it was created
     retryable: bool              # the engine did not answer: the job may go elsewhere
@@ -146,8 +146,8 @@ class Watch(NamedTuple):
     kill_requested: bool
     has_stream: bool  # the job's attach follows on the pipe
     has_input: bool = False  # then the rest of its stdin, as a file (after the attach)
-    protocol: str = "json"              # how its output becomes a result (SPEC §5, §9)
-    outputs: Optional[Outputs] = None   # files to collect once it ended (SPEC §9)
+    protocol: str = "json"              # how its output becomes a result (docs/protocol.rst, docs/running-programs.rst)
+    outputs: Optional[Outputs] = None   # files to collect once it ended (docs/running-programs.rst)
 
 
 class KillRunning(NamedTuple):

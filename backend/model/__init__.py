@@ -1,4 +1,14 @@
-"""TODO: what backend.model offers the rest of the package."""
+"""The model: what a job is and what comes out of it, as plain data and pure functions.
+
+Owns the task (:class:`Task`, :class:`LocalCheck`, the limits and the picklable
+:class:`TaskSnapshot` that crosses to the children), a job's record (:class:`Job`, its
+:class:`JobState` and :class:`JobSpec`), a job's files and outputs, the result dicts
+(how a container ended becomes a result, the merge with the local check), the configuration
+of the engines (:class:`InstanceConfig`, ``from_config`` files, the docker CLI's environment
+and contexts). No I/O but reading configuration files, no threads: every other subpackage
+builds on it, and it imports none of them. The user's pages: docs/configuration.rst,
+docs/protocol.rst, docs/results.rst, docs/running-programs.rst.
+"""
 from __future__ import annotations
 
 from backend.model._config import (InstanceConfig, load_config, parse_instances, parse_ssh_url,

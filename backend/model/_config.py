@@ -1,4 +1,4 @@
-"""Validated configuration: docker instances (SPEC §2) and the ``from_config`` file format."""
+"""Validated configuration: docker instances (docs/configuration.rst) and the ``from_config`` file format."""
 from __future__ import annotations
 
 import ipaddress
@@ -39,7 +39,7 @@ CONFIG_KEYS = {
 
 @dataclass(frozen=True)
 class InstanceConfig:
-    """One Docker engine, validated (SPEC §2). Picklable: it is sent to every child process."""
+    """One Docker engine, validated (docs/configuration.rst). Picklable: it is sent to every child process."""
 
     server_url: str
     name: str
@@ -50,7 +50,7 @@ class InstanceConfig:
     max_concurrent_jobs: int = 100
     build_containers_on_start: bool = False
     runtime: Optional[str] = None
-    warm_containers: int = 0  # SPEC §10: 0 = off
+    warm_containers: int = 0  # docs/performance.rst, warm starts: 0 = off
     warm_idle: float = 60.0
 
     @classmethod

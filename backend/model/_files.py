@@ -1,4 +1,4 @@
-"""A job's files (SPEC §9): the rules of their paths, the tar written into the container
+"""A job's files (docs/running-programs.rst): the rules of their paths, the tar written into the container
 before its start, and the reading of its outputs after its end.
 
 Pure functions over plain data, no I/O and no threads: :func:`check_files` and

@@ -26,7 +26,7 @@ class JobSpec:
     job_id: str
     task: TaskSnapshot
     stdin: bytes
-    files: Files = ()  # written into the working directory before the start (SPEC §9)
+    files: Files = ()  # written into the working directory before the start (docs/running-programs.rst)
 
     @property
     def workdir(self) -> Optional[str]:
@@ -41,7 +41,7 @@ class JobSpec:
 
 
 class Outputs(NamedTuple):
-    """The outputs of a job (SPEC §9): paths relative to ``workdir`` (None: the image's)."""
+    """The outputs of a job (docs/running-programs.rst): paths relative to ``workdir`` (None: the image's)."""
 
     workdir: Optional[str]
     paths: Tuple[str, ...]
@@ -80,7 +80,7 @@ class Job:
         job_id: the job's id (a uuid4 hex).
         task: the user's task object, handed back to the callback.
         callback: ``callback(job_id, task, result)``, called by a callback manager.
-        local: the task's local check, merged with the container's part (SPEC §6).
+        local: the task's local check, merged with the container's part (docs/results.rst).
         spec: what a submitter needs to run it; ``None`` for a job that needs no container.
         state: see :class:`JobState`.
         engine: the name of the engine of its current (or last) attempt.
@@ -90,7 +90,7 @@ class Job:
         started_at: epoch seconds its container started at.
         queued_at: epoch seconds it was made at.
         result: the container's part of its result, set when it ends.
-        warm: it was written into a warm container (SPEC §10, :mod:`backend.dispatch._shapes`).
+        warm: it was written into a warm container (docs/performance.rst, warm starts, :mod:`backend.dispatch._shapes`).
         children_lost: the waiters that died while watching its container; at
             :data:`MAX_CHILDREN_LOST` it ends instead of going to another one.
     """

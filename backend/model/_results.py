@@ -13,12 +13,12 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 from backend.model._task import LocalCheck
 
-#: A result dict (SPEC §6), or its container part before the merge with the local check.
+#: A result dict (docs/results.rst), or its container part before the merge with the local check.
 Result = Dict[str, Any]
 
 CONTAINER_STATUSES = ("success", "failed", "error", "timeout", "overflow")
 
-#: The status each reason gives (SPEC §6).
+#: The status each reason gives (docs/results.rst).
 REASON_STATUS = {
     "cpu_time": "timeout", "wall_time": "timeout", "memory": "overflow", "output": "overflow",
     "killed": "killed", "no_image": "crash", "engine_lost": "crash",
@@ -55,11 +55,11 @@ class ContainerEnd(NamedTuple):
     killed_from_outside: bool = False  # a kill event we did not send
     engine_was_lost: bool = False      # the engine stopped answering while it ran
     output_size: int = 0               # the most bytes of output known (collected or seen)
-    protocol: str = "json"             # "raw": stdout is not parsed (SPEC §9)
+    protocol: str = "json"             # "raw": stdout is not parsed (docs/running-programs.rst)
 
 
 def end_reason(end: ContainerEnd) -> Optional[str]:
-    """The SPEC §6 reason of a container's end (None: it ended by itself), by precedence:
+    """The docs/results.rst reason of a container's end (None: it ended by itself), by precedence:
     our reason, memory, CPU time, disk, output, killed from outside, engine lost."""
     if end.our_reason is not None:
         return end.our_reason
@@ -112,7 +112,7 @@ def lost_result(host: str, container_id: str, duration: float, stopped: bool
 
 def make_result(status: str, text: str = "", problems: Optional[Dict[str, str]] = None,
                 run: Optional[Dict[str, Any]] = None, **extra: Any) -> Dict[str, Any]:
-    """Builds a result dict with every key SPEC §6 promises."""
+    """Builds a result dict with every key docs/results.rst promises."""
     result = dict(extra)
     result.update(result=status, text=text, problems=dict(problems or {}))
     if run is not None:
@@ -291,7 +291,7 @@ def container_result(stdout: bytes, stderr: bytes, exit_code: Optional[int],
 def raw_result(stdout: bytes, stderr: bytes, exit_code: Optional[int], reason: Optional[str],
                limits: Dict[str, Any], host: str, container_id: str, duration: float
                ) -> Dict[str, Any]:
-    """The container's part of a raw job's result (SPEC §9): ``success`` on exit code 0,
+    """The container's part of a raw job's result (docs/running-programs.rst): ``success`` on exit code 0,
     ``failed`` otherwise, unless ``reason`` ended it; ``run["stdout"]`` and ``run["stderr"]``
     keep their heads and tails within ``limits["output"]`` bytes together."""
     stdout_text, stderr_text = cap_pair(stdout, stderr, int(limits["output"]))
@@ -332,7 +332,7 @@ def _problems(problems: Any) -> Dict[str, str]:
 
 
 def merge(local: LocalCheck, container: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Merges the local check with the container's result (SPEC §6).
+    """Merges the local check with the container's result (docs/results.rst).
 
     Without a container, the local check is the result. When the container says success or
     failed, the job succeeds only if both did; texts are joined and problems merged per id.

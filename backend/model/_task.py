@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 from backend.model._files import check_paths, check_workdir
 __all__ = ["Task", "LocalCheck", "DEFAULT_LIMITS", "merge_limits"]
 
-#: Limits applied to every job, merged under ``task.limits`` (SPEC §4).
+#: Limits applied to every job, merged under ``task.limits`` (docs/configuration.rst).
 DEFAULT_LIMITS: Dict[str, Optional[float]] = {
     "time": 30,            # CPU seconds
     "hard_time": None,     # wall seconds; None means 3 x time
@@ -30,7 +30,7 @@ DEFAULT_LIMITS: Dict[str, Optional[float]] = {
 }
 
 _INTEGER_LIMITS = {"memory", "output", "processes", "file_size", "disk"}
-#: A task's protocols: a JSON line in, a JSON object out (SPEC §5), or any program (§9).
+#: A task's protocols: a JSON line in, a JSON object out (docs/protocol.rst), or any program (docs/running-programs.rst).
 PROTOCOLS = ("json", "raw")
 
 STATUSES = ("success", "failed", "error", "timeout", "overflow", "crash", "killed")
@@ -107,8 +107,8 @@ class Task:
         network: give the container a network (off by default).
         read_only: read-only root file system, with a size-capped ``tmpfs`` at ``/tmp``.
         user: ``"uid:gid"`` to run as, instead of the image's user.
-        protocol: ``"json"`` (SPEC §5) or ``"raw"``: any program, with its own stdin,
-            stdout, stderr and exit code (SPEC §9).
+        protocol: ``"json"`` (docs/protocol.rst) or ``"raw"``: any program, with its own stdin,
+            stdout, stderr and exit code (docs/running-programs.rst).
         workdir: the job's working directory, an absolute path in the container (default:
             the image's, or ``/job`` when the job has files).
         outputs: paths, relative to the working directory, of files or folders returned in

@@ -1,4 +1,13 @@
-"""TODO: what backend.watch offers the rest of the package."""
+"""A waiter's parts: what it knows of the containers of its engine.
+
+Owns :class:`WatchedContainer` (one container until its job's result is reported: its
+events, its end, its outputs), :class:`OutputFollower` (the job's own attach, read in the
+waiter's main loop), :class:`EventFollower` (the engine's event stream, a thread),
+:class:`LoadCounter` (every manager's containers on the engine, a thread) and
+:class:`HealthProbe` (a ping with a short deadline, a thread). Used by
+:mod:`backend._waiter` only, whose main thread owns what the threads report through its
+mailbox.
+"""
 from __future__ import annotations
 
 from backend.watch._container import PendingEnd, WatchedContainer

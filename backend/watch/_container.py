@@ -60,7 +60,7 @@ class WatchedContainer:
     ended_at: Optional[float] = None
     pending_end: Optional[PendingEnd] = None
     writer: Optional[docker.InputWriter] = None  # the rest of its input, if any
-    watch: Optional[Watch] = None  # its protocol and outputs (SPEC §9)
+    watch: Optional[Watch] = None  # its protocol and outputs (docs/running-programs.rst)
     disk_due_at: float = 0.0  # time.monotonic() of its next size check (the disk watch)
     disk_seen: int = 0  # the most bytes its writable layer was seen to hold
     disk_cost: Optional[float] = None  # seconds its last size check took

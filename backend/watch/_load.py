@@ -1,7 +1,7 @@
 """The load counter of a waiter: how many containers every manager runs on one engine.
 
 Several managers (the workers of a web application, several machines) may share an engine;
-its ``max_concurrent_jobs`` bounds all their containers (SPEC §3). Each waiter
+its ``max_concurrent_jobs`` bounds all their containers (docs/quickstart.rst). Each waiter
 (:mod:`backend._waiter`) owns one :class:`LoadCounter`, which counts the containers labelled
 ``backend.manager`` (by any manager, warm ones included) that are created or running, and
 puts an :class:`~backend.ipc._messages.EngineLoad` in the waiter's mailbox whenever the count
