@@ -2,7 +2,7 @@
 #   make test    - venv, apt packages, the cgroup v2 VM, the test suite (it starts its own
 #                  private engines), the suite on cgroup v2 (test-cgroup2), the other Pythons
 #                  (test-pythons), mypy, docs
-#   make test-cgroup2 - tests/test_cgroup2.py on the cgroup v2 engine (a VM under qemu)
+#   make test-cgroup2 - tests/engines/test_cgroup2.py on the cgroup v2 engine (a VM under qemu)
 #   make test-pythons - the engine-free tests and the core subset on Python 3.9 and 3.13
 #   make docs    - Sphinx HTML into docs/_build/html, warnings are errors
 #   make demo    - python -m backend demo

@@ -871,7 +871,7 @@ class PodmanEngine:
 # --------------------------------------------------------------------------- cgroup v2 VM
 
 #: The kind of the cgroup v2 engine, :class:`VmEngine`. Not in :data:`KINDS`: under emulation
-#: it is too slow for the whole matrix; ``tests/test_cgroup2.py`` runs a short suite on it.
+#: it is too slow for the whole matrix; ``tests/engines/test_cgroup2.py`` runs a short suite on it.
 VM_KIND = "cgroup2"
 #: The cached VM: ``vmlinux``, ``initrd.cpio``, ``rootfs.img`` and ``recipe``.
 VM_DIR = CACHE / "vm-cgroup2"

@@ -1,7 +1,7 @@
 """Fixtures: two private Docker engines for the session, a JobManager on them, and a check,
 around every test, that no container, child process or thread outlives it.
 
-The engine matrix (``tests/test_engine_matrix.py``): ``engine_kind`` is parametrised over the
+The engine matrix (``tests/engines/test_engine_matrix.py``): ``engine_kind`` is parametrised over the
 kinds of ``scripts/engines.py`` (Docker 20.10, Docker 28.5 at API floor 1.44, Podman 4.3) and
 gives two engines of that kind, started once for the session (one kind at a time). A kind
 whose tools cannot be installed ends the session with one line. At the session's end no
@@ -9,7 +9,7 @@ dockerd, containerd, shim, Podman service, conmon or qemu under the engines root
 
 The cgroup v2 engine (``vm_engine``): a Debian 12 VM under qemu (``scripts/engines.py``
 ``VmEngine``), booted once for the session by the tests that ask for it
-(``tests/test_cgroup2.py``), reached over TCP with verified TLS."""
+(``tests/engines/test_cgroup2.py``), reached over TCP with verified TLS."""
 from __future__ import annotations
 
 import os
@@ -26,18 +26,16 @@ from engines import (KIND_PREFIXES, KINDS, VM_KIND, EngineError, PrivateEngine, 
                      VmEngine, api_version, build_busybox_image, docker_client, ensure_kinds,
                      ensure_packages, make_engine)
 
-from backend import JobManager, Task
+from backend import JobManager
 from backend.ipc._child import is_running
-
-ROOT = Path(os.environ.get("BACKEND_TEST_ENGINES_ROOT", "/tmp/djm-test"))
-PREFIX = "backend-test-"
-IMAGE = "busybox"  # the image is PREFIX + IMAGE (tests/images/busybox)
+from helpers import (IMAGE, PREFIX, ROOT, api_client, engine_client, our_containers,  # noqa: E402
+                     shell)
 
 
 def pytest_collection_modifyitems(items):
-    """The engine-free unit tests (``test_*_unit.py``) get the marker ``unit``."""
+    """The engine-free unit tests (``tests/unit/``) get the marker ``unit``."""
     for item in items:
-        if item.path.name.endswith("_unit.py"):
+        if item.path.parent.name == "unit":
             item.add_marker(pytest.mark.unit)
 
 
@@ -63,17 +61,6 @@ def python_image(engines):
     for engine in engines:
         load_python_image(engine.url, PREFIX + "python")
     return "python"
-
-
-def api_client(url: str, tls: dict | None = None) -> docker.APIClient:
-    """A docker-py client speaking the API version the library negotiates with ``url``
-    (``tls``: a TLS engine's client files, as ``VmEngine.client_tls``)."""
-    return docker_client(url, tls)
-
-
-def engine_client(engine) -> docker.APIClient:
-    """:func:`api_client` for one of the engines the fixtures start (TLS for the VM)."""
-    return api_client(engine.url, getattr(engine, "client_tls", None))
 
 
 def _prepare(engine) -> None:
@@ -174,15 +161,6 @@ def manager(instances):
         yield job_manager
 
 
-def shell(script: str, **options) -> Task:
-    """A busybox task that runs ``script`` with ``sh -c``."""
-    return Task(IMAGE, command=["sh", "-c", script], **options)
-
-
-def ok_script(extra: str = "") -> str:
-    return "read line; " + extra + "echo '{\"result\": \"success\"}'"
-
-
 # -- leak check --------------------------------------------------------------------------
 
 def _descendants(pid: int):
@@ -214,16 +192,6 @@ def _interpreter_wide():
         if pid:
             pids.add(pid)
     return pids
-
-
-def our_containers(engines):
-    found = []
-    for engine in engines:
-        if not engine.answers():
-            continue
-        with engine_client(engine) as client:
-            found += client.containers(all=True, filters={"label": "backend.manager"})
-    return found
 
 
 def _wait_for(predicate, timeout: float):

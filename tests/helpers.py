@@ -1,6 +1,57 @@
-"""Helpers shared by several test files (the fixtures are in ``conftest.py``)."""
+"""Helpers shared by the test files (the fixtures are in ``conftest.py``): the engines'
+root, the test image, docker-py clients for checking from outside, tasks, and waits.
+
+The tests are in two folders: ``unit/`` (no engine: pure units, fakes, fuzzing) and
+``engines/`` (real engines, which the fixtures start and stop)."""
+from __future__ import annotations
+
+import os
+import sys
 import time
+from pathlib import Path
 from typing import Callable
+
+import docker
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from engines import docker_client  # noqa: E402
+
+from backend import Task  # noqa: E402
+
+ROOT = Path(os.environ.get("BACKEND_TEST_ENGINES_ROOT", "/tmp/djm-test"))
+PREFIX = "backend-test-"
+IMAGE = "busybox"  # the image is PREFIX + IMAGE (tests/images/busybox)
+
+
+def api_client(url: str, tls: dict | None = None) -> docker.APIClient:
+    """A docker-py client speaking the API version the library negotiates with ``url``
+    (``tls``: a TLS engine's client files, as ``VmEngine.client_tls``)."""
+    return docker_client(url, tls)
+
+
+def engine_client(engine) -> docker.APIClient:
+    """:func:`api_client` for one of the engines the fixtures start (TLS for the VM)."""
+    return api_client(engine.url, getattr(engine, "client_tls", None))
+
+
+def shell(script: str, **options) -> Task:
+    """A busybox task that runs ``script`` with ``sh -c``."""
+    return Task(IMAGE, command=["sh", "-c", script], **options)
+
+
+def ok_script(extra: str = "") -> str:
+    return "read line; " + extra + "echo '{\"result\": \"success\"}'"
+
+
+def our_containers(engines):
+    found = []
+    for engine in engines:
+        if not engine.answers():
+            continue
+        with engine_client(engine) as client:
+            found += client.containers(all=True, filters={"label": "backend.manager"})
+    return found
+
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:

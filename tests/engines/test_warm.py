@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from backend import JobManager, JobManagerSync
-from conftest import PREFIX, api_client, our_containers, shell
+from helpers import PREFIX, api_client, our_containers, shell
 from helpers import wait_for
 
 #: A JSON job that says whether its container was used before (a file left in /tmp).
@@ -57,7 +57,7 @@ def test_each_job_has_a_fresh_container_and_run_says_warm(engines):
         assert len({r["run"]["container_id"] for r in results}) == 4
         stats = manager.stats()["engines"][engine.name]
         assert (stats["warm_containers"], stats["warm_hits"]) == (1, 3)
-        # a raw job and a job with files have shapes of their own (tests/test_warm_exec.py)
+        # a raw job and a job with files have shapes of their own (tests/engines/test_warm_exec.py)
         raw = sync.new_job(shell("cat", protocol="raw"), "x", timeout=30)
         assert raw["result"] == "success" and raw["run"]["warm"] is False
         with_files = sync.new_job(MARKER, 9, timeout=30, files={"a.txt": "a"})

@@ -20,7 +20,7 @@ from backend.model._files import check_files
 from backend.model._job import JobSpec
 from backend.model._task import snapshot_task
 from backend.dispatch._shapes import shape_of
-from conftest import IMAGE, PREFIX, api_client, shell
+from helpers import IMAGE, PREFIX, api_client, shell
 from engines import BUSYBOX_BINARY
 from helpers import wait_for
 

@@ -14,7 +14,7 @@ import pytest
 
 from backend import JobManager
 from helpers import wait_for
-from conftest import PREFIX, ok_script, shell
+from helpers import PREFIX, ok_script, shell
 
 CREATE = b"POST /v1.41/containers/create"
 REMOVE_BY_NAME = b"DELETE /v1.41/containers/backend-"

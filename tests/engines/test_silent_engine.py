@@ -19,7 +19,7 @@ from backend.watch._probe import PROBE_EVERY, PROBE_TIMEOUT
 from backend.dispatch._supervisor import STOP_GRACE
 from backend._waiter import ENGINE_LOST_AFTER
 from helpers import wait_for
-from conftest import PREFIX, ok_script, shell
+from helpers import PREFIX, ok_script, shell
 
 #: Seconds for the probe to find an engine silent, at most.
 FOUND = PROBE_EVERY + PROBE_TIMEOUT

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from typing import Any, List, Tuple
 
 from backend import JobManager, Task
-from conftest import api_client, ok_script, shell
+from helpers import api_client, ok_script, shell
 from helpers import wait_for
 
 MB = 1_000_000

@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from backend import JobManagerBuffer, Task
-from conftest import ok_script, shell
+from helpers import ok_script, shell
 
 
 def test_buffer_lifecycle(manager):

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from backend import JobManager, JobManagerBuffer, JobManagerSync, Task
-from conftest import IMAGE, PREFIX
+from helpers import IMAGE, PREFIX
 from helpers import wait_for
 
 MIB = 1024 * 1024

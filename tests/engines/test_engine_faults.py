@@ -7,7 +7,7 @@ import pytest
 from backend import JobManager
 from backend.model._job import JobState
 from helpers import wait_for
-from conftest import PREFIX, IMAGE, ROOT, ok_script, shell
+from helpers import PREFIX, IMAGE, ROOT, ok_script, shell
 from engines import PrivateEngine, build_busybox_image
 
 

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from backend import JobManager, JobManagerBuffer
-from conftest import PREFIX, api_client, ok_script, shell
+from helpers import PREFIX, api_client, ok_script, shell
 from helpers import wait_for
 
 SLOTS = 2

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from backend import JobManager, JobManagerSync
-from conftest import PREFIX, ROOT, IMAGE, ok_script, shell
+from helpers import PREFIX, ROOT, IMAGE, ok_script, shell
 from engines import PrivateEngine, build_busybox_image, make_certificates
 
 

@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from backend import JobManager, JobManagerSync, LocalCheck, Task
-from conftest import IMAGE, ok_script, shell
+from helpers import IMAGE, ok_script, shell
 
 RESULT_KEYS = {"result", "text", "problems", "run"}
 RUN_KEYS = {"warm", "host", "container_id", "exit_code", "duration", "stderr", "reason"}

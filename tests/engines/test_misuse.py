@@ -9,7 +9,7 @@ import pytest
 
 from backend import JobManager, JobManagerBuffer, JobManagerSync
 from backend._callback_manager import CallbackThreads
-from conftest import ok_script, shell
+from helpers import ok_script, shell
 
 
 def blocking_calls(manager):

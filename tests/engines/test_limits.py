@@ -3,7 +3,7 @@
 import pytest
 
 from backend import JobManagerSync
-from conftest import shell
+from helpers import shell
 
 
 def run(manager, task, inputdata=None):

@@ -12,7 +12,7 @@ import pytest
 
 from backend import JobManager, JobManagerSync, Task
 from backend.model._files import ENTRY_COST, MAX_LEFT_OUT
-from conftest import IMAGE, PREFIX, ok_script, shell
+from helpers import IMAGE, PREFIX, ok_script, shell
 
 #: Seconds a verdict may take after the container's end (its own run is timed apart).
 VERDICT_BOUND = 10.0

@@ -19,7 +19,7 @@ from backend import docker as _docker
 from backend.docker import _features
 from backend.model._config import InstanceConfig
 from backend.model._job import JobState
-from conftest import PREFIX, api_client, ok_script, our_containers, shell
+from helpers import PREFIX, api_client, ok_script, our_containers, shell
 from helpers import wait_for
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from backend import JobManager, JobManagerSync, Task
 from backend.model._job import JobState
-from conftest import IMAGE, PREFIX, engine_client, ok_script, shell
+from helpers import IMAGE, PREFIX, engine_client, ok_script, shell
 from helpers import wait_for
 
 #: The first test boots the VM (and builds it, if ``make ensure`` did not): 600 s for each.

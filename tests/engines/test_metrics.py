@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from backend import JobManager, metrics
 from backend.dispatch._stats import BUCKETS
-from conftest import ok_script, shell
+from helpers import ok_script, shell
 from helpers import wait_for
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from backend import JobManager, JobManagerSync, Task
 from backend.ipc._child import is_running
-from conftest import ok_script, our_containers, shell
+from helpers import ok_script, our_containers, shell
 
 NOWHERE = {"server_url": "unix:///nonexistent/docker.sock", "name": "nowhere"}
 

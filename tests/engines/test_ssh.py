@@ -12,7 +12,7 @@ from backend import JobManager, JobManagerSync, Task
 from backend import docker as _docker
 from backend.model._config import InstanceConfig
 from backend.model._job import JobState
-from conftest import PREFIX, ROOT, ok_script, shell
+from helpers import PREFIX, ROOT, ok_script, shell
 from helpers import wait_for
 from sshd import TestSshd, ssh_processes
 

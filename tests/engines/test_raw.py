@@ -10,7 +10,7 @@ import time
 import pytest
 
 from backend import JobManager, JobManagerBuffer, JobManagerSync, LocalCheck, Task
-from conftest import IMAGE, PREFIX, api_client, shell
+from helpers import IMAGE, PREFIX, api_client, shell
 from helpers import wait_for
 
 

@@ -11,7 +11,7 @@ import docker
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from conftest import IMAGE, PREFIX, ok_script, shell
+from helpers import IMAGE, PREFIX, ok_script, shell
 
 
 def run(manager, task, inputdata=None):
