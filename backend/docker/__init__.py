@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from backend.docker._client import (CONTAINER_EVENTS, DockerFailure, EVENTS_IDLE_TIMEOUT, Engine,
                                     EventStream, LABEL_JOB, LABEL_MANAGER, OutputStream, STDERR,
-                                    STDOUT, adopt_stream, build_image, connect, container_name,
-                                    container_options, create_and_start, dead_managers_containers,
-                                    demultiplex, fill, is_not_found, manager_containers,
-                                    remove_containers)
+                                    STDOUT, adopt_stream, connect, container_name,
+                                    container_options, demultiplex, is_not_found)
+from backend.docker._containers import (build_image, create_and_start, dead_managers_containers,
+                                        fill, manager_containers, remove_containers)
 from backend.docker._features import unreported_oom
 from backend.docker._input import (InputWriter, receive_input, start_writer, stop_writer,
                                    write_within)

@@ -1,0 +1,207 @@
+"""What the manager does with containers, through an :class:`~backend.docker._client.Engine`:
+create and start a job's (its files written before the start, its attach made first), fill a
+warm container with a job's files, remove containers and find those of this manager or of
+dead ones (the orphan sweep), and build images from a folder (a context packed by
+:mod:`tarfile`, over the same client). Every failure is a
+:class:`~backend.docker._streams.DockerFailure`. Called by the submitters, the command line
+and the JobManager's image builds.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import socket
+import tarfile
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+from backend.docker import _definition as _container
+from backend.docker import _features, _input
+from backend.docker._client import Engine, OutputStream, _object, connect
+from backend.docker._http import sent_nothing
+from backend.docker._definition import LABEL_MANAGER, LABEL_OWNER, container_options
+from backend.docker._streams import DockerFailure, EventStream, short_text, translate
+from backend.model import InstanceConfig, upload
+
+if TYPE_CHECKING:
+    from backend.model import JobSpec
+
+logger = logging.getLogger("backend")
+
+
+def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
+                     warm: bool = False, gate: bool = False) -> Tuple[str, OutputStream, int]:
+    """Creates the job's container (named ``name``), attaches, starts it, and writes what
+    of its stdin the connection takes without blocking (:func:`backend.docker._input.write_available`);
+    when that is all of it, closes stdin.
+
+    The write never blocks: a job that does not read its input (the engine then stops
+    reading the attach) cannot hold the caller. The rest of the input is the caller's to
+    write, under the job's clock (:mod:`backend.docker._input`).
+
+    On a plain connection (a unix socket, or TCP without TLS) the attach takes stdout and
+    stderr too, and stays open after stdin's end of file (a half-close): the caller passes it
+    on, for the waiter to read every byte the job prints and to write the rest of the input.
+    Over TLS, a half-close is not possible: the attach is for stdin only, nothing is written
+    here, and closing it is the job's end of file.
+
+    ``warm``: a warm container (docs/performance.rst, warm starts), labelled so; nothing is written, its stdin stays
+    open for the job that will take it. ``gate``: its program waits behind the gate
+    (:func:`backend.docker._definition.gated`) until a line comes, after the job's files
+    (:func:`fill`); an image without ``/bin/sh`` fails with ``no_shell`` set.
+
+    Returns:
+        ``(container_id, stream, written)``: the open attach (its ``sock`` is the
+        connection; the caller closes it), and the bytes of stdin written.
+
+    Raises:
+        DockerFailure: the container could not be created or started. ``text`` says why;
+            the container, if created, is left for the caller to remove.
+    """
+    config = engine.config
+    options = container_options(spec, config, manager_id, owner, engine.features, warm)
+    container_id = None
+    plain = engine.http.plain
+    try:
+        if gate:
+            entrypoint, command = engine.image_command(options["Image"])
+            try:
+                options = _container.gated(options, entrypoint, spec.task.command or command)
+            except ValueError as error:
+                raise _no_shell(f"image {options['Image']}: {error}") from None
+        container_id = engine.create(options, name)
+        if gate and not engine.has_shell(options["Image"], container_id):
+            raise _no_shell(f"image {options['Image']} has no {_container.GATE_SHELL}")
+        if spec.files:  # before the start: the job finds them there (docs/running-programs.rst)
+            engine.put_archive(container_id, *upload(spec.files, options["WorkingDir"],
+                                                     spec.task.user, spec.task.read_only))
+        stream = engine.attach(container_id, stdin=True, output=plain)
+        try:
+            engine.start(container_id)
+        except BaseException:
+            stream.close()
+            raise
+        written = 0
+        if plain and not warm:
+            written = _input.write_available(stream.sock, spec.stdin)
+            if written == len(spec.stdin):
+                _input.half_close(stream.sock)  # end of file (the container has StdinOnce)
+        return container_id, stream, written
+    except BaseException as error:  # noqa: BLE001 - translated, with what was created
+        # translated again from the cause: the texts of a job's start name the container
+        cause = error.__cause__ if isinstance(error, DockerFailure) and error.__cause__ \
+            else error
+        failure = translate(cause, config, options["Image"])
+        failure.container_id = container_id
+        failure.maybe_created = container_id is None and failure.retryable and not \
+            sent_nothing(cause)
+        raise failure from error
+
+
+def _no_shell(text: str) -> DockerFailure:
+    """The failure of a gated warm container whose image cannot run the gate."""
+    failure = DockerFailure("start_failed", text)
+    failure.no_shell = True
+    return failure
+
+
+def fill(engine: Engine, spec: "JobSpec", container_id: str) -> None:
+    """Writes a job's files into a warm container waiting behind its gate, where
+    a cold start writes them: the container's working directory is the job's.
+
+    Raises:
+        DockerFailure: the engine refused or did not answer.
+    """
+    workdir = spec.workdir or "/"
+    engine.put_archive(container_id, *upload(spec.files, workdir, spec.task.user,
+                                             spec.task.read_only))
+
+
+def remove_containers(engine: Engine, containers: List[str]) -> Tuple[List[str], bool]:
+    """Removes containers (forcefully), by id or name; one that does not exist counts as
+    removed.
+
+    Returns:
+        ``(failed, reachable)``: what could not be removed, and whether the engine answered
+        (when it does not, the rest is not tried and is in ``failed``).
+    """
+    failed: List[str] = []
+    for position, container in enumerate(containers):
+        try:
+            engine.remove(container)
+        except DockerFailure as failure:  # reported to the caller as a retry
+            if failure.not_found:
+                continue
+            logger.debug("removing %s on %s failed: %s", container, engine.config.name,
+                         failure.text)
+            if failure.retryable:
+                return failed + list(containers[position:]), False
+            failed.append(container)
+    return failed, True
+
+
+def manager_containers(engine: Engine, manager_id: str) -> List[str]:
+    """Ids of every container of the manager ``manager_id`` on the engine."""
+    return [c["Id"] for c in engine.containers(f"{LABEL_MANAGER}={manager_id}")]
+
+
+def dead_managers_containers(engine: Engine) -> List[str]:
+    """Ids of the containers whose manager (label ``backend.owner``, ``hostname:pid``) was a
+    process of this host that no longer runs: the orphan sweep's targets."""
+    return [c["Id"] for c in engine.containers(LABEL_OWNER)
+            if _owner_is_gone((c.get("Labels") or {}).get(LABEL_OWNER, ""))]
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether ``hostname:pid`` names a process of this host that no longer runs."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def build_image(config: InstanceConfig, folder: str, tag: str, timeout: float = 600
+                ) -> Optional[str]:
+    """Builds ``folder`` (its ``Dockerfile`` and what is beside it: the build context) as image
+    ``tag`` on the engine of ``config``, over our own client (TLS as for every other call).
+
+    Returns:
+        ``None``, or the engine's error text (a failed step, or a failure to talk to it).
+    """
+    failed = f"building {tag} on host {config.name} failed: "
+    try:
+        context = _build_context(folder)
+    except OSError as error:
+        return failed + short_text(str(error))
+    try:
+        with connect(config, timeout) as engine:
+            with engine._translated(f"the build of {tag}"):
+                stream = engine.http.stream(
+                    "POST", engine.http.path("/build"), {"t": tag, "rm": 1, "forcerm": 1},
+                    {"Content-Type": "application/x-tar"}, context, read_timeout=timeout)
+            progress = EventStream(stream, f"the build of {tag} on {config.name}")
+            try:
+                for line in progress:  # JSON lines: {"stream": ...}, {"error": ...}
+                    if "error" in line:
+                        return str(line["error"]).strip()
+            finally:
+                progress.close()
+    except DockerFailure as failure:
+        return failed + failure.text
+    return None
+
+
+def _build_context(folder: str) -> bytes:
+    """The build context of ``folder``: a tar of everything in it, as the engine expects."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for name in sorted(os.listdir(folder)):
+            tar.add(os.path.join(folder, name), arcname=name)
+    return data.getvalue()
