@@ -10,10 +10,10 @@ submitter takes its place. A submitter keeps one connection per engine for its w
 :class:`~backend.ipc._messages.Submit`
     creates the container under the name given (one per attempt, so that a container whose
     creation was not confirmed can still be removed by name), replies ``Started`` or
-    ``StartFailed``. With ``Started.has_stream``, the job's open attach (its stdout and
-    stderr from the very start) follows on the pipe as a file descriptor
-    (:func:`multiprocessing.reduction.send_handle`), for the dispatcher to hand to the
-    waiter; ``Started.input_written`` says how much of the job's input was written
+    ``StartFailed`` (``WarmStarted``, ``WarmStartFailed`` for a warm container). With
+    ``Started.has_stream``, the job's open attach (its stdout and stderr from the very start)
+    goes with it as a file descriptor (:func:`backend.ipc.send`), for the dispatcher to hand
+    to the waiter; ``Started.input_written`` says how much of the job's input was written
     without blocking (:mod:`backend.docker._input`): the waiter writes the rest. Over TLS the whole
     input is written by a thread of the submitter, after the reply, bounded by the job's
     ``hard_time``: a job that does not read its input never holds a submitter. With ``into``
@@ -33,14 +33,14 @@ import os
 import socket
 import threading
 import time
-from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from backend import docker
 from backend.ipc import configure_logging, exit_with_parent
 from backend.model import InstanceConfig
-from backend.ipc import Exit, Remove, Removed, RemoveLeftovers, Started, StartFailed, Submit, Sweep
+from backend.ipc import (Exit, Handlers, Remove, Removed, RemoveLeftovers, Started, StartFailed,
+                         Submit, Sweep, WarmStarted, WarmStartFailed, receive, send)
 
 logger = logging.getLogger("backend")
 
@@ -63,6 +63,7 @@ class _Submitter:
         self.manager_id = manager_id
         self.owner = owner
         self.engines: Dict[str, docker.Engine] = {}
+        self.stopping = False
 
     def engine(self, engine: str) -> docker.Engine:
         connected = self.engines.get(engine)
@@ -77,32 +78,41 @@ class _Submitter:
             connected.close()
 
     def serve(self) -> None:
-        while True:
+        handlers = Handlers("submitter", {
+            Submit: self.on_submit, Remove: self.on_remove, Sweep: self.on_remove,
+            RemoveLeftovers: self.on_remove, Exit: self.on_exit})
+        while not self.stopping:
             try:
-                request = self.connection.recv()
+                request = receive(self.connection)
             except (EOFError, OSError):
                 return
-            if isinstance(request, Submit):
-                reply, stream = self.submit(request)
-                self.connection.send(reply)
-                if isinstance(reply, Started) and stream is not None and request.warm \
-                        and not reply.has_stream:  # no warm containers over TLS
-                    stream.close()
-                elif isinstance(reply, Started) and stream is not None and not reply.has_stream:
-                    self.write_input(request, reply.container_id, stream)  # TLS: from here
-                elif stream is not None:
-                    try:
-                        reduction.send_handle(self.connection, stream.sock.fileno(),
-                                              os.getppid())
-                    finally:
-                        stream.close()
-            elif isinstance(request, (Remove, Sweep, RemoveLeftovers)):
-                failed, reachable = self.remove(request)
-                self.connection.send(Removed(request.engine, tuple(failed), reachable))
+            handlers(request)
+
+    def on_submit(self, request: Submit) -> None:
+        reply, stream = self.submit(request)
+        if request.warm:  # the dispatcher's warm starts take these
+            reply = (WarmStarted if isinstance(reply, Started) else WarmStartFailed)(*reply)
+        if isinstance(reply, Started) and reply.has_stream:  # its attach goes with it
+            assert stream is not None
+            try:
+                send(self.connection, reply._replace(fds=(stream.sock.fileno(),)),
+                     os.getppid())
+            finally:
+                stream.close()
+            return
+        send(self.connection, reply)
+        if isinstance(reply, Started) and stream is not None:  # TLS: no attach is passed
+            if request.warm:  # no warm containers over TLS
+                stream.close()
             else:
-                if not isinstance(request, Exit):
-                    logger.error("submitter: unexpected request %r; exiting", request)
-                return
+                self.write_input(request, reply.container_id, stream)  # from here
+
+    def on_remove(self, request: Union[Remove, Sweep, RemoveLeftovers]) -> None:
+        failed, reachable = self.remove(request)
+        send(self.connection, Removed(request.engine, tuple(failed), reachable))
+
+    def on_exit(self, request: Exit) -> None:
+        self.stopping = True
 
     def submit(self, request: Submit) -> Tuple[Union[Started, StartFailed], Optional[_Attach]]:
         """Creates and starts a job's container; the reply, and its attach if there is one."""

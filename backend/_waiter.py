@@ -51,7 +51,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -66,7 +65,7 @@ from backend.model import Result
 from backend.watch import OutputFollower, StreamState
 from backend.watch import PROBE_TIMEOUT, HealthProbe
 from backend.model import check_json, ended_result, failure_result, lost_result
-from backend.ipc import Waitset, readable
+from backend.ipc import Handlers, Waitset, readable, receive
 from backend.watch import PendingEnd, WatchedContainer
 
 logger = logging.getLogger("backend")
@@ -98,6 +97,12 @@ class _Waiter:
         self.unreachable_since: Optional[float] = None
         self.listing_failure = ""  # the last error answer to a listing, logged once
         self.stopping = False
+        self.messages = Handlers("waiter", {  # from the dispatcher
+            Watch: self.on_watch, KillRunning: self.on_kill, Probe: self.on_probe,
+            Exit: self.on_exit, type(None): self.on_exit})
+        self.notes = Handlers("waiter", {  # from its own threads, through the mailbox
+            EngineState: self.on_engine_state, EventsCovered: self.on_events_covered,
+            DockerEvent: self.on_docker_event, OutputOverflow: self.on_overflow})
 
     def connected(self) -> docker.Engine:  # on first use, and again after a failure
         if self.probe.silent:  # no call that would wait its whole timeout
@@ -153,7 +158,7 @@ class _Waiter:
                     self.handle_notes()
                 try:
                     while readable(pipe):
-                        self.handle_message(self.connection.recv())
+                        self.handle_message(receive(self.connection))
                 except (EOFError, OSError):
                     return
                 if time.monotonic() >= next_poll:
@@ -168,21 +173,27 @@ class _Waiter:
                 watched.follower.stop()
 
     def handle_message(self, message: Any) -> None:
-        if message is None or isinstance(message, Exit):
-            self.stopping = True
-        elif isinstance(message, Watch):
-            stream = _receive_stream(self.connection) if message.has_stream else None
-            self.watch(message, stream, docker.receive_input(self.connection, message.has_input))
-        elif isinstance(message, KillRunning):
-            container_id = self.by_job.get(message.job_id)
-            if container_id:
-                self.kill(self.watched[container_id], "killed")
-        elif isinstance(message, Probe):  # a submitter saw the engine fail: report what we see
-            self.reachable = None
-            if self.docker is not None:  # on a new connection, as a submitter makes: an
-                self.docker.close()      # engine that stops still serves the ones it has
-                self.docker = None
-            self.reconcile(list(self.watched.values()))
+        self.messages(message)
+
+    def on_exit(self, message: Exit) -> None:
+        self.stopping = True
+
+    def on_watch(self, message: Watch) -> None:
+        stream_fd, input_fd = (message.fds + (None, None))[:2]
+        stream = _adopt_stream(stream_fd) if stream_fd is not None else None
+        self.watch(message, stream, docker.read_input(input_fd) if input_fd is not None else b"")
+
+    def on_kill(self, message: KillRunning) -> None:
+        container_id = self.by_job.get(message.job_id)
+        if container_id:
+            self.kill(self.watched[container_id], "killed")
+
+    def on_probe(self, message: Probe) -> None:  # a submitter saw the engine fail: report
+        self.reachable = None                      # what we see
+        if self.docker is not None:  # on a new connection, as a submitter makes: an engine
+            self.docker.close()      # that stops still serves the ones it has
+            self.docker = None
+        self.reconcile(list(self.watched.values()))
 
     def watch(self, message: Watch, stream: Optional[docker.OutputStream], rest: bytes) -> None:
         if message.container_id in self.watched:
@@ -233,20 +244,25 @@ class _Waiter:
                           "container could not be handled", error)
 
     def _handle_note(self, note: Any) -> None:
-        if isinstance(note, EngineState):  # the probe's, or the event thread's when it
-            if note.reachable != self.probe.silent:  # agrees with the probe's last look
-                self.set_reachable(note.reachable)
-            return
-        if isinstance(note, EventsCovered):  # the first stream's start counts
-            self.events_since = self.events_since or note.since
-            return
+        self.notes(note)
+
+    def on_engine_state(self, note: EngineState) -> None:  # the probe's, or the event
+        if note.reachable != self.probe.silent:  # thread's when it agrees with the probe
+            self.set_reachable(note.reachable)
+
+    def on_events_covered(self, note: EventsCovered) -> None:  # the first stream's start counts
+        self.events_since = self.events_since or note.since
+
+    def on_docker_event(self, note: DockerEvent) -> None:
         watched = self.watched.get(note.container_id)
         if watched is None:
-            if isinstance(note, DockerEvent):
-                self.early_events.keep(note)
-        elif isinstance(note, DockerEvent):
+            self.early_events.keep(note)
+        else:
             self.on_event(watched, note)
-        elif isinstance(note, OutputOverflow):
+
+    def on_overflow(self, note: OutputOverflow) -> None:
+        watched = self.watched.get(note.container_id)
+        if watched is not None:
             self.kill(watched, "output")
 
     def pump(self, watched: WatchedContainer) -> None:
@@ -455,11 +471,11 @@ def _kill(connected: Callable[[], docker.Engine], container_id: str, mailbox: Ma
             mailbox.put(EngineState(engine, False))
 
 
-def _receive_stream(connection: Connection) -> Optional[docker.OutputStream]:
-    """The attach the submitter made for a job, passed over our pipe (SCM_RIGHTS)."""
+def _adopt_stream(fd: int) -> Optional[docker.OutputStream]:
+    """The attach the submitter made for a job, passed with its ``Watch``."""
     try:
-        return docker.adopt_stream(reduction.recv_handle(connection))
-    except (EOFError, OSError, RuntimeError, docker.DockerFailure) as error:
+        return docker.adopt_stream(fd)
+    except docker.DockerFailure as error:
         logger.warning("a job's output stream was lost on its way (%s); its log is read", error)
         return None
 

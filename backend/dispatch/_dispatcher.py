@@ -50,15 +50,15 @@ from backend.model import InstanceConfig
 from backend.model import MAX_CHILDREN_LOST, JobState, Job
 from backend.ipc import (Close, EngineLoad, EngineState, JobEnded, KillAll, KillJob, KillRunning,
                          Mailbox, NewJob, Remove, RemoveContainer, Removed, RemoveLeftovers,
-                         Started, StartFailed, Submit, Sweep)
+                         Started, StartFailed, Submit, Sweep, WarmStarted, WarmStartFailed)
+from backend.ipc import Handlers
 from backend.model import Result
 from backend.dispatch._placement import Placement
 from backend.watch import PROBE_TIMEOUT
 from backend.dispatch._removals import Removals
 from backend.model import failure_result
 from backend.dispatch._stats import Stats
-from backend.dispatch._supervisor import (STOP_GRACE, ChildKind, ChildMains, Supervisor, Child,
-                                          receive_fd)
+from backend.dispatch._supervisor import STOP_GRACE, Child, ChildKind, ChildMains, Supervisor
 from backend.ipc import Waitset
 from backend.dispatch._shapes import WarmPool
 from backend.dispatch._warm import GATE_LINE, WarmStarts
@@ -129,7 +129,7 @@ class Dispatcher(threading.Thread):
                     self.removals.next_due(), self.close_deadline,
                     self.placement.next_due(), self.warm.next_due()))
             for command in self.mailbox.drain():
-                self._guarded(self._commands[type(command)], command)
+                self._guarded(self._commands, command)
             for child in children:
                 if child.fd in ready:
                     self.supervisor.read(child, self._read_message)
@@ -142,20 +142,13 @@ class Dispatcher(threading.Thread):
             self.stats.dispatched(self.placement, self.warm.pool)
 
     def _read_message(self, child: Child, message: object) -> None:
-        handler = self._replies.get(type(message))
-        if isinstance(child.holding, Submit) and isinstance(message, (Started, StartFailed)):
-            self.warm.reply(child, message)  # a warm container's start
-        elif handler is None:
-            logger.error("unexpected message from %s process %s: %r", child.kind.value,
-                         child.process.pid, message)
-        else:
-            self._guarded(lambda reply: handler(child, reply), message)
+        self._guarded(self._replies, message, child)
 
-    def _guarded(self, handler: Callable[[Any], None], message: Any) -> None:
+    def _guarded(self, handlers: Handlers, message: Any, *context: Any) -> None:
         """Handles one message; one that raises ends its job alone (``handling_failed``),
         and the loop goes on serving the others."""
         try:
-            handler(message)
+            handlers(message, *context)
         except Exception as error:  # noqa: BLE001 - logged; one job ends, not the thread
             logger.exception("the dispatcher failed to handle a %s", type(message).__name__)
             job = getattr(message, "job", None) or self.jobs.get(
@@ -242,7 +235,7 @@ class Dispatcher(threading.Thread):
 
     # -- replies from the children -------------------------------------------------------
     def _on_started(self, submitter: Child, message: Started) -> None:
-        stream_fd = receive_fd(submitter.connection) if message.has_stream else None
+        stream_fd = message.fds[0] if message.fds else None
         warm_fd = self.warm.filled(message.job_id)  # its files are in its warm container
         stream_fd = warm_fd if warm_fd is not None else stream_fd
         submitter.holding = None
@@ -391,22 +384,22 @@ class Dispatcher(threading.Thread):
                     "is not handed on again.", job.engine, job.container_id))
 
 
-def _handlers(d: Dispatcher) -> Tuple[Dict[type, Callable[[Any], None]],
-                                      Dict[type, Callable[[Child, Any], None]]]:
+def _handlers(d: Dispatcher) -> Tuple[Handlers, Handlers]:
     """The dispatcher's handlers, by message type (see :mod:`backend.ipc._messages`): of the
     commands from the JobManager's threads, and of the children's replies."""
-    commands: Dict[type, Callable[[Any], None]] = {
+    commands = Handlers("the dispatcher", {
         NewJob: d._on_new_job,
         KillJob: lambda command: d._kill(d.jobs.get(command.job_id)),
         KillAll: lambda command: d._kill(*d.jobs.values()),
         RemoveContainer: lambda command: d.removals.add(command.engine, command.container),
-        Close: d._on_close}
-    replies: Dict[type, Callable[[Child, Any], None]] = {
+        Close: d._on_close})
+    replies = Handlers("the dispatcher", {
         Started: d._on_started,
         StartFailed: d._on_start_failed, Removed: d._on_removed,
+        WarmStarted: d.warm.on_started, WarmStartFailed: d.warm.on_start_failed,
         JobEnded: d._on_job_ended,
         EngineState: d._on_engine_state,
-        EngineLoad: lambda waiter, message: d.placement.set_load(message)}
+        EngineLoad: lambda waiter, message: d.placement.set_load(message)})
     return commands, replies
 
 

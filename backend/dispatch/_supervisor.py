@@ -15,16 +15,13 @@ import logging
 import os
 import signal
 import time
-from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set,
                     Union)
 
 from backend.ipc import is_running, start_process
-from backend.model import InstanceConfig
-from backend.model import JobState, Job
-from backend.ipc import Exit, Probe, Removal, Submit, Watch
-from backend.ipc import readable
+from backend.model import InstanceConfig, Job, JobState
+from backend.ipc import Exit, Probe, Removal, Submit, Watch, readable, receive, send
 
 logger = logging.getLogger("backend")
 
@@ -84,7 +81,7 @@ class Child:
         """Sends ``message``; False (and ``broken``) if the child is gone. Its death is
         handled where its sentinel or pipe says so; what it holds is dealt with there."""
         try:
-            self.connection.send(message)
+            send(self.connection, message, self.process.pid)
             return True
         except (OSError, ValueError) as error:
             logger.debug("%s process %s does not read its pipe: %s", self.kind.value,
@@ -181,7 +178,7 @@ class Supervisor:
             return
         try:
             while readable(child.fd):
-                handle(child, child.connection.recv())
+                handle(child, receive(child.connection))
         except EOFError:
             child.pipe_closed = True
         except OSError:
@@ -216,13 +213,11 @@ class Supervisor:
         input_fd = None
         try:
             input_fd = _input_file(rest) if rest else None
-            if waiter.send(Watch(job.job_id, job.container_id, job.spec.task.limits,
-                                 job.started_at, job.kill_requested, stream_fd is not None,
-                                 input_fd is not None, job.spec.task.protocol,
-                                 job.spec.outputs)) and stream_fd is not None:
-                reduction.send_handle(waiter.connection, stream_fd, waiter.process.pid)
-                if input_fd is not None:
-                    reduction.send_handle(waiter.connection, input_fd, waiter.process.pid)
+            fds = tuple(fd for fd in (stream_fd, input_fd) if fd is not None)
+            waiter.send(Watch(job.job_id, job.container_id, job.spec.task.limits,
+                              job.started_at, job.kill_requested, stream_fd is not None,
+                              input_fd is not None, job.spec.task.protocol, job.spec.outputs,
+                              fds))
         except OSError as error:
             logger.debug("the output stream of %s was not passed: %s", job.job_id, error)
         finally:
@@ -300,15 +295,6 @@ class Supervisor:
             child.process.close()
         self.lifeline.close()
         self.lifeline_writer.close()
-
-
-def receive_fd(connection: Connection) -> Optional[int]:
-    """The file descriptor a child sent after its message, or None if it died meanwhile."""
-    try:
-        return reduction.recv_handle(connection)
-    except (EOFError, OSError, RuntimeError) as error:
-        logger.debug("no output stream received: %s", error)
-        return None
 
 
 def _input_file(data: bytes) -> int:

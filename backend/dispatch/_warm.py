@@ -40,10 +40,10 @@ from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Un
 
 from backend.model import InstanceConfig
 from backend.model import JobState, Job
-from backend.ipc import Started, StartFailed, Submit
+from backend.ipc import Started, StartFailed, Submit, WarmStarted, WarmStartFailed
 from backend.dispatch._placement import Placement
 from backend.dispatch._removals import Removals
-from backend.dispatch._supervisor import Supervisor, Child, receive_fd
+from backend.dispatch._supervisor import Child, Supervisor
 from backend.dispatch._shapes import WarmContainer, WarmPool, shape_of
 
 logger = logging.getLogger("backend")
@@ -192,17 +192,19 @@ class WarmStarts:
                 else:
                     self.pool.starting.pop(container.warm_id, None)
 
-    def reply(self, submitter: Child, message: Union[Started, StartFailed]) -> None:
-        """A submitter's reply to a warm container's ``Submit`` (the one it holds)."""
+    def on_started(self, submitter: Child, message: WarmStarted) -> None:
+        """A submitter's reply to the warm container's ``Submit`` it holds: it started."""
         request, submitter.holding = submitter.holding, None
         assert isinstance(request, Submit)
-        if isinstance(message, Started):
-            fd = receive_fd(submitter.connection) if message.has_stream else None
-            self.started(request, message, fd)
-        else:
-            self.start_failed(request, message)
-            if message.retryable:
-                self.mark_unreachable(request.engine)
+        self.started(request, message, message.fds[0] if message.fds else None)
+
+    def on_start_failed(self, submitter: Child, message: WarmStartFailed) -> None:
+        """A submitter's reply to the warm container's ``Submit`` it holds: it failed."""
+        request, submitter.holding = submitter.holding, None
+        assert isinstance(request, Submit)
+        self.start_failed(request, message)
+        if message.retryable:
+            self.mark_unreachable(request.engine)
 
     def started(self, request: Submit, message: Started, fd: Optional[int]) -> None:
         """A submitter's reply: the warm container waits for its job (or goes, if it is no

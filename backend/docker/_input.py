@@ -29,8 +29,6 @@ import select
 import socket
 import threading
 import time
-from multiprocessing import reduction
-from multiprocessing.connection import Connection
 from typing import Callable, Optional
 
 logger = logging.getLogger("backend")
@@ -174,16 +172,9 @@ def stop_writer(writer: Optional[InputWriter]) -> None:
         writer.stop()
 
 
-def receive_input(connection: Connection, has_input: bool) -> bytes:
-    """The rest of a job's input, passed after its attach as a file descriptor (see
-    :meth:`backend.dispatch._supervisor.Supervisor.watch`); b"" when there is none or it was lost."""
-    if not has_input:
-        return b""
-    try:
-        fd = reduction.recv_handle(connection)
-    except (EOFError, OSError, RuntimeError) as error:
-        logger.warning("a job's input was lost on its way (%s)", error)
-        return b""
+def read_input(fd: int) -> bytes:
+    """The rest of a job's input, passed after its attach as an anonymous file (see
+    :meth:`backend.dispatch._supervisor.Supervisor.watch`); ``fd`` is closed here."""
     try:
         size = os.fstat(fd).st_size
         chunks = []

@@ -47,13 +47,18 @@ In-process channels (the dispatcher's commands, a waiter's notes from its helper
 from __future__ import annotations
 
 import collections
+import logging
 import os
-from typing import Any, Deque, Dict, FrozenSet, Iterator, NamedTuple, Optional, Tuple, Union
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
+from typing import (Any, Callable, Deque, Dict, FrozenSet, Iterator, List, NamedTuple, Optional,
+                    Tuple, Union)
 
 # the job's record and spec, and the result dict: defined with what they belong to, named here
 # too since they cross the channels below
-from backend.model import JobSpec, Outputs, Job
-from backend.model import Result
+from backend.model import Job, JobSpec, Outputs, Result
+
+logger = logging.getLogger("backend")
 
 
 # -- to the dispatcher, from the JobManager's own threads ------------------------------------
@@ -116,8 +121,16 @@ class Exit(NamedTuple):
 class Started(NamedTuple):
     job_id: str
     container_id: str
-    has_stream: bool  # the job's attach follows on the pipe (multiprocessing.reduction)
+    has_stream: bool  # the job's attach follows on the pipe (see send)
     input_written: int  # bytes of the job's stdin written; the waiter writes the rest
+    fds: Tuple[int, ...] = ()  # sent: the attach to pass on; received: what arrived
+
+
+class WarmStarted(Started):
+    """The reply to a warm container's ``Submit``: it runs behind its gate (its attach
+    follows), waiting for a job."""
+
+    __slots__ = ()
 
 
 class StartFailed(NamedTuple):
@@ -128,6 +141,12 @@ class StartFailed(NamedTuple):
     retryable: bool              # the engine did not answer: the job may go elsewhere
     maybe_created: bool          # the create was sent and not answered
     no_shell: bool = False       # a gated warm container's image has no /bin/sh
+
+
+class WarmStartFailed(StartFailed):
+    """The reply to a warm container's ``Submit``: it could not be started."""
+
+    __slots__ = ()
 
 
 class Removed(NamedTuple):
@@ -148,6 +167,7 @@ class Watch(NamedTuple):
     has_input: bool = False  # then the rest of its stdin, as a file (after the attach)
     protocol: str = "json"              # how its output becomes a result (docs/protocol.rst, docs/running-programs.rst)
     outputs: Optional[Outputs] = None   # files to collect once it ended (docs/running-programs.rst)
+    fds: Tuple[int, ...] = ()  # sent: its attach, then the rest of its input (as a file)
 
 
 class KillRunning(NamedTuple):
@@ -252,3 +272,62 @@ class Mailbox:
             except OSError:
                 pass
 
+
+def carried(message: Any) -> int:
+    """How many file descriptors follow ``message`` on its pipe: its attach
+    (``has_stream``), then the rest of a job's input (``has_input``)."""
+    return int(bool(getattr(message, "has_stream", False))) + int(
+        bool(getattr(message, "has_input", False)))
+
+
+def send(connection: Connection, message: Any, pid: Optional[int] = None) -> None:
+    """Sends ``message`` on a child's pipe, then the descriptors of its ``fds`` (as many as
+    :func:`carried` says; SCM_RIGHTS). The one way a message crosses a pipe; the sender keeps
+    its descriptors (closing them is its own business).
+
+    Raises:
+        OSError, ValueError: the pipe is closed (the other end died).
+    """
+    fds = getattr(message, "fds", ())
+    connection.send(message._replace(fds=()) if fds else message)
+    for fd in fds[:carried(message)]:
+        reduction.send_handle(connection, fd, pid or 0)
+
+
+def receive(connection: Connection) -> Any:
+    """The next message of a pipe, with the descriptors that followed it in its ``fds``
+    (fewer than it announced when the sender died meanwhile); the receiver owns them.
+
+    Raises:
+        EOFError, OSError: the pipe ended.
+    """
+    message = connection.recv()
+    expected = carried(message)
+    if not expected:
+        return message
+    fds: List[int] = []
+    for _ in range(expected):
+        try:
+            fds.append(reduction.recv_handle(connection))
+        except (EOFError, OSError, RuntimeError) as error:
+            logger.warning("a descriptor sent with a %s was lost on its way (%s)",
+                           type(message).__name__, error)
+            break
+    return message._replace(fds=tuple(fds))
+
+
+class Handlers:
+    """The one way a loop hands a message to its handler: a table by the message's exact
+    type. ``handlers(message, *context)`` calls ``table[type(message)](*context, message)``;
+    a message of no known type is logged and dropped."""
+
+    def __init__(self, owner: str, table: Dict[type, Callable[..., Any]]):
+        self.owner = owner
+        self.table = table
+
+    def __call__(self, message: Any, *context: Any) -> Any:
+        handler = self.table.get(type(message))
+        if handler is None:
+            logger.error("%s: unexpected message %r", self.owner, message)
+            return None
+        return handler(*context, message)

@@ -418,7 +418,7 @@ def test_a_message_that_raises_ends_its_job_alone(caplog):
     queued = enqueue(dispatcher)
     other = job("j2")
     dispatcher.jobs[other.job_id] = other
-    dispatcher._replies[StartFailed] = lambda child, message: 1 / 0
+    dispatcher._replies.table[StartFailed] = lambda child, message: 1 / 0
     with caplog.at_level(logging.ERROR, logger="backend"):
         dispatcher._read_message(child, StartFailed(queued.job_id, "start_failed", "x", None,
                                                     False, False))
