@@ -63,7 +63,7 @@ from backend.ipc import (DockerEvent, EngineLoad, EngineState, EventsCovered, Ex
                          KillRunning, Mailbox, OutputOverflow, Probe, Watch)
 from backend.model import Result
 from backend.watch import OutputFollower, StreamState
-from backend.watch import PROBE_TIMEOUT, HealthProbe
+from backend.watch import EngineLink, over_disk, over_limits
 from backend.model import check_json, ended_result, failure_result, lost_result
 from backend.ipc import Handlers, Waitset, readable, receive
 from backend.watch import PendingEnd, WatchedContainer
@@ -90,12 +90,8 @@ class _Waiter:
         self.events_since: Optional[float] = None  # since when our event stream covers it
         self.load = LoadCounter(config, manager_id, self.mailbox)  # every manager's containers
         self.events = EventFollower(config, manager_id, self.mailbox, self.load)
-        self.probe = HealthProbe(config, self.mailbox, self.engine_silent)
-        self.docker: Optional[docker.Engine] = None
-        self.connecting: Optional[docker.Engine] = None  # self.docker, while it connects
-        self.reachable: Optional[bool] = None
-        self.unreachable_since: Optional[float] = None
-        self.listing_failure = ""  # the last error answer to a listing, logged once
+        self.link = EngineLink(config, self.mailbox, connection.send)
+        self.probe = self.link.probe
         self.stopping = False
         self.messages = Handlers("waiter", {  # from the dispatcher
             Watch: self.on_watch, KillRunning: self.on_kill, Probe: self.on_probe,
@@ -104,40 +100,14 @@ class _Waiter:
             EngineState: self.on_engine_state, EventsCovered: self.on_events_covered,
             DockerEvent: self.on_docker_event, OutputOverflow: self.on_overflow})
 
-    def connected(self) -> docker.Engine:  # on first use, and again after a failure
-        if self.probe.silent:  # no call that would wait its whole timeout
-            raise docker.DockerFailure(
-                "engine_unreachable", f"host {self.config.name} ({self.config.server_url}) "
-                f"did not answer a health probe within {PROBE_TIMEOUT} s", retryable=True)
-        if self.docker is None:
-            try:
-                self.docker = docker.connect(self.config, opened=self._opened)
-            finally:
-                self.connecting = None
-        return self.docker
-
-    def _opened(self, engine: docker.Engine) -> None:
-        self.connecting = engine
-
-    def engine_silent(self) -> None:
-        """The probe found the engine silent (its thread): the calls waiting on it fail now
-        rather than at their timeout, and the next ones at once (:meth:`connected`)."""
-        for engine in (self.docker, self.connecting):
-            if engine is not None:
-                engine.http.abort()
+    def connected(self) -> docker.Engine:
+        return self.link.connected()
 
     def set_reachable(self, reachable: bool) -> None:
-        if reachable:
-            self.unreachable_since = None
-        elif self.unreachable_since is None:
-            self.unreachable_since = time.monotonic()
+        if reachable is False and self.link.unreachable_since is None:
             for watched in self.watched.values():
                 watched.engine_was_lost = True
-        if reachable != self.reachable:
-            self.reachable = reachable
-            if not reachable:
-                logger.warning("engine %s does not answer", self.config.name)
-            self.connection.send(EngineState(self.config.name, reachable))
+        self.link.set_reachable(reachable)
 
     # -- main loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -189,10 +159,8 @@ class _Waiter:
             self.kill(self.watched[container_id], "killed")
 
     def on_probe(self, message: Probe) -> None:  # a submitter saw the engine fail: report
-        self.reachable = None                      # what we see
-        if self.docker is not None:  # on a new connection, as a submitter makes: an engine
-            self.docker.close()      # that stops still serves the ones it has
-            self.docker = None
+        self.link.reachable = None                 # what we see, on a new connection, as a
+        self.link.drop(close=True)                 # submitter makes: an engine that stops
         self.reconcile(list(self.watched.values()))
 
     def watch(self, message: Watch, stream: Optional[docker.OutputStream], rest: bytes) -> None:
@@ -211,7 +179,7 @@ class _Waiter:
             self.kill(watched, "killed")
         elif not ended and stream is None:
             follower.start_late(lambda container_id: self.connected().attach_output(container_id))
-        watched.engine_was_lost = self.unreachable_since is not None
+        watched.engine_was_lost = self.link.unreachable_since is not None
         if early:  # it ended before we were told of it: its events came first
             for event in early:
                 self.handle_note(event)
@@ -234,7 +202,7 @@ class _Waiter:
     def handle_note(self, note: Any) -> None:
         """Handles one note; one that fails ends its container's job alone."""
         try:
-            self._handle_note(note)
+            self.notes(note)
         except Exception as error:  # noqa: BLE001 - see fail
             watched = self.watched.get(getattr(note, "container_id", None) or "")
             if watched is None:
@@ -242,9 +210,6 @@ class _Waiter:
             else:
                 self.fail(watched, "handling_failed", f"a {type(note).__name__} about its "
                           "container could not be handled", error)
-
-    def _handle_note(self, note: Any) -> None:
-        self.notes(note)
 
     def on_engine_state(self, note: EngineState) -> None:  # the probe's, or the event
         if note.reachable != self.probe.silent:  # thread's when it agrees with the probe
@@ -325,7 +290,8 @@ class _Waiter:
                 exit_code, stdout, stderr = collected
                 # a last look at what it wrote: a job may cross its disk limit and end
                 # between two checks of the watch
-                if self.over_disk([watched], time.monotonic(), at_end=True):
+                if over_disk([watched], self.connected, self.config.time_between_polls,
+                             time.monotonic(), at_end=True):
                     watched.reason = "disk"
             except docker.DockerFailure as failure:
                 if failure.not_found:
@@ -367,7 +333,7 @@ class _Waiter:
     # -- the poll ------------------------------------------------------------------------
     def poll(self) -> None:
         if not self.watched:
-            if self.reachable is False:  # the dispatcher waits to hear that it is back
+            if self.link.reachable is False:  # the dispatcher waits to hear that it is back
                 self.reconcile([])
             return
         now = time.time()
@@ -377,15 +343,11 @@ class _Waiter:
                 logger.debug("output stream of %s did not end; reading its log", watched.job_id)
                 watched.follower.give_up()
                 self.finish(watched, pending.exit_code, pending.ended_at)
-            elif watched.reason is None and now - watched.started_at >= watched.limits["hard_time"]:
-                self.kill(watched, "wall_time")
-        for watched in _over_cpu_time(self.watched.values(), self.connected, now):
-            self.kill(watched, "cpu_time")
-        for watched in self.over_disk(list(self.watched.values()), time.monotonic()):
-            self.kill(watched, "disk")
+        for watched, reason in over_limits(list(self.watched.values()), self.connected,
+                                           self.config.time_between_polls):
+            self.kill(watched, reason)
         self.reconcile(list(self.watched.values()))
-        if (self.unreachable_since is not None
-                and time.monotonic() - self.unreachable_since >= ENGINE_LOST_AFTER):
+        if self.link.lost_for(ENGINE_LOST_AFTER):
             for watched in list(self.watched.values()):
                 watched.reason = watched.reason or "engine_lost"
                 self.report(watched, lost_result(self.config.name, watched.container_id,
@@ -394,21 +356,13 @@ class _Waiter:
     def reconcile(self, candidates: List[WatchedContainer]) -> None:
         """Finishes the candidates whose container ended or vanished (lost events). Also tells
         whether the engine answers: with no candidates, only when that is in doubt."""
-        if not candidates and self.reachable:
+        if not candidates and self.link.reachable:
             return
-        try:
-            listed = {c["Id"]: c for c in self.connected().containers(self.label)}
-        except docker.DockerFailure as failure:
-            if failure.retryable:  # the engine does not answer
-                logger.debug("listing on %s failed: %s", self.config.name, failure.text)
-                self.docker = None
+        listed = self.link.listing(self.label)
+        if listed is None:  # not answered (the engine is in doubt), or an error answer
+            if self.link.unanswered:
                 self.set_reachable(False)
-            elif failure.text != self.listing_failure:  # it answered: an error, said once
-                logger.warning("listing our containers on %s: %s", self.config.name,
-                               failure.text)
-            self.listing_failure = "" if failure.retryable else failure.text
             return
-        self.listing_failure = ""
         self.set_reachable(True)
         for watched in candidates:
             if watched.container_id not in self.watched:
@@ -419,43 +373,6 @@ class _Waiter:
                 self.finish(watched, watched.exit_code, time.time(), gone=True)
             elif container.get("State") in ("exited", "dead"):
                 self.finish(watched, None, watched.ended_at or time.time())
-
-
-    def over_disk(self, candidates: List[WatchedContainer], now: float, at_end: bool = False
-                  ) -> List[WatchedContainer]:
-        """The disk watch: the candidates whose writable layer holds more than their ``disk``
-        limit, each measured when its check is due (at ``now``, monotonic; ``at_end``: now,
-        the container having ended). An engine's error skips a check (a container that ended
-        meanwhile, or trouble the listing tells)."""
-        over = []
-        for one in candidates:
-            if one.reason is not None:
-                continue
-            if at_end:
-                one.disk_due_at = 0.0
-            try:
-                if one.check_disk(self.connected(), self.config.time_between_polls, now):
-                    over.append(one)
-            except docker.DockerFailure as failure:
-                logger.debug("size of %s: %s", one.container_id, failure.text)
-        return over
-
-
-def _over_cpu_time(watched: Iterable[WatchedContainer], connected: Callable[[], docker.Engine],
-                   now: float) -> List[WatchedContainer]:
-    """The containers whose processes together used their CPU time (cgroup stats)."""
-    over = []
-    for one in list(watched):
-        if not one.cpu_due(now):
-            continue
-        try:
-            used = connected().cpu_seconds(one.container_id)
-        except docker.DockerFailure as failure:  # ended meanwhile, or engine trouble
-            logger.debug("stats %s: %s", one.container_id, failure.text)
-            continue
-        if used >= one.limits["time"]:
-            over.append(one)
-    return over
 
 
 def _kill(connected: Callable[[], docker.Engine], container_id: str, mailbox: Mailbox,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from backend.watch._container import PendingEnd, WatchedContainer
 from backend.watch._events import EarlyEvents, EventFollower
+from backend.watch._link import EngineLink
+from backend.watch._limits import over_disk, over_limits
 from backend.watch._load import LoadCounter
 from backend.watch._probe import HealthProbe, PROBE_TIMEOUT
 from backend.watch._stream import OutputFollower, StreamState
 
-__all__ = ["EarlyEvents", "EventFollower", "HealthProbe", "LoadCounter", "OutputFollower", "PROBE_TIMEOUT", "PendingEnd", "StreamState", "WatchedContainer"]
+__all__ = ["over_disk", "over_limits", "EngineLink", "EarlyEvents", "EventFollower", "HealthProbe", "LoadCounter", "OutputFollower", "PROBE_TIMEOUT", "PendingEnd", "StreamState", "WatchedContainer"]

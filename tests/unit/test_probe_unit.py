@@ -154,20 +154,20 @@ def test_a_waiter_makes_no_call_to_an_engine_its_probe_found_silent(monkeypatch)
         http = Http()
 
     waiter = _waiter._Waiter(Connection(), config("unix:///fake.sock"), "m1")
-    waiter.docker = engine = Engine()
+    waiter.link.docker = engine = Engine()
     waiter.set_reachable(True)
     # the event thread's stream failed, but the probe hears the engine: not a silence
     waiter.handle_note(EngineState("s1", False))
-    assert waiter.reachable and Connection.sent == [EngineState("s1", True)]
+    assert waiter.link.reachable and Connection.sent == [EngineState("s1", True)]
     waiter.probe.silent = True
-    waiter.engine_silent()
+    waiter.link.engine_silent()
     assert engine.http.aborted == 1
     waiter.handle_note(EngineState("s1", False))
     assert Connection.sent[-1] == EngineState("s1", False)
     monkeypatch.setattr(_docker, "connect", lambda *a, **k: pytest.fail("a call was made"))
-    waiter.docker = None
+    waiter.link.docker = None
     with pytest.raises(_docker.DockerFailure) as failure:
         waiter.connected()
     assert failure.value.retryable and "health probe" in failure.value.text
     waiter.reconcile([])  # at once: the engine is said to be down
-    assert waiter.reachable is False
+    assert waiter.link.reachable is False

@@ -110,7 +110,7 @@ class Connection:
 def make_waiter(client, monkeypatch):
     connection = Connection()
     waiter = _waiter._Waiter(connection, INSTANCE, "m1")
-    waiter.docker = client
+    waiter.link.docker = client
     return waiter, connection
 
 
@@ -379,7 +379,7 @@ def test_an_error_answer_to_a_listing_does_not_mark_the_engine_unreachable(monke
     monkeypatch.setattr(_docker, "connect", lambda instance, **options: client)
     waiter.handle_message(Probe())
     waiter.handle_message(Probe())
-    assert connection.sent == [] and client.listings == 2 and waiter.docker is client
+    assert connection.sent == [] and client.listings == 2 and waiter.link.docker is client
     warnings = [r for r in caplog.records if "answered 500" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].exc_info is None  # one line, once
 
