@@ -106,7 +106,7 @@ class _Waiter:
     def set_reachable(self, reachable: bool) -> None:
         if reachable is False and self.link.unreachable_since is None:
             for watched in self.watched.values():
-                watched.engine_was_lost = True
+                watched.ending.engine_was_lost = True
         self.link.set_reachable(reachable)
 
     # -- main loop -----------------------------------------------------------------------
@@ -179,7 +179,7 @@ class _Waiter:
             self.kill(watched, "killed")
         elif not ended and stream is None:
             follower.start_late(lambda container_id: self.connected().attach_output(container_id))
-        watched.engine_was_lost = self.link.unreachable_since is not None
+        watched.ending.engine_was_lost = self.link.unreachable_since is not None
         if early:  # it ended before we were told of it: its events came first
             for event in early:
                 self.handle_note(event)
@@ -240,21 +240,21 @@ class _Waiter:
             self.kill(watched, "killed")
             self.fail(watched, "bad_output", "its output stream could not be read", error)
             return
-        if not watched.follower.reading and watched.pending_end is not None:
-            self.finish(watched, watched.pending_end.exit_code, watched.pending_end.ended_at)
+        if not watched.follower.reading and watched.ending.pending is not None:
+            self.finish(watched, watched.ending.pending.exit_code, watched.ending.pending.ended_at)
 
     def on_event(self, watched: WatchedContainer, event: DockerEvent) -> None:
         watched.record(event)
         if event.action == "die":
             self.finish(watched, event.exit_code, event.at)
         elif event.action == "destroy":
-            watched.reason = watched.reason or "removed"
-            self.finish(watched, watched.exit_code, time.time(), gone=True)
+            watched.ending.reason = watched.ending.reason or "removed"
+            self.finish(watched, watched.ending.exit_code, time.time(), gone=True)
 
     # -- actions -------------------------------------------------------------------------
     def kill(self, watched: WatchedContainer, reason: str) -> None:
         """Kills a container, from a helper thread: the engine may take a while to answer."""
-        watched.reason = watched.reason or reason
+        watched.ending.reason = watched.ending.reason or reason
         logger.debug("killing %s (%s)", watched.job_id, reason)
         threading.Thread(target=_kill, name="backend-kill", daemon=True, args=(
             self.connected, watched.container_id, self.mailbox, self.config.name)).start()
@@ -277,8 +277,8 @@ class _Waiter:
         if not gone and follower.state is StreamState.OPEN:
             # ended, but the last bytes may still be on their way: wait for the stream's end
             # (bounded: the poll gives up after STREAM_GRACE and reads the log instead)
-            if watched.pending_end is None:
-                watched.pending_end = PendingEnd(exit_code, ended_at,
+            if watched.ending.pending is None:
+                watched.ending.pending = PendingEnd(exit_code, ended_at,
                                                  time.monotonic() + STREAM_GRACE)
             return
         stdout = stderr = b""
@@ -292,24 +292,18 @@ class _Waiter:
                 # between two checks of the watch
                 if over_disk([watched], self.connected, self.config.time_between_polls,
                              time.monotonic(), at_end=True):
-                    watched.reason = "disk"
+                    watched.ending.reason = "disk"
             except docker.DockerFailure as failure:
                 if failure.not_found:
-                    watched.reason = watched.reason or "removed"
+                    watched.ending.reason = watched.ending.reason or "removed"
                 else:  # the next poll tries again
                     logger.debug("collecting %s failed: %s", watched.container_id, failure.text)
-                    watched.exit_code, watched.ended_at = exit_code, ended_at
+                    watched.ending.exit_code, watched.ending.ended_at = exit_code, ended_at
                     if failure.retryable:
                         self.set_reachable(False)
                     return
-        end = watched.end(exit_code, len(stdout) + len(stderr))
-        duration = max(0.0, (ended_at or time.time()) - watched.started_at)
-        result = ended_result(end, stdout, stderr, follower.live_stderr_head(),
-                              self.config.name, watched.container_id, duration)
-        if not gone:
-            result = watched.with_outputs(result, self.connected)
-        check_json(result)
-        self.report(watched, result)
+        self.report(watched, watched.result(exit_code, stdout, stderr, ended_at, self.config.name,
+                                            None if gone else self.connected))
 
     def fail(self, watched: WatchedContainer, reason: str, what: str, error: BaseException) -> None:
         """Ends a job whose handling raised ``error`` with ``crash`` and ``reason``; the
@@ -318,10 +312,7 @@ class _Waiter:
                        type(error).__name__, error, exc_info=logger.isEnabledFor(logging.DEBUG))
         if watched.container_id not in self.watched:
             return
-        duration = max(0.0, (watched.ended_at or time.time()) - watched.started_at)
-        self.report(watched, failure_result(
-            reason, f"The job could not be handled: {what} ({type(error).__name__}).",
-            self.config.name, watched.container_id, duration))
+        self.report(watched, watched.failure(reason, what, error, self.config.name))
 
     def report(self, watched: WatchedContainer, result: Result) -> None:
         self.watched.pop(watched.container_id, None)
@@ -349,7 +340,7 @@ class _Waiter:
         self.reconcile(list(self.watched.values()))
         if self.link.lost_for(ENGINE_LOST_AFTER):
             for watched in list(self.watched.values()):
-                watched.reason = watched.reason or "engine_lost"
+                watched.ending.reason = watched.ending.reason or "engine_lost"
                 self.report(watched, lost_result(self.config.name, watched.container_id,
                                                  now - watched.started_at, stopped=True))
 
@@ -369,10 +360,10 @@ class _Waiter:
                 continue
             container = listed.get(watched.container_id)
             if container is None:
-                watched.reason = watched.reason or "removed"
-                self.finish(watched, watched.exit_code, time.time(), gone=True)
+                watched.ending.reason = watched.ending.reason or "removed"
+                self.finish(watched, watched.ending.exit_code, time.time(), gone=True)
             elif container.get("State") in ("exited", "dead"):
-                self.finish(watched, None, watched.ended_at or time.time())
+                self.finish(watched, None, watched.ending.ended_at or time.time())
 
 
 def _kill(connected: Callable[[], docker.Engine], container_id: str, mailbox: Mailbox,

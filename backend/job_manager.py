@@ -208,32 +208,17 @@ class JobManager:
             snapshot = last  # a batch of one task holds one copy of it, not one per job
         else:
             self._last_snapshot = snapshot
-        job_id = uuid.uuid4().hex
-        checked_files = check_files(files)
-        stdin = _stdin(snapshot, inputdata, job_id)
-        local = task.check_answer(inputdata)
-        if not isinstance(local, LocalCheck):
-            raise TypeError(f"task.check_answer() must return a LocalCheck, not "
-                            f"{type(local).__name__}")
-        spec: Optional[JobSpec] = None
-        if local.need_container:
-            if snapshot.environment is None:
-                raise ValueError("the local check needs a container, but task.environment "
-                                 "is None")
-            spec = JobSpec(job_id=job_id, task=snapshot, stdin=stdin, files=checked_files)
-        # a job that needs no container is done already: no thread changes it
-        job = Job(job_id, task, callback, local, spec,
-                   JobState.QUEUED if spec is not None else JobState.DONE)
+        job = _make_job(task, snapshot, inputdata, callback, files)
         with self._lock:
             if self._closed:
                 raise RuntimeError("this JobManager is closed")
-            self._pending[job_id] = job
+            self._pending[job.job_id] = job
         self._stats.submitted()
-        if spec is None:
+        if job.spec is None:
             self._done_queue.put(job)
         else:
             self._dispatcher.post(NewJob(job))
-        return job_id
+        return job.job_id
 
     def kill_job(self, job_id: str) -> bool:
         """Kills a job; it ends with the result ``"killed"``.
@@ -369,6 +354,27 @@ def build_all(configs: Sequence[InstanceConfig], folder: Optional[str], names: L
                 logger.info("built %s on %s", tag, config.name)
             report[config.name][tag] = error
     return report
+
+
+def _make_job(task: Any, snapshot: TaskSnapshot, inputdata: Any, callback: Callback,
+              files: Optional[Mapping[str, Any]]) -> Job:
+    """A new job's record, checked in the caller's thread (its files, its input, its local
+    check): whatever is wrong raises here, and no job exists."""
+    job_id = uuid.uuid4().hex
+    checked_files = check_files(files)
+    stdin = _stdin(snapshot, inputdata, job_id)
+    local = task.check_answer(inputdata)
+    if not isinstance(local, LocalCheck):
+        raise TypeError(f"task.check_answer() must return a LocalCheck, not "
+                        f"{type(local).__name__}")
+    spec: Optional[JobSpec] = None
+    if local.need_container:
+        if snapshot.environment is None:
+            raise ValueError("the local check needs a container, but task.environment is None")
+        spec = JobSpec(job_id=job_id, task=snapshot, stdin=stdin, files=checked_files)
+    # a job that needs no container is done already: no thread changes it
+    return Job(job_id, task, callback, local, spec,
+               JobState.QUEUED if spec is not None else JobState.DONE)
 
 
 def _stdin(snapshot: TaskSnapshot, inputdata: Any, job_id: str) -> bytes:

@@ -13,7 +13,7 @@ import logging
 import posixpath
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from backend import docker
@@ -21,7 +21,7 @@ from backend.model import OutputsReader
 from backend.model import Outputs
 from backend.ipc import DockerEvent, Watch
 from backend.watch._stream import OutputFollower, StreamState
-from backend.model import ContainerEnd, Result
+from backend.model import ContainerEnd, Result, check_json, ended_result, failure_result
 
 logger = logging.getLogger("backend")
 
@@ -43,6 +43,20 @@ class PendingEnd(NamedTuple):
 
 
 @dataclass
+class Ending:
+    """What is known of how a watched container ends, as it comes: the one record of its
+    end, read when its job's result is made (:meth:`WatchedContainer.end`)."""
+
+    reason: Optional[str] = None  # ours: a kill's reason, or "removed"
+    oom: bool = False  # the engine said it ran out of memory
+    killed_from_outside: bool = False  # a kill event we did not send
+    engine_was_lost: bool = False  # the engine stopped answering while it ran
+    exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
+    ended_at: Optional[float] = None
+    pending: Optional[PendingEnd] = None  # an end waiting for the stream's last bytes
+
+
+@dataclass
 class WatchedContainer:
     """One container this waiter watches. The main thread's alone (its output is the
     follower's, see :class:`~backend.watch._stream.OutputFollower`)."""
@@ -52,13 +66,7 @@ class WatchedContainer:
     limits: Dict[str, Any]
     started_at: float
     follower: OutputFollower
-    reason: Optional[str] = None  # ours: a kill's reason, or "removed"
-    oom: bool = False
-    killed_from_outside: bool = False
-    engine_was_lost: bool = False
-    exit_code: Optional[int] = None  # kept for a collection tried again at the next poll
-    ended_at: Optional[float] = None
-    pending_end: Optional[PendingEnd] = None
+    ending: "Ending" = field(default_factory=lambda: Ending())
     writer: Optional[docker.InputWriter] = None  # the rest of its input, if any
     watch: Optional[Watch] = None  # its protocol and outputs (docs/running-programs.rst)
     disk_due_at: float = 0.0  # time.monotonic() of its next size check (the disk watch)
@@ -74,10 +82,32 @@ class WatchedContainer:
                    follower, writer=writer, watch=message)
 
     def end(self, exit_code: Optional[int], collected: int) -> ContainerEnd:
-        return ContainerEnd(exit_code, self.limits, self.reason, self.oom,
-                            self.killed_from_outside, self.engine_was_lost,
+        return ContainerEnd(exit_code, self.limits, self.ending.reason, self.ending.oom,
+                            self.ending.killed_from_outside, self.ending.engine_was_lost,
                             max(collected, self.follower.seen),
                             self.watch.protocol if self.watch else "json")
+
+    def result(self, exit_code: Optional[int], stdout: bytes, stderr: bytes,
+               ended_at: Optional[float], host: str,
+               connected: Optional[Callable[[], docker.Engine]]) -> Result:
+        """The job's result once its container ended, with its outputs (read through
+        ``connected``; None: the container is gone); JSON, or it raises (see
+        :func:`backend.model._results.check_json`)."""
+        end = self.end(exit_code, len(stdout) + len(stderr))
+        duration = max(0.0, (ended_at or time.time()) - self.started_at)
+        result = ended_result(end, stdout, stderr, self.follower.live_stderr_head(), host,
+                              self.container_id, duration)
+        if connected is not None:
+            result = self.with_outputs(result, connected)
+        check_json(result)
+        return result
+
+    def failure(self, reason: str, what: str, error: BaseException, host: str) -> Result:
+        """The result of a job whose handling raised ``error``: ``crash``, ``reason``."""
+        duration = max(0.0, (self.ending.ended_at or time.time()) - self.started_at)
+        return failure_result(
+            reason, f"The job could not be handled: {what} ({type(error).__name__}).", host,
+            self.container_id, duration)
 
     def with_outputs(self, result: Result, connected: Callable[[], docker.Engine]) -> Result:
         """The result with the job's outputs, if it has any (also after a kill, a limit)."""
@@ -89,13 +119,13 @@ class WatchedContainer:
         if event.action in ("die", "kill"):  # its stdin is gone, or about to be
             docker.stop_writer(self.writer)
         if event.action == "oom":
-            self.oom = True
-        elif event.action == "kill" and self.reason is None:
-            self.killed_from_outside = True
+            self.ending.oom = True
+        elif event.action == "kill" and self.ending.reason is None:
+            self.ending.killed_from_outside = True
 
     def overdue(self, now: float) -> Optional[PendingEnd]:
         """The end that waited too long (``now``: monotonic) for the stream's last bytes."""
-        pending = self.pending_end
+        pending = self.ending.pending
         if pending is not None and now >= pending.deadline \
                 and self.follower.state is StreamState.OPEN:
             return pending
@@ -103,7 +133,7 @@ class WatchedContainer:
 
     def cpu_due(self, now: float) -> bool:
         """Whether it is old enough to have used its CPU time (and is not being killed)."""
-        return self.reason is None and now - self.started_at >= \
+        return self.ending.reason is None and now - self.started_at >= \
             self.limits["time"] / max(self.limits["cpus"], 0.01) * 0.9
 
     def check_disk(self, engine: docker.Engine, period: float, now: float) -> bool:
@@ -137,13 +167,13 @@ class WatchedContainer:
         Raises:
             DockerFailure: from the engine.
         """
-        if exit_code is None or exit_code != 0 and not self.oom:
+        if exit_code is None or exit_code != 0 and not self.ending.oom:
             state = engine.inspect(self.container_id)["State"]
             if state.get("Running"):
                 return None
             exit_code = state.get("ExitCode", exit_code)
-            self.oom = self.oom or bool(state.get("OOMKilled")) or docker.unreported_oom(
-                getattr(engine, "features", None), state, self.killed_from_outside)
+            self.ending.oom = self.ending.oom or bool(state.get("OOMKilled")) or docker.unreported_oom(
+                getattr(engine, "features", None), state, self.ending.killed_from_outside)
         if self.follower.state is StreamState.COMPLETE:
             return (exit_code, *self.follower.collected())
         return (exit_code, *engine.logs(self.container_id))

@@ -22,7 +22,7 @@ def over_limits(watched: List[WatchedContainer], connected: Callable[[], docker.
     ``cpu_time``, then ``disk`` (checked when due; ``period``: the poll's)."""
     now = time.time()
     over = [(one, "wall_time") for one in watched
-            if one.reason is None and now - one.started_at >= one.limits["hard_time"]]
+            if one.ending.reason is None and now - one.started_at >= one.limits["hard_time"]]
     seen = {one.container_id for one, _ in over}
     over += [(one, "cpu_time") for one in _over_cpu_time(
         [w for w in watched if w.container_id not in seen], connected, now)]
@@ -40,7 +40,7 @@ def over_disk(candidates: List[WatchedContainer], connected: Callable[[], docker
     meanwhile, or trouble the listing tells)."""
     over = []
     for one in candidates:
-        if one.reason is not None:
+        if one.ending.reason is not None:
             continue
         if at_end:
             one.disk_due_at = 0.0

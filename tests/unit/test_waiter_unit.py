@@ -258,7 +258,7 @@ def test_a_stream_that_does_not_end_falls_back_to_the_log(monkeypatch):
     waiter, connection = make_waiter(FakeClient([{"Id": "c1", "State": "exited"}]), monkeypatch)
     watched, engine = watched_with_stream(waiter, b"partial")
     waiter.handle_note(DockerEvent("die", "c1", 0, time.time()))
-    assert watched.pending_end is not None and not connection.sent
+    assert watched.ending.pending is not None and not connection.sent
     clock = [time.monotonic() + _waiter.STREAM_GRACE + 1]
     monkeypatch.setattr(_waiter.time, "monotonic", lambda: clock[0])
     waiter.poll()
@@ -502,7 +502,7 @@ class KillRecorder:
         self.killed = []
 
     def __call__(self, watched, reason):
-        watched.reason = watched.reason or reason
+        watched.ending.reason = watched.ending.reason or reason
         self.killed.append((watched.job_id, reason))
 
 
@@ -610,7 +610,7 @@ def test_a_job_whose_result_cannot_be_made_ends_alone(monkeypatch):
 
 def test_a_result_that_is_not_json_ends_with_bad_output(monkeypatch):
     client = FakeClient([{"Id": "c1", "State": "running"}])
-    monkeypatch.setattr(_waiter, "ended_result", lambda *args: {
+    monkeypatch.setattr(_watched, "ended_result", lambda *args: {
         "result": "failed", "text": "", "problems": {}, "run": {}, "x": float("nan")})
     waiter, connection = make_waiter(client, monkeypatch)
     waiter.handle_message(watch())
