@@ -47,18 +47,18 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from backend import docker
 from backend.model import InstanceConfig
-from backend.model import MAX_CHILDREN_LOST, JobState, Job
+from backend.model import Job, JobState
 from backend.ipc import (Close, EngineLoad, EngineState, JobEnded, KillAll, KillJob, KillRunning,
                          Mailbox, NewJob, Remove, RemoveContainer, Removed, RemoveLeftovers,
                          Started, StartFailed, Submit, Sweep, WarmStarted, WarmStartFailed)
 from backend.ipc import Handlers
 from backend.model import Result
+from backend.dispatch._losses import Losses
 from backend.dispatch._placement import Placement
-from backend.watch import PROBE_TIMEOUT
 from backend.dispatch._removals import Removals
 from backend.model import failure_result
 from backend.dispatch._stats import Stats
-from backend.dispatch._supervisor import STOP_GRACE, Child, ChildKind, ChildMains, Supervisor
+from backend.dispatch._supervisor import STOP_GRACE, Child, ChildMains, Supervisor
 from backend.ipc import Waitset
 from backend.dispatch._shapes import WarmPool
 from backend.dispatch._warm import GATE_LINE, WarmStarts
@@ -84,6 +84,7 @@ class Dispatcher(threading.Thread):
                                      logging.getLogger("backend").getEffectiveLevel(), mains)
         self.warm = WarmStarts(pool, self.placement, self.removals, self.supervisor,
                                lambda engine: self._mark_reachable(engine, False))
+        self.losses = Losses(self)
         self.pool_size = pool_size
         self.done_queue = done_queue
         self.mailbox = Mailbox()
@@ -135,7 +136,7 @@ class Dispatcher(threading.Thread):
                     self.supervisor.read(child, self._read_message)
             for child in self.supervisor.dead(children, ready):
                 self.supervisor.read(child, self._read_message)  # what it said counts
-                self._replace(child)
+                self.losses.replace(child)
             self.warm.check(ready, time.monotonic())
             self.removals.release_due(time.monotonic())
             self._schedule()
@@ -259,20 +260,8 @@ class Dispatcher(threading.Thread):
                                      message.maybe_created, time.monotonic())
         if message.retryable:
             self._mark_reachable(job.engine, False)
-        self._start_failed_elsewhere(job, job.engine, message.text, message.retryable,
+        self.losses.start_failed_elsewhere(job, job.engine, message.text, message.retryable,
                                      message.reason, message.container_id)
-
-    def _start_failed_elsewhere(self, job: Job, engine: str, text: str,
-                                retryable: bool = True, reason: str = "engine_unreachable",
-                                container_id: Optional[str] = None) -> None:
-        """``engine`` could not start ``job``: it is placed again if placement allows (see
-        :meth:`~backend.dispatch._placement.Placement.failed`), else it ends with ``reason``."""
-        if self.placement.failed(job, engine, retryable):
-            logger.info("job %s: %s; placing it again", job.job_id, text)
-            job.move(JobState.QUEUED)
-            job.container_id, job.warm = None, False
-        else:
-            self._end(job, failure_result(reason, text, engine, container_id))
 
     def _on_removed(self, submitter: Child, message: Removed) -> None:
         request, submitter.holding = submitter.holding, None
@@ -293,32 +282,7 @@ class Dispatcher(threading.Thread):
         does not answer also costs the submitters waiting on it their request."""
         self._mark_reachable(message.engine, message.reachable, probe=False)
         if not message.reachable:
-            self._abandon(message.engine)
-
-    def _abandon(self, engine: str) -> None:
-        """Gives up on the submitters whose request waits on ``engine``, which does not
-        answer (see :meth:`~backend.dispatch._supervisor.Supervisor.abandon`), and settles what they
-        held: a job is placed again (or ends ``engine_unreachable``), and its container, which
-        the engine may have created, is removed by name once the engine answers; a removal is
-        pending again; a warm container's start failed."""
-        for submitter in self.supervisor.submitters:
-            held = submitter.holding
-            if held is None or held.engine != engine or (
-                    isinstance(held, Job) and held.state is not JobState.SUBMITTING):
-                continue
-            logger.info("engine %s does not answer: giving up on submitter process %s",
-                        engine, submitter.process.pid)
-            self.supervisor.abandon(submitter)
-            if isinstance(held, Job):
-                self.removals.attempt_failed(engine, None, held.container_name, True,
-                                             time.monotonic())
-                self._start_failed_elsewhere(held, engine, f"host {engine} "
-                                             f"({self.urls[engine]}) did not answer a health "
-                                             f"probe within {PROBE_TIMEOUT} s")
-            elif isinstance(held, Submit):
-                self.warm.start_failed(held, None)
-            else:
-                self.removals.returned(held)
+            self.losses.abandon(message.engine)
 
     def _mark_reachable(self, engine: str, reachable: bool, probe: bool = True) -> None:
         """Records what a child saw of ``engine``. Jobs and removals are sent only to a
@@ -346,43 +310,6 @@ class Dispatcher(threading.Thread):
         job.result = result
         self.jobs.pop(job.job_id, None)
         self.done_queue.put(job)
-
-    def _replace(self, child: Child) -> None:
-        """Replaces a dead child and settles what a submitter held: its job ends (its
-        container, which may exist in any case, is removed), its removal is pending again.
-        (A waiter's running jobs go to its replacement.)"""
-        if self.stopping:
-            return
-        if child.kind is ChildKind.WAITER:
-            self._end_jobs_that_cost_waiters(child)
-        self.supervisor.replace(child)
-        held = child.holding
-        if isinstance(held, Job):
-            if held.state is JobState.SUBMITTING and held.engine:
-                self.warm.fill_failed(held.job_id)
-                self.removals.attempt_failed(held.engine, held.container_id,
-                                             held.container_name, True, time.monotonic())
-                self._end(held, failure_result(
-                    "start_failed", "the submitter process died while starting the job's "
-                    "container", held.engine, held.container_id))
-        elif isinstance(held, Submit):
-            self.warm.start_failed(held, None)
-        elif held is not None:
-            self.removals.returned(held)
-
-    def _end_jobs_that_cost_waiters(self, waiter: Child) -> None:
-        """Counts the death of ``waiter`` against each job it watched; a job that already
-        cost :data:`~backend.model._job.MAX_CHILDREN_LOST` waiters ends (``handling_failed``)
-        instead of going to the replacement, which whatever killed them would kill too."""
-        for job in list(waiter.jobs.values()):
-            job.children_lost += 1
-            if job.children_lost >= MAX_CHILDREN_LOST and job.state is JobState.RUNNING:
-                del waiter.jobs[job.job_id]
-                self._end(job, failure_result(
-                    "handling_failed", f"The waiter process of engine {job.engine} died "
-                    f"{job.children_lost} times while watching the job's container; the job "
-                    "is not handed on again.", job.engine, job.container_id))
-
 
 def _handlers(d: Dispatcher) -> Tuple[Handlers, Handlers]:
     """The dispatcher's handlers, by message type (see :mod:`backend.ipc._messages`): of the

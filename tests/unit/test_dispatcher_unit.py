@@ -196,7 +196,7 @@ def test_a_submitter_that_dies_while_creating_leaves_the_name_to_remove():
     dispatcher.supervisor.submitters = [child]
     queued = enqueue(dispatcher)
     dispatcher._schedule()
-    dispatcher._replace(child)
+    dispatcher.losses.replace(child)
     name = f"backend-{queued.job_id}-1"
     assert dispatcher.removals.pending("fake") == [name]
     # its create goes on in the engine: a first removal may find nothing, so it is retried
@@ -398,11 +398,11 @@ def test_a_job_that_cost_two_waiters_ends_instead_of_killing_a_third():
     running.state, running.engine, running.container_id = JobState.RUNNING, "fake", "c1"
     running.started_at = time.time()
     waiter.jobs[running.job_id] = running
-    dispatcher._replace(waiter)  # the first death: handed to the replacement
+    dispatcher.losses.replace(waiter)  # the first death: handed to the replacement
     first = replacements[0]
     assert running.job_id in first.jobs and running.state is JobState.RUNNING
     assert first.peer.recv().job_id == running.job_id  # its Watch
-    dispatcher._replace(first)  # the second: it ends
+    dispatcher.losses.replace(first)  # the second: it ends
     assert running.job_id not in replacements[1].jobs and not replacements[1].peer.poll()
     ended = dispatcher.done_queue.get_nowait()
     assert ended is running and running.result["result"] == "crash"
@@ -504,7 +504,7 @@ def test_a_submitter_dying_while_writing_a_warm_jobs_files_closes_its_attach():
     alive = submitter(True)
     queued, engine_side = _served_warm_with_files(dispatcher, alive)
     dispatcher.supervisor.replace = lambda child: child  # no new process in a unit test
-    dispatcher._replace(alive)
+    dispatcher.losses.replace(alive)
     assert engine_side.recv(1) == b"" and not dispatcher.warm.filling
     assert queued.state is JobState.DONE and queued.result["run"]["reason"] == "start_failed"
     engine_side.close()

@@ -1,0 +1,106 @@
+"""What a dead child or a silent engine costs the dispatcher, and how it is settled.
+
+A submitter that died held a job (it ends ``start_failed``; its container, which may exist,
+is removed by name), a removal (pending again) or a warm container's start (failed). A waiter
+that died is replaced and its running jobs go to the replacement, once: a job whose handling
+already cost :data:`~backend.model._job.MAX_CHILDREN_LOST` waiters ends ``handling_failed``.
+An engine that does not answer its health probe costs the submitters waiting on it their
+request: they are given up on, and what they held is settled as for a death, a job being placed
+again elsewhere when placement allows. Runs in the dispatcher thread, on the dispatcher's
+state (:class:`~backend.dispatch._dispatcher.Dispatcher` owns one :class:`Losses`).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Optional
+
+from backend.dispatch._supervisor import Child, ChildKind
+from backend.ipc import Submit
+from backend.model import MAX_CHILDREN_LOST, Job, JobState, failure_result
+from backend.watch import PROBE_TIMEOUT
+
+if TYPE_CHECKING:
+    from backend.dispatch._dispatcher import Dispatcher
+
+logger = logging.getLogger("backend")
+
+
+class Losses:
+    """Settles what dead children and silent engines leave (see the module docstring)."""
+
+    def __init__(self, dispatcher: "Dispatcher"):
+        self.d = dispatcher
+
+    def start_failed_elsewhere(self, job: Job, engine: str, text: str,
+                                retryable: bool = True, reason: str = "engine_unreachable",
+                                container_id: Optional[str] = None) -> None:
+        """``engine`` could not start ``job``: it is placed again if placement allows (see
+        :meth:`~backend.dispatch._placement.Placement.failed`), else it ends with ``reason``."""
+        if self.d.placement.failed(job, engine, retryable):
+            logger.info("job %s: %s; placing it again", job.job_id, text)
+            job.move(JobState.QUEUED)
+            job.container_id, job.warm = None, False
+        else:
+            self.d._end(job, failure_result(reason, text, engine, container_id))
+
+    def abandon(self, engine: str) -> None:
+        """Gives up on the submitters whose request waits on ``engine``, which does not
+        answer (see :meth:`~backend.dispatch._supervisor.Supervisor.abandon`), and settles what they
+        held: a job is placed again (or ends ``engine_unreachable``), and its container, which
+        the engine may have created, is removed by name once the engine answers; a removal is
+        pending again; a warm container's start failed."""
+        for submitter in self.d.supervisor.submitters:
+            held = submitter.holding
+            if held is None or held.engine != engine or (
+                    isinstance(held, Job) and held.state is not JobState.SUBMITTING):
+                continue
+            logger.info("engine %s does not answer: giving up on submitter process %s",
+                        engine, submitter.process.pid)
+            self.d.supervisor.abandon(submitter)
+            if isinstance(held, Job):
+                self.d.removals.attempt_failed(engine, None, held.container_name, True,
+                                             time.monotonic())
+                self.start_failed_elsewhere(held, engine, f"host {engine} "
+                                             f"({self.d.urls[engine]}) did not answer a health "
+                                             f"probe within {PROBE_TIMEOUT} s")
+            elif isinstance(held, Submit):
+                self.d.warm.start_failed(held, None)
+            else:
+                self.d.removals.returned(held)
+
+    def replace(self, child: Child) -> None:
+        """Replaces a dead child and settles what a submitter held: its job ends (its
+        container, which may exist in any case, is removed), its removal is pending again.
+        (A waiter's running jobs go to its replacement.)"""
+        if self.d.stopping:
+            return
+        if child.kind is ChildKind.WAITER:
+            self._end_jobs_that_cost_waiters(child)
+        self.d.supervisor.replace(child)
+        held = child.holding
+        if isinstance(held, Job):
+            if held.state is JobState.SUBMITTING and held.engine:
+                self.d.warm.fill_failed(held.job_id)
+                self.d.removals.attempt_failed(held.engine, held.container_id,
+                                             held.container_name, True, time.monotonic())
+                self.d._end(held, failure_result(
+                    "start_failed", "the submitter process died while starting the job's "
+                    "container", held.engine, held.container_id))
+        elif isinstance(held, Submit):
+            self.d.warm.start_failed(held, None)
+        elif held is not None:
+            self.d.removals.returned(held)
+
+    def _end_jobs_that_cost_waiters(self, waiter: Child) -> None:
+        """Counts the death of ``waiter`` against each job it watched; a job that already
+        cost :data:`~backend.model._job.MAX_CHILDREN_LOST` waiters ends (``handling_failed``)
+        instead of going to the replacement, which whatever killed them would kill too."""
+        for job in list(waiter.jobs.values()):
+            job.children_lost += 1
+            if job.children_lost >= MAX_CHILDREN_LOST and job.state is JobState.RUNNING:
+                del waiter.jobs[job.job_id]
+                self.d._end(job, failure_result(
+                    "handling_failed", f"The waiter process of engine {job.engine} died "
+                    f"{job.children_lost} times while watching the job's container; the job "
+                    "is not handed on again.", job.engine, job.container_id))
