@@ -93,6 +93,7 @@ class _Waiter:
         self.link = EngineLink(config, self.mailbox, connection.send)
         self.probe = self.link.probe
         self.stopping = False
+        self.poller = _Poll(self)
         self.messages = Handlers("waiter", {  # from the dispatcher
             Watch: self.on_watch, KillRunning: self.on_kill, Probe: self.on_probe,
             Exit: self.on_exit, type(None): self.on_exit})
@@ -132,7 +133,7 @@ class _Waiter:
                 except (EOFError, OSError):
                     return
                 if time.monotonic() >= next_poll:
-                    self.poll()
+                    self.poller.poll()
                     next_poll = time.monotonic() + self.config.time_between_polls
         finally:
             # the mailbox stays open: a kill thread may still put into it until we exit
@@ -161,7 +162,7 @@ class _Waiter:
     def on_probe(self, message: Probe) -> None:  # a submitter saw the engine fail: report
         self.link.reachable = None                 # what we see, on a new connection, as a
         self.link.drop(close=True)                 # submitter makes: an engine that stops
-        self.reconcile(list(self.watched.values()))
+        self.poller.reconcile(list(self.watched.values()))
 
     def watch(self, message: Watch, stream: Optional[docker.OutputStream], rest: bytes) -> None:
         if message.container_id in self.watched:
@@ -186,7 +187,7 @@ class _Waiter:
         elif self.events_since is None or message.started_at < self.events_since + 1.0:
             # it may have ended before our event stream covers (a previous waiter died
             # holding it): look now rather than at the next poll
-            self.reconcile([watched])
+            self.poller.reconcile([watched])
 
     def handle_notes(self) -> None:
         """Handles what the mailbox holds; of the load counter's counts, sends the last."""
@@ -321,49 +322,57 @@ class _Waiter:
         docker.stop_writer(watched.writer)
         self.connection.send(JobEnded(watched.job_id, result))
 
-    # -- the poll ------------------------------------------------------------------------
+
+class _Poll:
+    """A waiter's poll, every ``time_between_polls``: what no event tells (an output stream
+    that did not end, the limits enforced from outside, lost events, containers removed from
+    outside, an engine lost for too long). Runs in the waiter's main thread, on its state."""
+
+    def __init__(self, waiter: "_Waiter"):
+        self.waiter = waiter
+
     def poll(self) -> None:
-        if not self.watched:
-            if self.link.reachable is False:  # the dispatcher waits to hear that it is back
+        if not self.waiter.watched:
+            if self.waiter.link.reachable is False:  # the dispatcher waits to hear that it is back
                 self.reconcile([])
             return
         now = time.time()
-        for watched in list(self.watched.values()):
+        for watched in list(self.waiter.watched.values()):
             pending = watched.overdue(time.monotonic())
             if pending is not None:
                 logger.debug("output stream of %s did not end; reading its log", watched.job_id)
                 watched.follower.give_up()
-                self.finish(watched, pending.exit_code, pending.ended_at)
-        for watched, reason in over_limits(list(self.watched.values()), self.connected,
-                                           self.config.time_between_polls):
-            self.kill(watched, reason)
-        self.reconcile(list(self.watched.values()))
-        if self.link.lost_for(ENGINE_LOST_AFTER):
-            for watched in list(self.watched.values()):
+                self.waiter.finish(watched, pending.exit_code, pending.ended_at)
+        for watched, reason in over_limits(list(self.waiter.watched.values()), self.waiter.connected,
+                                           self.waiter.config.time_between_polls):
+            self.waiter.kill(watched, reason)
+        self.reconcile(list(self.waiter.watched.values()))
+        if self.waiter.link.lost_for(ENGINE_LOST_AFTER):
+            for watched in list(self.waiter.watched.values()):
                 watched.ending.reason = watched.ending.reason or "engine_lost"
-                self.report(watched, lost_result(self.config.name, watched.container_id,
+                self.waiter.report(watched, lost_result(self.waiter.config.name, watched.container_id,
                                                  now - watched.started_at, stopped=True))
 
     def reconcile(self, candidates: List[WatchedContainer]) -> None:
         """Finishes the candidates whose container ended or vanished (lost events). Also tells
         whether the engine answers: with no candidates, only when that is in doubt."""
-        if not candidates and self.link.reachable:
+        if not candidates and self.waiter.link.reachable:
             return
-        listed = self.link.listing(self.label)
+        listed = self.waiter.link.listing(self.waiter.label)
         if listed is None:  # not answered (the engine is in doubt), or an error answer
-            if self.link.unanswered:
-                self.set_reachable(False)
+            if self.waiter.link.unanswered:
+                self.waiter.set_reachable(False)
             return
-        self.set_reachable(True)
+        self.waiter.set_reachable(True)
         for watched in candidates:
-            if watched.container_id not in self.watched:
+            if watched.container_id not in self.waiter.watched:
                 continue
             container = listed.get(watched.container_id)
             if container is None:
                 watched.ending.reason = watched.ending.reason or "removed"
-                self.finish(watched, watched.ending.exit_code, time.time(), gone=True)
+                self.waiter.finish(watched, watched.ending.exit_code, time.time(), gone=True)
             elif container.get("State") in ("exited", "dead"):
-                self.finish(watched, None, watched.ending.ended_at or time.time())
+                self.waiter.finish(watched, None, watched.ending.ended_at or time.time())
 
 
 def _kill(connected: Callable[[], docker.Engine], container_id: str, mailbox: Mailbox,

@@ -90,21 +90,8 @@ class JobManager:
                  process_pool_size: Optional[int] = None, *,
                  max_queued_jobs: Optional[int] = None, start_method: str = "forkserver"):
         self._configs = parse_instances(docker_instances)
-        for name, value, least in (("callback_manager_count", callback_manager_count, 1),
-                                   ("process_pool_size", process_pool_size, 1),
-                                   ("max_queued_jobs", max_queued_jobs, 0)):
-            if value is None and name != "callback_manager_count":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be a whole number of at least {least}, "
-                                 f"not {value!r}")
-        for name, folder in (("containers_directory", containers_directory),
-                             ("tasks_directory", tasks_directory)):
-            if folder is not None and not os.path.isdir(folder):
-                raise ValueError(f"{name} {folder!r} is not a folder")
-        if start_method not in ("forkserver", "spawn"):
-            raise ValueError(f"start_method must be 'forkserver' or 'spawn', not "
-                             f"{start_method!r}")
+        _check_arguments(callback_manager_count, process_pool_size, max_queued_jobs,
+                         containers_directory, tasks_directory, start_method)
         self.containers_directory = containers_directory
         self.tasks_directory = tasks_directory
         self.manager_id = uuid.uuid4().hex[:16]
@@ -354,6 +341,27 @@ def build_all(configs: Sequence[InstanceConfig], folder: Optional[str], names: L
                 logger.info("built %s on %s", tag, config.name)
             report[config.name][tag] = error
     return report
+
+
+def _check_arguments(callback_manager_count: int, process_pool_size: Optional[int],
+                     max_queued_jobs: Optional[int], containers_directory: Optional[str],
+                     tasks_directory: Optional[str], start_method: str) -> None:
+    """The JobManager's arguments but its engines; a wrong one raises ValueError naming it."""
+    for name, value, least in (("callback_manager_count", callback_manager_count, 1),
+                               ("process_pool_size", process_pool_size, 1),
+                               ("max_queued_jobs", max_queued_jobs, 0)):
+        if value is None and name != "callback_manager_count":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be a whole number of at least {least}, "
+                             f"not {value!r}")
+    for name, folder in (("containers_directory", containers_directory),
+                         ("tasks_directory", tasks_directory)):
+        if folder is not None and not os.path.isdir(folder):
+            raise ValueError(f"{name} {folder!r} is not a folder")
+    if start_method not in ("forkserver", "spawn"):
+        raise ValueError(f"start_method must be 'forkserver' or 'spawn', not "
+                         f"{start_method!r}")
 
 
 def _make_job(task: Any, snapshot: TaskSnapshot, inputdata: Any, callback: Callback,

@@ -169,5 +169,5 @@ def test_a_waiter_makes_no_call_to_an_engine_its_probe_found_silent(monkeypatch)
     with pytest.raises(_docker.DockerFailure) as failure:
         waiter.connected()
     assert failure.value.retryable and "health probe" in failure.value.text
-    waiter.reconcile([])  # at once: the engine is said to be down
+    waiter.poller.reconcile([])  # at once: the engine is said to be down
     assert waiter.link.reachable is False

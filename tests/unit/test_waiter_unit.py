@@ -261,7 +261,7 @@ def test_a_stream_that_does_not_end_falls_back_to_the_log(monkeypatch):
     assert watched.ending.pending is not None and not connection.sent
     clock = [time.monotonic() + _waiter.STREAM_GRACE + 1]
     monkeypatch.setattr(_waiter.time, "monotonic", lambda: clock[0])
-    waiter.poll()
+    waiter.poller.poll()
     [(_, result)] = ended(connection)
     assert result["result"] == "success" and result["run"]["stderr"] == "log\n"  # the log's
     assert not watched.follower.reading  # closed
@@ -345,7 +345,7 @@ def test_a_probe_reports_the_engine_even_when_nothing_changed(monkeypatch):
     monkeypatch.setattr(_docker, "connect", lambda instance, **options: new)
     waiter.set_reachable(True)
     connection.sent.clear()
-    waiter.poll()  # nothing watched, the engine answers: no listing, nothing to say
+    waiter.poller.poll()  # nothing watched, the engine answers: no listing, nothing to say
     assert old.listings == 0 and connection.sent == []
     # a submitter saw the engine fail, the dispatcher marked it down: it must hear back
     waiter.handle_message(Probe())
@@ -360,10 +360,10 @@ def test_an_idle_waiter_reports_an_engine_back(monkeypatch):
     monkeypatch.setattr(_docker, "connect", lambda instance, **options: client)
     waiter.handle_message(Probe())
     assert connection.sent == [EngineState("fake", False)]
-    waiter.poll()  # still down: nothing new
+    waiter.poller.poll()  # still down: nothing new
     assert connection.sent == [EngineState("fake", False)] and client.listings == 2
     client.up = True
-    waiter.poll()  # nothing watched, but the engine is in doubt: it is looked at
+    waiter.poller.poll()  # nothing watched, but the engine is in doubt: it is looked at
     assert connection.sent[-1] == EngineState("fake", True)
 
 
@@ -533,7 +533,7 @@ def test_the_poll_kills_a_running_job_over_its_disk_limit(monkeypatch):
     monkeypatch.setattr(waiter, "kill", KillRecorder())
     waiter.handle_message(watch("j1", "c1", limits=limits))
     waiter.handle_message(watch("j2", "c2", limits=limits))
-    waiter.poll()
+    waiter.poller.poll()
     assert waiter.kill.killed == [("j1", "disk")]
     assert waiter.watched["c1"].disk_seen == 1001
 
@@ -544,7 +544,7 @@ def test_an_engine_error_on_a_size_check_skips_it(monkeypatch):
     waiter, connection = make_waiter(client, monkeypatch)
     monkeypatch.setattr(waiter, "kill", KillRecorder())
     waiter.handle_message(watch())
-    waiter.poll()
+    waiter.poller.poll()
     assert waiter.kill.killed == [] and not ended(connection)
 
 
