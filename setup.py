@@ -8,7 +8,7 @@ setup(
     license="MIT",
     packages=find_packages(include=["backend", "backend.*"]),
     # the demo's images (``jobmanager demo`` works installed) and the PEP 561 marker
-    package_data={"backend": ["py.typed", "demo/*/Dockerfile", "demo/containers/*/*"]},
+    package_data={"backend": ["py.typed", "cli/demo/*/Dockerfile", "cli/demo/containers/*/*"]},
     python_requires=">=3.9",
     # the library speaks to engines with its own standard-library client (backend._http);
     # docker-py is what the tests and benchmarks compare with and check through

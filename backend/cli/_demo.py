@@ -1,6 +1,6 @@
 """The demo: about forty submissions of a small shell exercise, graded over one or more engines.
 
-Owns the demo's images and its submissions. Its files ship as package data (``backend/demo``:
+Owns the demo's images and its submissions. Its files ship as package data (``backend/cli/demo``:
 ``busybox/`` the base image, ``containers/grader/`` the grader), so an installed package runs
 it in any folder: :class:`Demo` copies them into a temporary folder, builds the base image from
 the host's static busybox (``/bin/busybox`` of busybox-static: no registry is needed) and the
@@ -90,8 +90,8 @@ def missing_outcomes(statuses: Iterable[str]) -> List[str]:
 
 
 def copy_demo_files(target: Path) -> None:
-    """Copies the package data ``backend/demo`` into ``target`` (any loader: read, not linked)."""
-    _copy_tree(resources.files("backend").joinpath("demo"), target)
+    """Copies the package data ``backend/cli/demo`` into ``target`` (any loader: read, not linked)."""
+    _copy_tree(resources.files("backend.cli").joinpath("demo"), target)
 
 
 def _copy_tree(source: "resources.abc.Traversable", target: Path) -> None:
