@@ -84,7 +84,8 @@ class Dispatcher(threading.Thread):
                                      logging.getLogger("backend").getEffectiveLevel(), mains)
         self.warm = WarmStarts(pool, self.placement, self.removals, self.supervisor,
                                lambda engine: self._mark_reachable(engine, False))
-        self.losses = Losses(self)
+        self.losses = Losses(self.placement, self.removals, self.supervisor, self.warm,
+                             self.urls, self._end, lambda: self.stopping)
         self.pool_size = pool_size
         self.done_queue = done_queue
         self.mailbox = Mailbox()

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import io
 import json
-from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Protocol
 
-if TYPE_CHECKING:
-    from backend.docker._http import _Connection
+
+class _Connection(Protocol):
+    """What an answer is read from: a connection's buffered reader."""
+
+    reader: io.BufferedReader
 
 _MAX_HEADER_LINE = 65536
 #: Header lines an answer may have.
@@ -51,7 +54,7 @@ class _Response:
         ConnectionAbortedError: it closed it in the middle of the head.
     """
 
-    def __init__(self, connection: "_Connection"):
+    def __init__(self, connection: _Connection):
         self.connection = connection
         reader = connection.reader
         line = _line(reader)
