@@ -38,8 +38,8 @@ def installed_package(tmp_path):
                     str(tmp_path / "build")], cwd=source, check=True, capture_output=True,
                    timeout=120)
     site = tmp_path / "build" / "lib"
-    for data in ("py.typed", "demo/busybox/Dockerfile", "demo/containers/grader/Dockerfile",
-                 "demo/containers/grader/grade.sh"):
+    for data in ("py.typed", "cli/demo/busybox/Dockerfile",
+                 "cli/demo/containers/grader/Dockerfile", "cli/demo/containers/grader/grade.sh"):
         assert (site / "backend" / data).is_file(), f"{data} is not package data"
     return site
 
