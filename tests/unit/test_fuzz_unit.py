@@ -66,8 +66,10 @@ def cut(data, points):
 
 
 def connection(pieces):
-    """What a _Response reads from: a buffered reader over ``pieces``."""
-    return types.SimpleNamespace(sock=None, reader=io.BufferedReader(Pieces(pieces), 65536))
+    """What a _Response reads from: a buffered reader over ``pieces`` (and a ``close``, which
+    a stream over it calls when it is collected)."""
+    return types.SimpleNamespace(sock=None, reader=io.BufferedReader(Pieces(pieces), 65536),
+                                 close=lambda: None)
 
 
 def response(pieces):
