@@ -5,7 +5,7 @@ A waiter process serves one engine (an engine may have several). It reads its *w
 back). Inside, an :class:`~backend.watch._events.EventFollower` thread follows the engine's one
 event stream (for the main loop and the load counter both), and the main thread does one wait
 over the pipe, the :class:`~backend.ipc._messages.Mailbox` fed by the helper threads, the attach of
-every job it watches (each read by its :class:`~backend.watch._stream.OutputFollower`, in this
+every job it watches (each read by its :class:`~backend.watch._follower.OutputFollower`, in this
 thread: no thread per container) and the poll deadline::
 
     dispatcher --(Watch [+ attach fd] | KillRunning | Probe | Exit)--> main loop

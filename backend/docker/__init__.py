@@ -14,7 +14,7 @@ from backend.docker._client import (CONTAINER_EVENTS, DockerFailure, EVENTS_IDLE
                                     EventStream, LABEL_JOB, LABEL_MANAGER, OutputStream, STDERR,
                                     STDOUT, adopt_stream, connect, container_name,
                                     container_options, demultiplex, is_not_found)
-from backend.docker._containers import (build_image, create_and_start, dead_managers_containers,
+from backend.docker._actions import (build_image, create_and_start, dead_managers_containers,
                                         fill, manager_containers, remove_containers)
 from backend.docker._features import unreported_oom
 from backend.docker._input import (InputWriter, read_input, start_writer, stop_writer,

@@ -16,6 +16,6 @@ from backend.watch._link import EngineLink
 from backend.watch._limits import over_disk, over_limits
 from backend.watch._load import LoadCounter
 from backend.watch._probe import HealthProbe, PROBE_TIMEOUT
-from backend.watch._stream import OutputFollower, StreamState
+from backend.watch._follower import OutputFollower, StreamState
 
 __all__ = ["over_disk", "over_limits", "EngineLink", "EarlyEvents", "EventFollower", "HealthProbe", "LoadCounter", "OutputFollower", "PROBE_TIMEOUT", "PendingEnd", "StreamState", "WatchedContainer"]

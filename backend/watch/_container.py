@@ -2,7 +2,7 @@
 
 Owned by a waiter's main loop (:mod:`backend._waiter`), one per container it was told of
 (``Watch``), until the job's result is reported; the main thread's alone (its output is its
-:class:`~backend.watch._stream.OutputFollower`'s, its input its
+:class:`~backend.watch._follower.OutputFollower`'s, its input its
 :class:`~backend.docker._input.InputWriter`'s). It records what the container's events tell, and
 collects how the container ended (the engine's inspect and log, or the job's own stream);
 :mod:`backend.model._results` makes the result of that.
@@ -20,7 +20,7 @@ from backend import docker
 from backend.model import OutputsReader
 from backend.model import Outputs
 from backend.ipc import DockerEvent, Watch
-from backend.watch._stream import OutputFollower, StreamState
+from backend.watch._follower import OutputFollower, StreamState
 from backend.model import ContainerEnd, Result, check_json, ended_result, failure_result
 
 logger = logging.getLogger("backend")
@@ -59,7 +59,7 @@ class Ending:
 @dataclass
 class WatchedContainer:
     """One container this waiter watches. The main thread's alone (its output is the
-    follower's, see :class:`~backend.watch._stream.OutputFollower`)."""
+    follower's, see :class:`~backend.watch._follower.OutputFollower`)."""
 
     job_id: str
     container_id: str

@@ -1,5 +1,5 @@
 """The waiter's fault logic against a fake engine (fast; no engine): its main loop
-(backend._waiter), its event thread (backend.watch._events) and an output follower (backend.watch._stream)."""
+(backend._waiter), its event thread (backend.watch._events) and an output follower (backend.watch._follower)."""
 import os
 import socket
 import threading
@@ -11,7 +11,7 @@ from backend import _waiter
 from backend import docker as _docker
 from backend.watch import _events
 from backend.ipc import _messages
-from backend.watch import _stream as _output
+from backend.watch import _follower as _output
 from backend.watch import _container as _watched
 from backend.model._config import parse_instances
 from backend.ipc._messages import (ContainerSeen, DockerEvent, EngineLoad, EngineState,
