@@ -147,7 +147,7 @@ def test_the_depth_scan_is_linear():
         assert time.perf_counter() - started < 2.0  # quadratic would take minutes
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, derandomize=True, deadline=None, database=None)
 @given(st.binary(max_size=2000) | st.text(alphabet='[]{}"\\,:0123456789.eE-+ aNIfinity',
                                           max_size=2000).map(str.encode))
 def test_any_stdout_gives_a_json_result(stdout):
@@ -156,7 +156,7 @@ def test_any_stdout_gives_a_json_result(stdout):
         check_json(result)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=1000, derandomize=True, deadline=None, database=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False,
                                                                           allow_infinity=False)
                     | st.text(), lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
