@@ -104,11 +104,11 @@ class _Waiter:
     def connected(self) -> docker.Engine:
         return self.link.connected()
 
-    def set_reachable(self, reachable: bool) -> None:
+    def set_reachable(self, reachable: bool, why: str = "") -> None:
         if reachable is False and self.link.unreachable_since is None:
             for watched in self.watched.values():
                 watched.ending.engine_was_lost = True
-        self.link.set_reachable(reachable)
+        self.link.set_reachable(reachable, why)
 
     # -- main loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -214,7 +214,7 @@ class _Waiter:
 
     def on_engine_state(self, note: EngineState) -> None:  # the probe's, or the event
         if note.reachable != self.probe.silent:  # thread's when it agrees with the probe
-            self.set_reachable(note.reachable)
+            self.set_reachable(note.reachable, note.why)
 
     def on_events_covered(self, note: EventsCovered) -> None:  # the first stream's start counts
         self.events_since = self.events_since or note.since

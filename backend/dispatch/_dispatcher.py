@@ -283,7 +283,7 @@ class Dispatcher(threading.Thread):
         does not answer also costs the submitters waiting on it their request."""
         self._mark_reachable(message.engine, message.reachable, probe=False)
         if not message.reachable:
-            self.losses.abandon(message.engine)
+            self.losses.abandon(message.engine, message.why)
 
     def _mark_reachable(self, engine: str, reachable: bool, probe: bool = True) -> None:
         """Records what a child saw of ``engine``. Jobs and removals are sent only to a

@@ -49,12 +49,12 @@ class Losses:
         else:
             self.end(job, failure_result(reason, text, engine, container_id))
 
-    def abandon(self, engine: str) -> None:
+    def abandon(self, engine: str, why: str = "") -> None:
         """Gives up on the submitters whose request waits on ``engine``, which does not
         answer (see :meth:`~backend.dispatch._supervisor.Supervisor.abandon`), and settles what they
         held: a job is placed again (or ends ``engine_unreachable``), and its container, which
         the engine may have created, is removed by name once the engine answers; a removal is
-        pending again; a warm container's start failed."""
+        pending again; a warm container's start failed. ``why``: what the probe saw."""
         for submitter in self.supervisor.submitters:
             held = submitter.holding
             if held is None or held.engine != engine or (
@@ -68,7 +68,8 @@ class Losses:
                                              time.monotonic())
                 self.start_failed_elsewhere(held, engine, f"host {engine} "
                                              f"({self.urls[engine]}) did not answer a health "
-                                             f"probe within {PROBE_TIMEOUT} s")
+                                             f"probe within {PROBE_TIMEOUT} s"
+                                             + (f": {why}" if why else ""))
             elif isinstance(held, Submit):
                 self.warm.start_failed(held, None)
             else:

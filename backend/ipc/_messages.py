@@ -188,6 +188,7 @@ class JobEnded(NamedTuple):
 class EngineState(NamedTuple):
     engine: str
     reachable: bool
+    why: str = ""  # what the last failure said (a TLS error, a refused connection), if any
 
 
 class EngineLoad(NamedTuple):

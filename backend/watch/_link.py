@@ -64,7 +64,7 @@ class EngineLink:
             self.docker.close()
         self.docker = None
 
-    def set_reachable(self, reachable: bool) -> None:
+    def set_reachable(self, reachable: bool, why: str = "") -> None:
         if reachable:
             self.unreachable_since = None
         elif self.unreachable_since is None:
@@ -73,7 +73,9 @@ class EngineLink:
             self.reachable = reachable
             if not reachable:
                 logger.warning("engine %s does not answer", self.config.name)
-            self.report(EngineState(self.config.name, reachable))
+            if not reachable and not why and self.probe.silent:
+                why = self.probe.why  # what the probe saw, when another told it first
+            self.report(EngineState(self.config.name, reachable, why))
 
     def lost_for(self, seconds: float) -> bool:
         """Whether the engine has not answered for ``seconds``."""

@@ -48,6 +48,7 @@ class HealthProbe:
         self.on_silent = on_silent
         #: the last probe found the engine silent (read by any thread)
         self.silent = False
+        self.why = ""  # what the last probe that got no answer saw
         self._stopped = threading.Event()
 
     def start(self) -> None:
@@ -63,6 +64,7 @@ class HealthProbe:
         except docker.DockerFailure as failure:
             if failure.retryable:
                 logger.debug("health probe of %s: %s", self.config.name, failure.text)
+                self.why = failure.text
                 return False
         return True
 
@@ -76,7 +78,7 @@ class HealthProbe:
                     answered = self.answers(engine)
                 except (ValueError, OSError) as error:  # TLS files it cannot read
                     logger.debug("health probe of %s: %s", self.config.name, error)
-                    answered = False
+                    self.why, answered = str(error), False
                 if not answered and engine is not None:  # a new connection next time
                     engine.close()
                     engine = None
@@ -86,7 +88,8 @@ class HealthProbe:
                         logger.info("engine %s did not answer a health probe within %s s",
                                     self.config.name, PROBE_TIMEOUT)
                         self.on_silent()
-                    self.mailbox.put(EngineState(self.config.name, answered))
+                    self.mailbox.put(EngineState(self.config.name, answered,
+                                                 "" if answered else self.why))
                 self._stopped.wait(PROBE_EVERY)
         except Exception:  # noqa: BLE001 - the probe must never take the waiter down
             logger.exception("the health probe of %s failed", self.config.name)
