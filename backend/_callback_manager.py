@@ -23,9 +23,7 @@ import queue
 import threading
 from typing import Callable, Iterator, Optional, Set
 
-from backend.model import Job
-from backend.model import Result
-from backend.model import complete, make_run, merge
+from backend.model import Job, Result, complete, make_run, merge
 
 logger = logging.getLogger("backend")
 

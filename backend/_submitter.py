@@ -37,10 +37,10 @@ from multiprocessing.connection import Connection
 from typing import Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from backend import docker
-from backend.ipc import configure_logging, exit_with_parent
+from backend.ipc import (Exit, Handlers, Remove, RemoveLeftovers, Removed, StartFailed, Started,
+                         Submit, Sweep, WarmStartFailed, WarmStarted, configure_logging,
+                         exit_with_parent, receive, send)
 from backend.model import InstanceConfig
-from backend.ipc import (Exit, Handlers, Remove, Removed, RemoveLeftovers, Started, StartFailed,
-                         Submit, Sweep, WarmStarted, WarmStartFailed, receive, send)
 
 logger = logging.getLogger("backend")
 

@@ -55,18 +55,13 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from backend import docker
-from backend.ipc import configure_logging, exit_with_parent
-from backend.model import InstanceConfig
-from backend.watch import EarlyEvents, EventFollower
-from backend.watch import LoadCounter
-from backend.ipc import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit, JobEnded,
-                         KillRunning, Mailbox, OutputOverflow, Probe, Watch)
-from backend.model import Result
-from backend.watch import OutputFollower, StreamState
-from backend.watch import EngineLink, over_disk, over_limits
-from backend.model import check_json, ended_result, failure_result, lost_result
-from backend.ipc import Handlers, Waitset, readable, receive
-from backend.watch import PendingEnd, WatchedContainer
+from backend.ipc import (DockerEvent, EngineLoad, EngineState, EventsCovered, Exit, Handlers,
+                         JobEnded, KillRunning, Mailbox, OutputOverflow, Probe, Waitset, Watch,
+                         configure_logging, exit_with_parent, readable, receive)
+from backend.model import (InstanceConfig, Result, check_json, ended_result, failure_result,
+                           lost_result)
+from backend.watch import (EarlyEvents, EngineLink, EventFollower, LoadCounter, OutputFollower,
+                           PendingEnd, StreamState, WatchedContainer, over_disk, over_limits)
 
 logger = logging.getLogger("backend")
 

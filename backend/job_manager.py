@@ -24,16 +24,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from backend import docker, model, _submitter, _waiter
 from backend._callback_manager import CallbackThreads, _CallbackManager
-from backend.model import InstanceConfig, load_config, parse_instances
-from backend.dispatch import Dispatcher
-from backend.dispatch import ChildMains
-from backend.model import check_files
-from backend.model import JobState, Job
+from backend.model import (InstanceConfig, Job, JobSpec, JobState, LocalCheck, Result,
+                           TaskSnapshot, check_files, load_config, parse_instances, snapshot_task)
+from backend.dispatch import ChildMains, Dispatcher, Stats
 from backend.ipc import Close, KillAll, KillJob, NewJob, RemoveContainer
-from backend.model import JobSpec
-from backend.model import Result
-from backend.dispatch import Stats
-from backend.model import LocalCheck, TaskSnapshot, snapshot_task
 
 logger = logging.getLogger("backend")
 

@@ -23,9 +23,7 @@ from types import TracebackType
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type
 
 from backend import docker
-from backend.model import InstanceConfig
-from backend.model import Result
-from backend.model import Task
+from backend.model import InstanceConfig, Result, Task
 from backend.job_manager import JobManager
 from backend.job_manager_buffer import JobManagerBuffer
 

@@ -46,20 +46,16 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from backend import docker
-from backend.model import InstanceConfig
-from backend.model import Job, JobState
-from backend.ipc import (Close, EngineLoad, EngineState, JobEnded, KillAll, KillJob, KillRunning,
-                         Mailbox, NewJob, Remove, RemoveContainer, Removed, RemoveLeftovers,
-                         Started, StartFailed, Submit, Sweep, WarmStarted, WarmStartFailed)
-from backend.ipc import Handlers
-from backend.model import Result
+from backend.model import InstanceConfig, Job, JobState, Result, failure_result
+from backend.ipc import (Close, EngineLoad, EngineState, Handlers, JobEnded, KillAll, KillJob,
+                         KillRunning, Mailbox, NewJob, Remove, RemoveContainer, RemoveLeftovers,
+                         Removed, StartFailed, Started, Submit, Sweep, Waitset, WarmStartFailed,
+                         WarmStarted)
 from backend.dispatch._losses import Losses
 from backend.dispatch._placement import Placement
 from backend.dispatch._removals import Removals
-from backend.model import failure_result
 from backend.dispatch._stats import Stats
 from backend.dispatch._supervisor import STOP_GRACE, Child, ChildMains, Supervisor
-from backend.ipc import Waitset
 from backend.dispatch._shapes import WarmPool
 from backend.dispatch._warm import GATE_LINE, WarmStarts
 

@@ -33,8 +33,7 @@ import math
 import random
 from typing import Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
-from backend.model import InstanceConfig
-from backend.model import JobState, Job
+from backend.model import InstanceConfig, Job, JobState
 from backend.ipc import EngineLoad
 
 #: Engines a job is tried on when its engine does not answer, at most.

@@ -21,8 +21,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any, Dict, Hashable, List, Optional, Sequence, Set, Tuple
 
-from backend.model import InstanceConfig
-from backend.model import JobSpec
+from backend.model import InstanceConfig, JobSpec
 
 #: The whole container definition of a job, hashable (see :func:`shape_of`).
 Shape = Hashable

@@ -19,9 +19,9 @@ from multiprocessing.connection import Connection
 from typing import (Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Set,
                     Union)
 
-from backend.ipc import is_running, start_process
+from backend.ipc import (Exit, Probe, Removal, Submit, Watch, is_running, readable, receive, send,
+                         start_process)
 from backend.model import InstanceConfig, Job, JobState
-from backend.ipc import Exit, Probe, Removal, Submit, Watch, readable, receive, send
 
 logger = logging.getLogger("backend")
 

@@ -38,8 +38,7 @@ import select
 import time
 from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Union
 
-from backend.model import InstanceConfig
-from backend.model import JobState, Job
+from backend.model import InstanceConfig, Job, JobState
 from backend.ipc import Started, StartFailed, Submit, WarmStarted, WarmStartFailed
 from backend.dispatch._placement import Placement
 from backend.dispatch._removals import Removals

@@ -16,8 +16,7 @@ import socket
 import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from backend.docker import _definition as _container
-from backend.docker import _features, _input
+from backend.docker import _definition as _container, _features, _input
 from backend.docker._client import Engine, OutputStream, _object, connect
 from backend.docker._http import sent_nothing
 from backend.docker._definition import LABEL_MANAGER, LABEL_OWNER, container_options

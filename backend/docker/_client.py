@@ -28,18 +28,15 @@ import socket
 import tarfile
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from backend.docker import _features
-from backend.docker import _input
-from backend.model import InstanceConfig
-# the container definition (pure): see _container (re-exported here)
-from backend.docker import _definition as _container
+from backend.docker import _definition as _container, _features, _input
+from backend.model import InstanceConfig, upload
+# the container definition (pure): see _definition (re-exported here)
 from backend.docker._definition import (LABEL_JOB, LABEL_MANAGER, LABEL_OWNER, container_name,
                                         container_options)
-# the failure type, its translation and the streams: see _docker_io (re-exported here)
+# the failure type, its translation and the streams: see _streams (re-exported here)
 from backend.docker._streams import (CALL_ERRORS, STDERR, STDOUT, ArchiveStream, DockerFailure,
                                      EventStream, OutputStream, demultiplex, is_not_found,
                                      short_text, stream_failure, translate)
-from backend.model import upload
 from backend.docker._http import Client, adopt, sent_nothing
 
 if TYPE_CHECKING:

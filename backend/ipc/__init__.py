@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from backend.ipc._child import configure_logging, exit_with_parent, is_running, start_process
 from backend.ipc._messages import (Close, ContainerSeen, DockerEvent, EngineLoad, EngineState,
-                                   EventsCovered, Exit, JobEnded, KillAll, KillJob, KillRunning,
-                                   Mailbox, NewJob, OutputOverflow, Probe, Removal, Remove,
-                                   RemoveContainer, RemoveLeftovers, Removed, StartFailed,
-                                   Started, Submit, Sweep, Watch)
-from backend.ipc._messages import (Handlers, WarmStartFailed, WarmStarted, carried, receive,
-                                   send)
+                                   EventsCovered, Exit, Handlers, JobEnded, KillAll, KillJob,
+                                   KillRunning, Mailbox, NewJob, OutputOverflow, Probe, Removal,
+                                   Remove, RemoveContainer, RemoveLeftovers, Removed, StartFailed,
+                                   Started, Submit, Sweep, WarmStartFailed, WarmStarted, Watch,
+                                   carried, receive, send)
 from backend.ipc._waitset import Waitset, readable
 
 __all__ = ["Handlers", "WarmStartFailed", "WarmStarted", "carried", "receive", "send", "Close", "ContainerSeen", "DockerEvent", "EngineLoad", "EngineState", "EventsCovered", "Exit", "JobEnded", "KillAll", "KillJob", "KillRunning", "Mailbox", "NewJob", "OutputOverflow", "Probe", "Removal", "Remove", "RemoveContainer", "RemoveLeftovers", "Removed", "StartFailed", "Started", "Submit", "Sweep", "Waitset", "Watch", "configure_logging", "exit_with_parent", "is_running", "readable", "start_process"]

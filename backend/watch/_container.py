@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 from backend import docker
-from backend.model import OutputsReader
-from backend.model import Outputs
+from backend.model import (ContainerEnd, Outputs, OutputsReader, Result, check_json, ended_result,
+                           failure_result)
 from backend.ipc import DockerEvent, Watch
 from backend.watch._follower import OutputFollower, StreamState
-from backend.model import ContainerEnd, Result, check_json, ended_result, failure_result
 
 logger = logging.getLogger("backend")
 
