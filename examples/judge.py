@@ -4,7 +4,9 @@ The submission (a Python program) is first compiled on its own (``python3 -m py_
 syntax error is a compile error and no test runs. Then the 20 test cases go at once through
 :class:`~backend.JobManagerBuffer`, each a raw job with the program as a file and the case's
 input as stdin, and each verdict is printed as it comes: accepted, wrong answer, time limit,
-memory limit, runtime error. Warm starts are on (``warm_containers: 2``): see
+memory limit, runtime error. Warm starts are on, a warm container per test case
+(``warm_containers: 20``): from a judge's second submission on, every case of a submission
+starts warm (the first one uses the shape, which is then kept warm). See
 docs/performance.rst, "Code execution".
 
 The image is ``backend-test-python`` (``python scripts/images.py python --engine URL``).
@@ -35,8 +37,8 @@ compile_task = Task(PYTHON, command=["python3", "-m", "py_compile", "main.py"], 
                     limits=LIMITS)
 run_task = Task(PYTHON, command=["python3", "main.py"], protocol="raw", limits=LIMITS)
 files = {"main.py": SUBMISSION}
-instances = [{"server_url": url, "container_prefix": "backend-test-", "warm_containers": 2}
-             for url in URLS]
+instances = [{"server_url": url, "container_prefix": "backend-test-",
+              "warm_containers": len(CASES)} for url in URLS]
 with JobManager(instances) as manager:
     buffer = JobManagerBuffer(manager)
     [check] = buffer.new_jobs([(compile_task, None, files)])

@@ -14,11 +14,13 @@ import logging
 import os
 import socket
 import tarfile
+import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from backend.docker import _definition as _container, _features, _input
 from backend.docker._client import Engine, OutputStream, _object, connect
 from backend.docker._http import sent_nothing
+from backend.docker._wire import HttpError
 from backend.docker._definition import LABEL_MANAGER, LABEL_OWNER, container_options
 from backend.docker._streams import DockerFailure, EventStream, short_text, translate
 from backend.model import InstanceConfig, upload
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
     from backend.model import JobSpec
 
 logger = logging.getLogger("backend")
+
+#: Pauses before the archive upload of a job's files is tried again, after an engine's error
+#: answer (5xx): Podman 4.3 under load now and then loses the process that unpacks it
+#: ("passing bulk input to subprocess: write |1: broken pipe"), and the same upload then
+#: passes. The container is not started yet: unpacking the archive again is harmless.
+UPLOAD_RETRY_PAUSES = (0.1, 0.5)
 
 
 def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
@@ -73,7 +81,7 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         if gate and not engine.has_shell(options["Image"], container_id):
             raise _no_shell(f"image {options['Image']} has no {_container.GATE_SHELL}")
         if spec.files:  # before the start: the job finds them there (docs/running-programs.rst)
-            engine.put_archive(container_id, *upload(spec.files, options["WorkingDir"],
+            _put_files(engine, container_id, *upload(spec.files, options["WorkingDir"],
                                                      spec.task.user, spec.task.read_only))
         stream = engine.attach(container_id, stdin=True, output=plain)
         try:
@@ -113,8 +121,26 @@ def fill(engine: Engine, spec: "JobSpec", container_id: str) -> None:
         DockerFailure: the engine refused or did not answer.
     """
     workdir = spec.workdir or "/"
-    engine.put_archive(container_id, *upload(spec.files, workdir, spec.task.user,
+    _put_files(engine, container_id, *upload(spec.files, workdir, spec.task.user,
                                              spec.task.read_only))
+
+
+def _put_files(engine: Engine, container_id: str, path: str, data: bytes) -> None:
+    """The archive upload of a job's files into a container whose program has not begun
+    (not started, or behind its gate), tried again after the pauses of
+    :data:`UPLOAD_RETRY_PAUSES` when the engine answers a server error: its own trouble,
+    not the job's. A client error (4xx) or no answer ends the attempts at once."""
+    for pause in UPLOAD_RETRY_PAUSES + (None,):
+        try:
+            engine.put_archive(container_id, path, data)
+            return
+        except DockerFailure as failure:
+            cause = failure.__cause__
+            if pause is None or not (isinstance(cause, HttpError) and cause.status >= 500):
+                raise
+            logger.info("the files of %s were refused (%s): sent again", container_id,
+                        short_text(failure.text))
+            time.sleep(pause)
 
 
 def remove_containers(engine: Engine, containers: List[str]) -> Tuple[List[str], bool]:

@@ -141,6 +141,23 @@ def test_example_runs(engines, example, expected):
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.timeout(900)  # the first run builds the python image's root file system
+def test_the_code_execution_examples_run(engines, python_image):
+    """The playground's snippets each end as they should, the later ones served warm; the
+    judge catches its two planted bugs."""
+    playground = run([str(EXAMPLES / "playground.py")], engines[0], timeout=200)
+    assert playground.returncode == 0, playground.stdout + playground.stderr
+    out = playground.stdout
+    for expected in ("hello, world", "stdout: 10", "stdout: 28.27", "stdout: 3 rows",
+                     "bad input", "timeout (cpu_time)", "served warm"):
+        assert expected in out, out
+    judge = run([str(EXAMPLES / "judge.py")], engines[0], timeout=200)
+    assert judge.returncode == 0, judge.stdout + judge.stderr
+    out = judge.stdout
+    assert "18/20 cases accepted" in out, out
+    assert re.search(r"case  7: wrong answer", out) and re.search(r"case 13: time limit", out), out
+
+
 # -- batch, hosts, build, cleanup (in-process, through backend.cli.main) -------------------
 
 import json  # noqa: E402

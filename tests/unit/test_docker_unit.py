@@ -229,3 +229,45 @@ def test_a_size_answer_of_any_shape_is_a_count_of_bytes(server, answer):
     size = answer.get("SizeRw") if isinstance(answer, dict) else None
     if isinstance(size, int) and not isinstance(size, bool) and size > 0:
         assert used == size
+
+
+def _uploads(answers):
+    """A route answering the archive uploads with ``answers`` in turn (then 200s), counting
+    the uploads it got."""
+    got = []
+
+    def route(out, body):
+        got.append(body)
+        answer = answers[len(got) - 1] if len(got) <= len(answers) else no_content
+        return answer(out, body)
+    return route, got
+
+
+@pytest.mark.parametrize("errors, sent, passes", [
+    (1, 2, True), (2, 3, True), (3, 3, False)])
+def test_an_upload_the_engine_fails_is_sent_again_twice(server, errors, sent, passes):
+    """Podman 4.3 under load now and then loses the process unpacking an upload (a 500):
+    the same upload then passes."""
+    from backend.docker import _actions
+    server, url = server
+    route, got = _uploads([json_answer(500, {"message": "passing bulk input to subprocess: "
+                                                        "write |1: broken pipe"})] * errors)
+    server.routes[f"{API}/containers/c1/archive"] = route
+    with engine_at(url) as engine:
+        if passes:
+            _actions._put_files(engine, "c1", "/job", b"tar")
+        else:
+            with pytest.raises(_docker.DockerFailure, match="broken pipe"):
+                _actions._put_files(engine, "c1", "/job", b"tar")
+    assert len(got) == sent and set(got) == {b"tar"}
+
+
+def test_an_upload_refused_by_a_client_error_is_not_sent_again(server):
+    from backend.docker import _actions
+    server, url = server
+    route, got = _uploads([json_answer(400, {"message": "not a directory"})])
+    server.routes[f"{API}/containers/c1/archive"] = route
+    with engine_at(url) as engine:
+        with pytest.raises(_docker.DockerFailure, match="not a directory"):
+            _actions._put_files(engine, "c1", "/job", b"tar")
+    assert len(got) == 1
