@@ -6,7 +6,11 @@ The tests are in two folders: ``unit/`` (no engine: pure units, fakes, fuzzing) 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -72,3 +76,113 @@ def engine_event(action, container, manager="m1", **attributes):
             "Actor": {"ID": container, "Attributes": {"backend.manager": manager,
                                                       "backend.job": container[:3],
                                                       **attributes}}}
+
+
+class SocketServer:
+    """A listener whose accept loop runs in a thread of its own: on 127.0.0.1 over TCP, or
+    on a unix socket in a folder of its own (``unix=True``); :attr:`url` is its address.
+    Each connection is held and given to :meth:`connected` (in the accept thread), which
+    holds it unanswered unless a subclass does more. :meth:`close` stops the loop, shuts
+    and closes every socket held and joins every thread started with :meth:`thread`."""
+
+    def __init__(self, unix: bool = False, backlog: int = 256):
+        self.sockets: list = []
+        self.threads: list = []
+        self.lock = threading.Lock()
+        self.folder = None
+        if unix:
+            self.folder = tempfile.mkdtemp(prefix="djm-sock-", dir="/tmp")
+            path = os.path.join(self.folder, "docker.sock")
+            self.listener = socket.socket(socket.AF_UNIX)
+            self.listener.bind(path)
+            self.url = "unix://" + path
+        else:
+            self.listener = socket.socket()
+            self.listener.bind(("127.0.0.1", 0))
+            self.url = "tcp://127.0.0.1:%d" % self.listener.getsockname()[1]
+        self.listener.listen(backlog)
+        self.thread(self._accept)
+
+    def thread(self, target, *args) -> None:
+        """Runs ``target(*args)`` in a daemon thread that :meth:`close` joins."""
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self.lock:
+            self.threads.append(thread)
+        thread.start()
+
+    def hold(self, *ends: socket.socket) -> None:
+        """Sockets that :meth:`close` shuts and closes."""
+        with self.lock:
+            self.sockets.extend(ends)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            self.hold(client)
+            self.connected(client)
+
+    def connected(self, client: socket.socket) -> None:
+        """A new connection: held, never answered."""
+
+    def close(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        self.listener.close()
+        with self.lock:
+            ends, threads = list(self.sockets), list(self.threads)
+        for end in ends:
+            try:
+                end.shutdown(socket.SHUT_RDWR)  # wakes the threads reading it
+            except OSError:
+                pass
+            end.close()
+        for thread in threads:
+            thread.join(5)
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Proxy(SocketServer):
+    """A unix-socket proxy to the engine at ``engine_url`` (``unix://``): each connection
+    gets one of its own to the engine, paired by :meth:`pair`: two threads of :meth:`pump`,
+    one each way, passing each read on once :meth:`passes` says so."""
+
+    def __init__(self, engine_url: str):
+        self.upstream = engine_url[len("unix://"):]
+        super().__init__(unix=True)
+
+    def connected(self, client: socket.socket) -> None:
+        upstream = socket.socket(socket.AF_UNIX)
+        upstream.connect(self.upstream)
+        self.hold(upstream)
+        self.pair(client, upstream)
+
+    def pair(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.thread(self.pump, client, upstream)
+        self.thread(self.pump, upstream, client)
+
+    def passes(self) -> bool:
+        """Called after each read, before its bytes pass: False stops the pump."""
+        return True
+
+    def pump(self, source: socket.socket, target: socket.socket) -> None:
+        """Passes ``source``'s bytes to ``target``, then its end of file."""
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not self.passes():
+                return
+            if not data:
+                try:
+                    target.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            try:
+                target.sendall(data)
+            except OSError:
+                return

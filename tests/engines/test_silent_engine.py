@@ -4,10 +4,7 @@ good engine or end ``engine_unreachable``, and an engine that answers again is u
 Three kinds of silence: a server that accepts and never answers, a proxy to a real engine that
 stops passing bytes (then passes them again), and a real ``dockerd`` stopped with SIGSTOP."""
 import os
-import shutil
 import signal
-import socket
-import tempfile
 import threading
 import time
 from concurrent import futures
@@ -18,8 +15,7 @@ from backend import JobManager
 from backend.watch._probe import PROBE_EVERY, PROBE_TIMEOUT
 from backend.dispatch._supervisor import STOP_GRACE
 from backend._waiter import ENGINE_LOST_AFTER
-from helpers import wait_for
-from helpers import PREFIX, ok_script, shell
+from helpers import PREFIX, Proxy, SocketServer, ok_script, shell, wait_for
 
 #: Seconds for the probe to find an engine silent, at most.
 FOUND = PROBE_EVERY + PROBE_TIMEOUT
@@ -27,51 +23,15 @@ FOUND = PROBE_EVERY + PROBE_TIMEOUT
 SLACK = 6.0
 
 
-class SilentServer:
-    """A TCP server on 127.0.0.1 that accepts every connection and never answers."""
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(256)
-        self.url = "tcp://127.0.0.1:%d" % self.listener.getsockname()[1]
-        self.held = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.held.append(client)
-
-    def close(self):
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.thread.join(5)
-        for client in self.held:
-            client.close()
-
-
-class PausableProxy:
-    """A unix-socket proxy to an engine that can stop passing bytes (:meth:`pause`: it still
-    accepts connections) and pass them again (:meth:`resume`)."""
+class PausableProxy(Proxy):
+    """A proxy to an engine that can stop passing bytes (:meth:`pause`: it still accepts
+    connections) and pass them again (:meth:`resume`)."""
 
     def __init__(self, engine_url):
-        self.upstream = engine_url[len("unix://"):]
-        self.folder = tempfile.mkdtemp(prefix="djm-pause-", dir="/tmp")
-        self.url = "unix://" + os.path.join(self.folder, "docker.sock")
         self.flowing = threading.Event()
         self.flowing.set()
         self.closed = False
-        self.sockets, self.threads = [], []
-        self.lock = threading.Lock()
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.listener.bind(self.url[len("unix://"):])
-        self.listener.listen(256)
-        self._thread(self._accept)
+        super().__init__(engine_url)
 
     def pause(self):
         self.flowing.clear()
@@ -79,61 +39,16 @@ class PausableProxy:
     def resume(self):
         self.flowing.set()
 
-    def _thread(self, target, *args):
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        with self.lock:
-            self.threads.append(thread)
-        thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.upstream)
-            with self.lock:
-                self.sockets += [client, upstream]
-            self._thread(self._pump, client, upstream)
-            self._thread(self._pump, upstream, client)
-
-    def _pump(self, source, target):
-        while True:
-            try:
-                data = source.recv(65536)
-            except OSError:
-                data = b""
-            while not self.flowing.wait(0.1):  # paused: the bytes wait here
-                if self.closed:
-                    return
-            if not data:
-                try:
-                    target.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                return
-            try:
-                target.sendall(data)
-            except OSError:
-                return
+    def passes(self):
+        while not self.flowing.wait(0.1):  # paused: the bytes wait here
+            if self.closed:
+                return False
+        return True
 
     def close(self):
         self.closed = True
         self.flowing.set()
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        with self.lock:
-            for end in self.sockets:
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                end.close()
-            threads = list(self.threads)
-        for thread in threads:
-            thread.join(5)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        super().close()
 
 
 def instance(url, name):
@@ -160,7 +75,7 @@ def reachable(manager, engine):
 
 @pytest.fixture
 def silent():
-    server = SilentServer()
+    server = SocketServer()
     yield server
     server.close()
 

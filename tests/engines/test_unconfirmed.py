@@ -3,25 +3,22 @@ creates its container, or the engine's answer to the create is lost. A proxy in 
 engine makes either happen on purpose: it lets the create through, then holds or drops the
 engine's answer."""
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 
 import docker
 import pytest
 
 from backend import JobManager
-from helpers import wait_for
-from helpers import PREFIX, ok_script, shell
+from helpers import PREFIX, Proxy, ok_script, shell, wait_for
 
 CREATE = b"POST /v1.41/containers/create"
 REMOVE_BY_NAME = b"DELETE /v1.41/containers/backend-"
 
 
-class CreateProxy:
-    """A unix-socket proxy to an engine that interferes with the first container create.
+class CreateProxy(Proxy):
+    """A proxy to an engine that interferes with the first container create.
 
     Modes: ``"hold"``, the engine's answer is held (the client waits until it is killed);
     ``"drop"``, the connection is dropped once the engine has answered (the client hears
@@ -30,45 +27,21 @@ class CreateProxy:
     """
 
     def __init__(self, engine_url: str, mode: str):
-        self.upstream = engine_url[len("unix://"):]
         self.mode = mode
-        self.folder = tempfile.mkdtemp(prefix="djm-proxy-", dir="/tmp")
-        self.path = os.path.join(self.folder, "docker.sock")
-        self.url = "unix://" + self.path
         self.requested = threading.Event()  # the create we interfere with reached the proxy
         self.release = threading.Event()    # "delay": send it on to the engine now
         self.created = threading.Event()    # the engine answered it
         self.removal_tried = threading.Event()  # a removal by name went to the engine
         self.claimed = False
         self.answer = b""  # the status line of the engine's answer to that create
-        self.sockets = []
-        self.threads = []
-        self.lock = threading.Lock()
-        self.listener = socket.socket(socket.AF_UNIX)
-        self.listener.bind(self.path)
-        self.listener.listen(64)
-        self._thread(self._accept)
+        super().__init__(engine_url)
 
-    def _thread(self, target, *args):
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(thread)
-        thread.start()
+    def pair(self, client, upstream):
+        state = {"create": False}
+        self.thread(self._interfere, client, upstream, state, True)
+        self.thread(self._interfere, upstream, client, state, False)
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.upstream)
-            with self.lock:
-                self.sockets += [client, upstream]
-            state = {"create": False}
-            self._thread(self._pump, client, upstream, state, True)
-            self._thread(self._pump, upstream, client, state, False)
-
-    def _pump(self, source, target, state, to_engine):
+    def _interfere(self, source, target, state, to_engine):
         while True:
             try:
                 data = source.recv(65536)
@@ -113,18 +86,7 @@ class CreateProxy:
 
     def close(self):
         self.release.set()
-        self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
-        self.listener.close()
-        with self.lock:
-            for end in self.sockets:
-                try:
-                    end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                end.close()
-        for thread in self.threads:
-            thread.join(5)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        super().close()
 
 
 def _containers(engine, label):

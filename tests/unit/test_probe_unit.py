@@ -1,7 +1,6 @@
 """The health probe without Docker: a server that accepts and never answers, then one that
 answers ``/_ping``; the client's calls ended from another thread; a waiter whose probe found
 its engine silent makes no call that would wait."""
-import socket
 import threading
 import time
 
@@ -13,34 +12,19 @@ from backend.watch import _probe
 from backend.model._config import parse_instances
 from backend.docker._http import Client
 from backend.ipc._messages import EngineState, Mailbox
+from helpers import SocketServer
 
 
-class Server:
+class Server(SocketServer):
     """A TCP server on 127.0.0.1: silent, or answering each request with ``OK`` while
     :attr:`answer` is set."""
 
     def __init__(self, answer=False):
         self.answer = answer
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.url = "tcp://127.0.0.1:%d" % self.listener.getsockname()[1]
-        self.held, self.threads = [], []
-        self._thread(self._accept)
+        super().__init__(backlog=64)
 
-    def _thread(self, target, *args):
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self.threads.append(thread)
-        thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            self.held.append(client)
-            self._thread(self._serve, client)
+    def connected(self, client):
+        self.thread(self._serve, client)
 
     def _serve(self, client):
         while True:
@@ -51,18 +35,6 @@ class Server:
                     client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
             except OSError:
                 return
-
-    def close(self):
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        for client in self.held:
-            try:
-                client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            client.close()
-        for thread in self.threads:
-            thread.join(5)
 
 
 @pytest.fixture
@@ -127,14 +99,14 @@ def test_abort_ends_a_call_in_progress_at_once(silent, reused):
     thread = threading.Thread(target=call)
     thread.start()
     deadline = time.monotonic() + 10
-    while not client._calls or not silent.held:  # the request is on its way
+    while not client._calls or not silent.sockets:  # the request is on its way
         assert time.monotonic() < deadline
         time.sleep(0.01)
     client.abort()
     thread.join(5)
     [(error, seconds)] = outcome
     assert seconds < 5 and isinstance(error, ConnectionError)
-    assert not client._calls and len(silent.held) == 1  # not sent again on a new connection
+    assert not client._calls and len(silent.sockets) == 1  # not sent again on a new connection
     client.close()
 
 
