@@ -1,4 +1,5 @@
-"""Benchmark: a raw job's added cost (SPEC §9) over the same job in the JSON protocol.
+"""Benchmark: a raw job's added cost (docs/running-programs.rst) over the same job in the JSON
+protocol.
 
 One run, one JobManager on two private engines, the same image, limits and work: the JSON
 job reads its line and prints a JSON object; the raw job reads its stdin and prints a line;

@@ -1,4 +1,5 @@
-"""Raw jobs (SPEC §9): grade a student's shell program by its output, over two engines.
+"""Raw jobs (docs/running-programs.rst): grade a student's shell program by its output, over
+two engines.
 
 The student's program (``solution.sh``) knows nothing of this library: it reads two numbers
 per line on its stdin and prints their sums. Each test input goes to a raw job with the

@@ -184,7 +184,8 @@ def _descendants(pid: int):
 
 
 def _interpreter_wide():
-    """multiprocessing's own forkserver and resource tracker (excepted by SPEC §3)."""
+    """multiprocessing's own forkserver and resource tracker (excepted: they serve the whole
+    interpreter, see docs/choices.rst)."""
     pids = set()
     from multiprocessing import forkserver, resource_tracker
     for pid in (getattr(forkserver._forkserver, "_forkserver_pid", None),

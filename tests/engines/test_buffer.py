@@ -1,4 +1,4 @@
-"""JobManagerBuffer (SPEC §7): submit batches, collect results, from several threads."""
+"""JobManagerBuffer (docs/api.rst): submit batches, collect results, from several threads."""
 import threading
 
 import pytest

@@ -1,5 +1,6 @@
-"""An image built over verified TLS (SPEC §8 over §2): builds go over our own client, with the
-same SSL context as every other call, whatever the environment says."""
+"""An image built over verified TLS (docs/engines.rst: images, over a TLS engine): builds go
+over our own client, with the same SSL context as every other call, whatever the environment
+says."""
 from backend import docker as _docker
 from backend.model._config import parse_instances
 from test_tls import _instance, tls_engine  # noqa: F401 - the fixture

@@ -1,4 +1,5 @@
-"""Images of containers_directory (SPEC §8): built on start or on demand; errors logged."""
+"""Images of containers_directory (docs/engines.rst, images): built on start or on demand;
+errors logged."""
 import logging
 
 import docker

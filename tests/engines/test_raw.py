@@ -1,4 +1,5 @@
-"""Raw jobs and files (SPEC §9), on real engines: one test (or more) per sentence.
+"""Raw jobs and files (docs/running-programs.rst), on real engines: one test (or more) per
+sentence.
 
 A raw job is any program: its stdin is ``inputdata``, its result says how it exited, and
 ``run["stdout"]``/``run["stderr"]`` are what it printed. ``files`` are written into its

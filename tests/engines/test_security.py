@@ -1,6 +1,6 @@
 """Escape attempts from inside a real container: each must fail, and fail in the way the
-hardening of SPEC §4 makes it fail (a specific error or value, so that removing a protection
-fails the test). See docs/security.rst for the threat model."""
+hardening of docs/security.rst makes it fail (a specific error or value, so that removing a
+protection fails the test). See docs/security.rst for the threat model."""
 import base64
 import io
 import os

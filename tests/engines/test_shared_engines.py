@@ -1,10 +1,12 @@
-"""Several managers on one engine (SPEC §3): the engine's ``max_concurrent_jobs`` bounds the
-containers of all of them, counted from the engine; every manager makes progress; a manager
-killed with jobs running frees its share once its containers are gone.
+"""Several managers on one engine (docs/choices.rst, several managers on one engine): the
+engine's ``max_concurrent_jobs`` bounds the containers of all of them, counted from the engine;
+every manager makes progress; a manager killed with jobs running frees its share once its
+containers are gone.
 
 The number of our containers on the engine is sampled from the engine itself (docker-py, in
-a thread of the test) every few milliseconds, beside the managers. The bound is SPEC §3's:
-the limit, plus at most one job per manager while managers place at the same instant.
+a thread of the test) every few milliseconds, beside the managers. The bound is the one
+docs/choices.rst gives: the limit, plus at most one job per manager while managers place at the
+same instant.
 """
 import json
 import os

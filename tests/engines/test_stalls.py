@@ -1,5 +1,6 @@
-"""Adversarial jobs (issue 12): none stalls a submitter or the manager, each ends with its SPEC
-status and reason within its bound, and a normal job submitted while it runs is not delayed.
+"""Adversarial jobs: none stalls a submitter or the manager, each ends with its status and
+reason (docs/results.rst) within its bound, and a normal job submitted while it runs is not
+delayed.
 
 The bounds are those of ``docs/failures.rst``; the times are measured here, against a normal
 job run alone on the same manager just before (the same machine, the same load)."""

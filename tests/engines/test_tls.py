@@ -1,4 +1,5 @@
-"""A remote engine over verified TLS on loopback (SPEC §2): certificates made by the test."""
+"""A remote engine over verified TLS on loopback (docs/engines.rst, remote engines over TLS):
+certificates made by the test."""
 import socket
 import time
 

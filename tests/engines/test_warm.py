@@ -1,7 +1,7 @@
-"""Warm starts on real engines (SPEC §10): one container per job still, ``run["warm"]`` and
-the warm counters of ``stats()``, removal after ``warm_idle``, at close, on engine loss and by
-the orphan sweep, a full engine's warm slot given to a job of another shape, and a warm
-container that died before its job came never used."""
+"""Warm starts on real engines (docs/performance.rst, warm starts): one container per job
+still, ``run["warm"]`` and the warm counters of ``stats()``, removal after ``warm_idle``, at
+close, on engine loss and by the orphan sweep, a full engine's warm slot given to a job of
+another shape, and a warm container that died before its job came never used."""
 import json
 import os
 import signal

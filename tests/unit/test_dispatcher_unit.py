@@ -275,7 +275,8 @@ def test_a_listing_on_an_engine_that_stopped_answering_says_so():
 
 def test_warm_containers_start_once_no_job_waited_for_a_second():
     """At a burst's end, no warm container takes the engine from the burst's last jobs: they
-    start once no job waited for :data:`BURST_QUIET` seconds (SPEC §10)."""
+    start once no job waited for :data:`BURST_QUIET` seconds (docs/performance.rst, warm
+    starts)."""
     from backend.dispatch._warm import BURST_QUIET
 
     [warm] = parse_instances([{"server_url": "unix:///fake.sock", "name": "fake",

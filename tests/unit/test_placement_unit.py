@@ -171,7 +171,7 @@ def test_a_killed_job_leaves_the_queue():
     assert placement.running["a"] == 0
 
 
-# -- several managers on one engine (SPEC §3) -------------------------------------------------
+# -- several managers on one engine (docs/choices.rst) -------------------------------------------
 
 def test_other_managers_containers_take_the_engine_slots():
     placement = Placement([A, B])

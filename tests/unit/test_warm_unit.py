@@ -1,6 +1,6 @@
-"""The warm pool's bookkeeping without Docker (SPEC §10): shapes, which jobs can be served
-warm, how many are wanted, expiry after ``warm_idle``, eviction for another shape, loss of an
-engine, and the slots they hold in placement."""
+"""The warm pool's bookkeeping without Docker (docs/performance.rst, warm starts): shapes,
+which jobs can be served warm, how many are wanted, expiry after ``warm_idle``, eviction for
+another shape, loss of an engine, and the slots they hold in placement."""
 import dataclasses
 
 import pytest
