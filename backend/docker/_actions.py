@@ -32,7 +32,7 @@ logger = logging.getLogger("backend")
 
 #: Pauses before the archive upload of a job's files is tried again, after an engine's error
 #: answer (5xx): Podman 4.3 under load now and then loses the process that unpacks it
-#: ("passing bulk input to subprocess: write |1: broken pipe"), and the same upload then
+#: (``passing bulk input to subprocess: write |1: broken pipe``), and the same upload then
 #: passes. The container is not started yet: unpacking the archive again is harmless.
 UPLOAD_RETRY_PAUSES = (0.1, 0.5)
 
