@@ -69,7 +69,7 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
                 options = _container.gated(options, entrypoint, spec.task.command or command)
             except ValueError as error:
                 raise _no_shell(f"image {options['Image']}: {error}") from None
-        container_id = engine.create(options, name)
+        container_id = _create(engine, options, name)
         if gate and not engine.has_shell(options["Image"], container_id):
             raise _no_shell(f"image {options['Image']} has no {_container.GATE_SHELL}")
         if spec.files:  # before the start: the job finds them there (docs/running-programs.rst)
@@ -96,6 +96,30 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         failure.maybe_created = container_id is None and failure.retryable and not \
             sent_nothing(cause)
         raise failure from error
+
+
+def _create(engine: Engine, options: Dict[str, Any], name: str) -> str:
+    """Creates the container; when the engine refuses the storage quota it was asked for
+    (:func:`backend.docker._features.refuses_quota`), it forgets the quota
+    (:func:`~backend.docker._features.without_quota`: logged once) and creates it again
+    without one, under the same name (a refused create leaves no container): the disk watch
+    bounds the job. ``options`` loses its ``StorageOpt`` then.
+
+    Raises:
+        DockerFailure: the engine refused it (again) or did not answer.
+    """
+    try:
+        return engine.create(options, name)
+    except DockerFailure as failure:
+        host_config = options["HostConfig"]
+        if "StorageOpt" not in host_config or failure.retryable or failure.not_found \
+                or not _features.refuses_quota(failure.text):
+            raise
+        engine.features = _features.without_quota(engine.features, engine.config.name,
+                                                   engine.config.server_url, failure.text)
+        options["HostConfig"] = {key: value for key, value in host_config.items()
+                                 if key != "StorageOpt"}
+        return engine.create(options, name)
 
 
 def _no_shell(text: str) -> DockerFailure:
