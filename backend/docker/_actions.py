@@ -56,8 +56,10 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
 
     Raises:
         DockerFailure: the container could not be created or started. ``text`` says why;
-            the container, if created, is left for the caller to remove.
+            the container, if created, is left for the caller to remove. Reason ``disk``:
+            the job's files alone exceed its ``disk`` limit (:func:`_check_given`).
     """
+    _check_given(spec)
     config = engine.config
     options = container_options(spec, config, manager_id, owner, engine.features, warm)
     container_id = None
@@ -98,6 +100,21 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         raise failure from error
 
 
+def _check_given(spec: "JobSpec") -> None:
+    """The files given to a job count toward its ``disk`` limit: files that alone exceed it
+    end the job (``overflow``, ``disk``) before any container is made for it, on every engine
+    alike (under a storage quota, writing them would fail).
+
+    Raises:
+        DockerFailure: reason ``disk``.
+    """
+    given = sum(len(data) for _, data in spec.files)
+    limit = int(spec.task.limits["disk"])
+    if given > limit:
+        raise DockerFailure("disk", f"The files given to the job take {given} bytes, more "
+                                    f"than its disk limit of {limit} bytes.")
+
+
 def _create(engine: Engine, options: Dict[str, Any], name: str) -> str:
     """Creates the container; when the engine refuses the storage quota it was asked for
     (:func:`backend.docker._features.refuses_quota`), it forgets the quota
@@ -134,8 +151,10 @@ def fill(engine: Engine, spec: "JobSpec", container_id: str) -> None:
     a cold start writes them: the container's working directory is the job's.
 
     Raises:
-        DockerFailure: the engine refused or did not answer.
+        DockerFailure: the engine refused or did not answer; reason ``disk``: the job's
+            files alone exceed its ``disk`` limit.
     """
+    _check_given(spec)
     workdir = spec.workdir or "/"
     engine.put_archive(container_id, *upload(spec.files, workdir, spec.task.user,
                                              spec.task.read_only))

@@ -31,9 +31,11 @@ DISK_COST_RATIO = 10.0
 #: ...and at the latest this many seconds later, however costly (a layer of 50,000 files
 #: takes the engine 0.3 s of CPU a check): see docs/security.rst. A container growing fast
 #: toward its limit is checked sooner: when, at the rate of its last two checks, it would
-#: reach its limit before its next check, it is checked when it would reach it, and at every
-#: poll once that is nearer than one (``period``): see :func:`disk_delay`.
+#: reach its limit before its next check, it is checked when it would reach it (between two
+#: polls if need be), but no sooner than :data:`DISK_MIN_PERIOD`: see :func:`disk_delay`.
 DISK_MAX_PERIOD = 5.0
+#: The shortest time between two size checks of a container (one about to cross its limit).
+DISK_MIN_PERIOD = 0.1
 
 
 class PendingEnd(NamedTuple):
@@ -191,11 +193,11 @@ def disk_delay(period: float, cost: float, room: int, rate: Optional[float]) -> 
     """Seconds to the next size check of a container: ``period`` (the poll's), stretched
     to :data:`DISK_COST_RATIO` times the ``cost`` of a check (up to
     :data:`DISK_MAX_PERIOD`), but no later than when, growing at ``rate`` (bytes a second,
-    None: not known yet), it would have written the ``room`` left under its limit; never
-    sooner than ``period``."""
+    None: not known yet), it would have written the ``room`` left under its limit, and
+    then never sooner than :data:`DISK_MIN_PERIOD`."""
     delay = max(period, min(DISK_COST_RATIO * cost, DISK_MAX_PERIOD))
     if rate is not None and rate > 0:
-        delay = min(delay, max(period, room / rate))
+        delay = min(delay, max(DISK_MIN_PERIOD, room / rate))
     return delay
 
 

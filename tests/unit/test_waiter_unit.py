@@ -593,8 +593,8 @@ def test_a_size_check_comes_back_within_the_longest_period(monkeypatch):
     (0.5, 0.001, 10**9, None, 0.5),  # the poll's period
     (0.5, 0.2, 10**9, 0.0, 2.0), (0.5, 0.2, 10**9, -5.0, 2.0),  # not growing
     (0.5, 0.2, 10**8, 10**8, 1.0),  # growing fast: when it would reach its limit
-    (0.5, 0.2, 10**6, 10**8, 0.5),  # about to reach it: at the next poll
-    (0.5, 0.2, -10, 10**8, 0.5),  # over it already
+    (0.5, 0.2, 10**6, 10**8, _watched.DISK_MIN_PERIOD),  # about to reach it: before the poll
+    (0.5, 0.2, -10, 10**8, _watched.DISK_MIN_PERIOD),  # over it already
     (0.5, 9.0, 10**9, 10**3, _watched.DISK_MAX_PERIOD),  # slow growth, costly checks
 ])
 def test_the_next_size_check_comes_sooner_when_growing_fast(period, cost, room, rate, expected):
