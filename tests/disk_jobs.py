@@ -11,6 +11,8 @@ import threading
 import time
 from typing import Tuple
 
+from docker.types import Ulimit
+
 from backend import JobManagerBuffer, Task
 from backend.docker import _definition, connect
 from backend.model import parse_instances
@@ -83,14 +85,21 @@ def bound(limit: int, quota: bool) -> int:
     return _definition.quota_size(limit) if quota else limit
 
 
+#: Explicit rlimits for the helper containers: Podman's own (1048576) fail where its service
+#: lacks CAP_SYS_RESOURCE (backend.docker._features.PODMAN_NPROC).
+RLIMITS = [Ulimit(name="nofile", soft=1024, hard=1024),
+           Ulimit(name="nproc", soft=32768, hard=32768)]
+
+
 def size_check_cost(engine, script: str, calls: int = 5, timeout: float = 120) -> float:
     """The median seconds of a size check (``GET /containers/{id}/json?size=1``, what the
     disk watch asks) of a container that ran ``script`` and then waits: the engine walks
     its writable layer, so this is engine CPU spent per check."""
     (config,) = parse_instances([instance(engine)])
     with engine_client(engine) as client, connect(config) as connected:
-        container = client.create_container(PREFIX + IMAGE, ["sh", "-c", script +
-                                                              "; echo written; sleep 300"])
+        container = client.create_container(
+            PREFIX + IMAGE, ["sh", "-c", script + "; echo written; sleep 300"],
+            host_config=client.create_host_config(ulimits=RLIMITS))
         try:
             client.start(container)
             deadline = time.monotonic() + timeout
@@ -186,7 +195,7 @@ class EngineStorageSampler(StorageSampler):
         self.container = self.client.create_container(
             PREFIX + IMAGE, ["sh", "-c", "while :; do df -Pk /d | tail -n 1; sleep 0.2; done"],
             host_config=self.client.create_host_config(binds=[f"{data_root}:/d:ro"],
-                                                       network_mode="none"))
+                                                       network_mode="none", ulimits=RLIMITS))
         self.client.start(self.container)
         self.stream = self.client.attach(self.container, stream=True, logs=True)
         self.baseline = self.most = self.measure()
