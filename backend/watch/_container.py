@@ -157,6 +157,7 @@ class WatchedContainer:
         if limit is None or now < self.disk_due_at:
             return False
         began = time.monotonic()
+        self.disk_due_at = began + period  # if the engine fails it: the next poll's
         used = engine.disk_used(self.container_id)
         cost = time.monotonic() - began
         self.disk_seen = max(self.disk_seen, used)

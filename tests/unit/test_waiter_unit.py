@@ -617,6 +617,22 @@ def test_a_container_growing_fast_is_checked_sooner(monkeypatch):
     assert one.check_disk(engine, 0.1, now) and one.disk_seen == 1001
 
 
+class FailingSizes:
+    def disk_used(self, container_id):
+        raise _docker.DockerFailure("engine_unreachable", "no answer", retryable=True)
+
+
+def test_a_failed_size_check_waits_for_the_next_poll(monkeypatch):
+    """No busy loop between polls on an engine that fails the check at once."""
+    clock = [100.0]
+    monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
+    one = _watched.WatchedContainer("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
+    one.disk_last = (99.0, 5)
+    with pytest.raises(_docker.DockerFailure):
+        one.check_disk(FailingSizes(), 0.5, clock[0])
+    assert one.disk_due_at == pytest.approx(100.5)
+
+
 # -- hostile output: one job's bytes end that job alone (docs/failures.rst) ------------------
 
 def test_a_job_whose_result_cannot_be_made_ends_alone(monkeypatch):
