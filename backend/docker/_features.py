@@ -51,8 +51,10 @@ PODMAN_NPROC = 32768
 #: ``pquota`` (which ``/info`` does not tell: the first refusal does, see :func:`refuses_quota`).
 QUOTA_DRIVERS = ("overlay2", "overlay")
 #: Words of an engine's refusal of ``StorageOpt``: Docker and Podman both answer
-#: ``--storage-opt is supported only for overlay over xfs with 'pquota' mount option``.
-_QUOTA_REFUSALS = ("storage-opt", "storage opt", "storageopt", "quota")
+#: ``--storage-opt is supported only for overlay over xfs with 'pquota' mount option``. Not
+#: "quota" alone: a refusal of a CPU quota is the job's, not the storage's.
+_QUOTA_REFUSALS = ("storage-opt", "storage opt", "storageopt", "storage size", "pquota",
+                   "project quota")
 
 
 class EngineKind(enum.Enum):

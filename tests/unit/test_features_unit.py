@@ -77,6 +77,7 @@ def test_no_storage_quota_but_on_overlay_over_xfs(info):
 def test_a_refused_quota_is_told_and_forgotten_once(caplog):
     assert _features.refuses_quota(f"host d1 refused the container: {REFUSAL}")
     assert not _features.refuses_quota("host d1 refused the container: invalid mount config")
+    assert not _features.refuses_quota("host d1 refused the container: invalid CPU quota")
     features = detect(DOCKER28, DOCKER_INFO, "1.51", "d-refuses")
     with caplog.at_level("INFO", logger="backend"):
         for _ in range(2):
