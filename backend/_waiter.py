@@ -33,8 +33,8 @@ Every ``time_between_polls`` the main loop also polls: it lists our containers b
 (catching lost events and containers removed from outside), enforces ``hard_time``, measures
 the CPU time of containers old enough to have used their budget (``RLIMIT_CPU`` counts per
 process only) and what each container wrote (the disk watch: its writable layer's size, also
-once more at its end; see docs/security.rst). A follower ends a job as soon as it prints more
-than its ``output`` limit.
+between polls for one growing fast toward its limit, and once more at its end; see
+docs/security.rst). A follower ends a job as soon as it prints more than its ``output`` limit.
 The waiter's :class:`~backend.watch._probe.HealthProbe` pings the engine every second and tells,
 within a few seconds, when it stops answering (and when it answers again): the calls then
 waiting on it are ended, the next ones fail at once, and a ``False`` report of the event
@@ -49,6 +49,7 @@ only through the mailbox (an input writer does not talk to it at all: it is stop
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -115,8 +116,8 @@ class _Waiter:
         try:
             while not self.stopping:
                 streams = [w.follower for w in self.watched.values() if w.follower.reading]
-                ready = waitset.wait([pipe, notes] + streams,
-                                     max(0.0, next_poll - time.monotonic()))
+                due = min(next_poll, self.poller.disk_due())  # a fast writer's check
+                ready = waitset.wait([pipe, notes] + streams, max(0.0, due - time.monotonic()))
                 for follower in streams:
                     if follower in ready and follower.container_id in self.watched:
                         self.pump(self.watched[follower.container_id])
@@ -130,6 +131,8 @@ class _Waiter:
                 if time.monotonic() >= next_poll:
                     self.poller.poll()
                     next_poll = time.monotonic() + self.config.time_between_polls
+                elif time.monotonic() >= due:
+                    self.poller.check_disk()
         finally:
             # the mailbox stays open: a kill thread may still put into it until we exit
             self.events.stop()
@@ -347,6 +350,18 @@ class _Poll:
                 watched.ending.reason = watched.ending.reason or "engine_lost"
                 self.waiter.report(watched, lost_result(self.waiter.config.name, watched.container_id,
                                                  now - watched.started_at, stopped=True))
+
+    def disk_due(self) -> float:
+        """When (monotonic) the disk watch next checks a container it checked before: one
+        growing fast toward its limit may be due before the next poll (``disk_delay``)."""
+        return min((w.disk_due_at for w in self.waiter.watched.values()
+                    if w.disk_last is not None and w.ending.reason is None), default=math.inf)
+
+    def check_disk(self) -> None:
+        """The disk watch alone, between two polls: kills what is over its limit."""
+        for watched in over_disk(list(self.waiter.watched.values()), self.waiter.connected,
+                                 self.waiter.config.time_between_polls, time.monotonic()):
+            self.waiter.kill(watched, "disk")
 
     def reconcile(self, candidates: List[WatchedContainer]) -> None:
         """Finishes the candidates whose container ended or vanished (lost events). Also tells

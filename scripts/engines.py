@@ -41,7 +41,7 @@ containerd and runc and started with ``DOCKER_MIN_API_VERSION=1.44`` (it refuses
 as Docker 29 does); ``podman`` is :class:`PodmanEngine`, Podman 4.3's Docker-compatible
 service.  ``cgroup2`` (:data:`VM_KIND`, not in :data:`KINDS`) is :class:`VmEngine`, Docker 20.10
 in a Debian 12 VM under qemu whose kernel has only the unified cgroup v2 hierarchy, built once
-by :func:`ensure_vm` under ``/var/cache/djm/vm-cgroup2`` and reached over TCP with verified
+by :func:`ensure_vm` under ``/var/cache/djm/vm-cgroup2-r<recipe>`` and reached over TCP with verified
 TLS.  ``ensure --kinds ...`` installs what each kind needs (and graphviz for the docs).
 
 Only the standard library is needed, except for :func:`build_busybox_image` (docker-py).
@@ -873,12 +873,19 @@ class PodmanEngine:
 #: The kind of the cgroup v2 engine, :class:`VmEngine`. Not in :data:`KINDS`: under emulation
 #: it is too slow for the whole matrix; ``tests/engines/test_cgroup2.py`` runs a short suite on it.
 VM_KIND = "cgroup2"
+#: Bumped when the recipe of :func:`ensure_vm` changes. Part of the cache's name: a worktree
+#: of another recipe keeps its own cache, and neither rebuilds over the other.
+#: 2: the data root on a disk of its own, XFS mounted with ``pquota`` (a storage quota).
+VM_RECIPE = "2"
 #: The cached VM: ``vmlinux``, ``initrd.cpio``, ``rootfs.img`` and ``recipe``.
-VM_DIR = CACHE / "vm-cgroup2"
-#: Bumped when the recipe of :func:`ensure_vm` changes: a VM cached by another recipe is rebuilt.
-VM_RECIPE = "1"
+VM_DIR = CACHE / f"vm-cgroup2-r{VM_RECIPE}"
+#: ``xfsprogs``: the VM's data disk is made on the host (``mkfs.xfs``) at each fresh start.
 VM_HOST_PACKAGES = ("qemu-system-x86", "qemu-utils", "debootstrap", "e2fsprogs", "openssl",
-                    "busybox-static")
+                    "busybox-static", "xfsprogs")
+#: Size of the VM's data disk (a sparse file on the host; dockerd's data root in the VM).
+VM_DATA_SIZE = "4G"
+#: Where dockerd keeps its images and layers in the VM: the data disk, mounted there.
+VM_DATA_ROOT = "/var/lib/docker"
 VM_GUEST_PACKAGES = ("docker.io", "containerd", "runc", "iproute2", "kmod", "ca-certificates")
 #: What the initramfs loads (with their dependencies) to mount the root: Debian builds them
 #: as modules.
@@ -935,6 +942,15 @@ done
 echo "init: cgroup2 controllers $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 modprobe virtio_net
 modprobe overlay
+# the data root on the third disk (XFS, made by the host), mounted with project quota: overlay2
+# then gives each container a storage quota (HostConfig.StorageOpt size)
+modprobe xfs
+mkdir -p {VM_DATA_ROOT}
+if mount -t xfs -o pquota /dev/vdc {VM_DATA_ROOT}; then
+    echo "init: data root on XFS with pquota"
+else
+    echo "init: no XFS data root: dockerd keeps its data on the root's ext4"
+fi
 hostname cgroup2
 ip link set lo up
 ip link set eth0 up
@@ -1080,6 +1096,8 @@ def ensure_vm() -> bool:
     stamp = VM_DIR / "recipe"
     if stamp.is_file() and stamp.read_text().strip() == VM_RECIPE \
             and all((VM_DIR / f).is_file() for f in files):
+        if shutil.which("mkfs.xfs") is None:  # a cache built elsewhere: the data disk needs it
+            _ensure_apt(("xfsprogs",))
         return False
     if os.geteuid() != 0:
         raise EngineError(f"the cgroup v2 VM is not built under {VM_DIR} and we are not root")
@@ -1159,6 +1177,14 @@ def make_certificates(folder: Path, names: tuple[str, ...] = ("ca",)) -> None:
                 "-extfile", f"{name}.ext")
 
 
+def _size_bytes(size: str) -> int:
+    """``"4G"`` -> bytes (a size with an optional K, M or G suffix, powers of 1024)."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if size[-1:].upper() in units:
+        return int(size[:-1]) * units[size[-1].upper()]
+    return int(size)
+
+
 def _die_with_parent() -> None:
     """In a child before its exec: SIGKILL when the thread that started it ends."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -1170,7 +1196,9 @@ class VmEngine:
     reached on ``tcp://127.0.0.1:PORT`` with verified TLS.
 
     Under ``root``: ``disk.qcow2`` (a copy-on-write layer over the cached root image, so the
-    cache stays clean), ``tls/`` (a CA, the engine's certificate and a client's, made at the
+    cache stays clean), ``data.img`` (the data root's disk: a sparse file made with
+    ``mkfs.xfs`` at a fresh start, mounted with ``pquota`` in the VM at :data:`VM_DATA_ROOT`,
+    so that overlay2 offers a storage quota), ``tls/`` (a CA, the engine's certificate and a client's, made at the
     first start), ``tls.tar`` (the engine's part, the VM's second disk), ``port`` (kept from
     start to start, so that an engine killed and started again has the same URL) and
     ``console.log``. This machine's ``/dev/kvm`` cannot boot a stock kernel, hence
@@ -1190,6 +1218,7 @@ class VmEngine:
         self.root = Path(root).absolute()
         self.tied = tied
         self.disk = self.root / "disk.qcow2"
+        self.data = self.root / "data.img"
         self.tls_dir = self.root / "tls"
         self.log_path = self.root / "console.log"
         self._proc: subprocess.Popen | None = None
@@ -1264,6 +1293,13 @@ class VmEngine:
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                             str(VM_DIR / "rootfs.img"), str(self.disk)], check=True,
                            capture_output=True)
+        if not self.data.exists():  # made whole, then renamed: a half-made disk never counts
+            made = self.root / "data.img.tmp"
+            with open(made, "wb") as disk:
+                disk.truncate(_size_bytes(VM_DATA_SIZE))
+            subprocess.run(["mkfs.xfs", "-q", "-f", "-L", "data", str(made)], check=True,
+                           capture_output=True)
+            made.rename(self.data)
 
     def _command(self) -> list[str]:
         return ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max",
@@ -1273,6 +1309,7 @@ class VmEngine:
                 "-append", VM_APPEND,
                 "-drive", f"file={self.disk},if=virtio,format=qcow2",
                 "-drive", f"file={self.root / 'tls.tar'},if=virtio,format=raw,readonly=on",
+                "-drive", f"file={self.data},if=virtio,format=raw",
                 "-netdev", f"user,id=n,hostfwd=tcp:127.0.0.1:{self.port}-:{VM_DOCKER_PORT}",
                 "-device", "virtio-net-pci,netdev=n"]
 
@@ -1317,9 +1354,10 @@ class VmEngine:
         self._proc = None
 
     def stop(self, timeout: float = 20) -> None:
-        """SIGKILL qemu and drop the VM's disk (nothing of it is kept)."""
+        """SIGKILL qemu and drop the VM's disks (nothing of it is kept)."""
         self.kill()
         self.disk.unlink(missing_ok=True)
+        self.data.unlink(missing_ok=True)
 
     def purge(self) -> None:
         self.stop()

@@ -64,8 +64,10 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
 
     Raises:
         DockerFailure: the container could not be created or started. ``text`` says why;
-            the container, if created, is left for the caller to remove.
+            the container, if created, is left for the caller to remove. Reason ``disk``:
+            the job's files alone exceed its ``disk`` limit (:func:`_check_given`).
     """
+    _check_given(spec)
     config = engine.config
     options = container_options(spec, config, manager_id, owner, engine.features, warm)
     container_id = None
@@ -77,7 +79,7 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
                 options = _container.gated(options, entrypoint, spec.task.command or command)
             except ValueError as error:
                 raise _no_shell(f"image {options['Image']}: {error}") from None
-        container_id = engine.create(options, name)
+        container_id = _create(engine, options, name)
         if gate and not engine.has_shell(options["Image"], container_id):
             raise _no_shell(f"image {options['Image']} has no {_container.GATE_SHELL}")
         if spec.files:  # before the start: the job finds them there (docs/running-programs.rst)
@@ -106,6 +108,45 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         raise failure from error
 
 
+def _check_given(spec: "JobSpec") -> None:
+    """The files given to a job count toward its ``disk`` limit: files that alone exceed it
+    end the job (``overflow``, ``disk``) before any container is made for it, on every engine
+    alike (under a storage quota, writing them would fail).
+
+    Raises:
+        DockerFailure: reason ``disk``.
+    """
+    given = sum(len(data) for _, data in spec.files)
+    limit = int(spec.task.limits["disk"])
+    if given > limit:
+        raise DockerFailure("disk", f"The files given to the job take {given} bytes, more "
+                                    f"than its disk limit of {limit} bytes.")
+
+
+def _create(engine: Engine, options: Dict[str, Any], name: str) -> str:
+    """Creates the container; when the engine refuses the storage quota it was asked for
+    (:func:`backend.docker._features.refuses_quota`), it forgets the quota
+    (:func:`~backend.docker._features.without_quota`: logged once) and creates it again
+    without one, under the same name (a refused create leaves no container): the disk watch
+    bounds the job. ``options`` loses its ``StorageOpt`` then.
+
+    Raises:
+        DockerFailure: the engine refused it (again) or did not answer.
+    """
+    try:
+        return engine.create(options, name)
+    except DockerFailure as failure:
+        host_config = options["HostConfig"]
+        if "StorageOpt" not in host_config or failure.retryable or failure.not_found \
+                or not _features.refuses_quota(failure.text):
+            raise
+        engine.features = _features.without_quota(engine.features, engine.config.name,
+                                                   engine.config.server_url, failure.text)
+        options["HostConfig"] = {key: value for key, value in host_config.items()
+                                 if key != "StorageOpt"}
+        return engine.create(options, name)
+
+
 def _no_shell(text: str) -> DockerFailure:
     """The failure of a gated warm container whose image cannot run the gate."""
     failure = DockerFailure("start_failed", text)
@@ -118,8 +159,10 @@ def fill(engine: Engine, spec: "JobSpec", container_id: str) -> None:
     a cold start writes them: the container's working directory is the job's.
 
     Raises:
-        DockerFailure: the engine refused or did not answer.
+        DockerFailure: the engine refused or did not answer; reason ``disk``: the job's
+            files alone exceed its ``disk`` limit.
     """
+    _check_given(spec)
     workdir = spec.workdir or "/"
     _put_files(engine, container_id, *upload(spec.files, workdir, spec.task.user,
                                              spec.task.read_only))

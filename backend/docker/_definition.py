@@ -30,6 +30,14 @@ GATE_SCRIPT = 'read -r _ && exec "$@"'
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "core": (0, 0)}
 #: Size of the ``/tmp`` of a read-only task, at most: its ``disk`` limit when that is less.
 _TMPFS_SIZE = 64 * 1024 * 1024
+#: The storage quota of a container (on an engine that offers one) is its ``disk`` limit and
+#: this part of it more (at least :data:`QUOTA_MARGIN_MIN`): a job stopped by the quota has
+#: written more than its limit, which the disk watch then sees and names (``disk``), and the
+#: quota's count (blocks, directories) may exceed the watch's (bytes) a little.
+QUOTA_MARGIN_RATIO = 1 / 16
+QUOTA_MARGIN_MIN = 2 * 1024 * 1024
+#: The least quota asked for: overlay on XFS refuses a very small one.
+QUOTA_MIN = 8 * 1024 * 1024
 #: Least size of each of the two files of a container's log on the engine, which is read when
 #: a job's own output stream is not there (TLS engines, jobs recovered from a dead waiter).
 _LOG_FILE_SIZE = 1 << 20
@@ -37,6 +45,11 @@ _LOG_FILE_SIZE = 1 << 20
 
 def _size_in_bytes(megabytes: float) -> int:
     return int(megabytes) * 1024 * 1024
+
+
+def quota_size(disk: int) -> int:
+    """The storage quota, in bytes, of a container whose ``disk`` limit is ``disk``."""
+    return max(QUOTA_MIN, disk + max(QUOTA_MARGIN_MIN, int(disk * QUOTA_MARGIN_RATIO)))
 
 
 def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, owner: str,
@@ -48,7 +61,8 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
     Like ``docker run -i``: stdin open for one attach (``StdinOnce``), so that the job sees
     end of file once its input is written. ``features`` (the engine's, see
     :mod:`backend.docker._features`; Docker's defaults when None) choose the log driver, the init
-    process and the rlimits an engine would otherwise add on its own.
+    process, the rlimits an engine would otherwise add on its own, and the storage quota
+    (:func:`quota_size`) where the engine offers one (docs/security.rst).
     """
     if features is None:
         features = _features.Features(_features.EngineKind.DOCKER, "",
@@ -82,6 +96,8 @@ def container_options(spec: JobSpec, config: InstanceConfig, manager_id: str, ow
         host_config["ReadonlyRootfs"] = True
         tmp_size = min(_TMPFS_SIZE, int(limits["disk"]))
         host_config["Tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={tmp_size}"}
+    if features.storage_quota:
+        host_config["StorageOpt"] = {"size": str(quota_size(int(limits["disk"])))}
     if config.runtime:
         host_config["Runtime"] = config.runtime
     if task.environment is None:

@@ -4,8 +4,10 @@ container options depend on.
 Owns the Engine API version range of this code (:data:`MIN_API_VERSION` ..
 :data:`MAX_API_VERSION`), the negotiation of the version spoken (:func:`negotiate`), and the
 detection, from the engine's ``/version`` and ``/info`` answers, of its :class:`Features`:
-Docker or Podman, the log driver, whether an init process can be asked for, and the
-rlimits the engine would add on its own. Pure functions over those two answers: no I/O here.
+Docker or Podman, the log driver, whether an init process can be asked for, the
+rlimits the engine would add on its own, and whether it offers a storage quota (overlay on XFS:
+:func:`offers_quota`; an engine that refuses one anyway is told by :func:`refuses_quota`, and
+:func:`without_quota` forgets it). Pure functions over those two answers: no I/O here.
 
 Called by :func:`backend.docker._client.connect` (once per :class:`~backend.docker._client.Engine`, so once
 per process per engine), whose :func:`~backend.docker._client.container_options` then reads
@@ -18,7 +20,7 @@ import enum
 import logging
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
 logger = logging.getLogger("backend")
@@ -44,6 +46,15 @@ _LOG_OPTIONS = {"local": ("max-size", "max-file", "compress"),
 #: service lacks CAP_SYS_RESOURCE. 32768, the kernel's default pid_max, never binds before the
 #: job's ``processes`` limit (a pids cgroup) does. Docker gives its own limits, inherited.
 PODMAN_NPROC = 32768
+#: The storage drivers whose containers can get a size quota (``HostConfig.StorageOpt``
+#: ``size``): Docker's ``overlay2`` and Podman's ``overlay``, on an XFS data root mounted with
+#: ``pquota`` (which ``/info`` does not tell: the first refusal does, see :func:`refuses_quota`).
+QUOTA_DRIVERS = ("overlay2", "overlay")
+#: Words of an engine's refusal of ``StorageOpt``: Docker and Podman both answer
+#: ``--storage-opt is supported only for overlay over xfs with 'pquota' mount option``. Not
+#: "quota" alone: a refusal of a CPU quota is the job's, not the storage's.
+_QUOTA_REFUSALS = ("storage-opt", "storage opt", "storageopt", "storage size", "pquota",
+                   "project quota")
 
 
 class EngineKind(enum.Enum):
@@ -74,6 +85,9 @@ class Features:
             ``NetworkDisabled`` (the container gets a bridge and eth0) and needs ``none``.
         reports_oom: whether the engine tells a container killed for its memory
             (``OOMKilled``, the ``oom`` event); see :func:`unreported_oom`.
+        storage_quota: whether containers get a storage quota of their ``disk`` limit
+            (``HostConfig.StorageOpt``): :func:`offers_quota`, until a refusal
+            (:func:`without_quota`).
         fallbacks: one line per difference from Docker's defaults, as logged.
     """
 
@@ -86,6 +100,7 @@ class Features:
     nproc: Optional[Tuple[int, int]] = None
     no_network_mode: str = "default"
     reports_oom: bool = True
+    storage_quota: bool = False
     fallbacks: Tuple[str, ...] = field(default=())
 
 
@@ -167,11 +182,60 @@ def detect(version: Mapping[str, Any], info: Mapping[str, Any], api_version: str
     if not reports_oom:
         fallbacks.append(f"engine {engine} ({product}) does not report memory kills: a "
                          "container killed by SIGKILL that we did not kill counts as one")
+    storage_quota = offers_quota(info)
+    if not storage_quota:
+        fallbacks.append(f"engine {engine} ({product}) offers no storage quota ("
+                         f"{_storage_of(info)}): the disk limit is enforced by a watch of "
+                         "each container's size")
     return Features(kind=kind, version=str(version.get("Version", "")),
                     api_version=api_version, log_driver=log_driver,
                     log_options=_LOG_OPTIONS.get(log_driver, ()), init=init, nproc=nproc,
                     no_network_mode="none" if kind is EngineKind.PODMAN else "default",
-                    reports_oom=reports_oom, fallbacks=tuple(fallbacks))
+                    reports_oom=reports_oom, storage_quota=storage_quota,
+                    fallbacks=tuple(fallbacks))
+
+
+def _backing_filesystem(info: Mapping[str, Any]) -> str:
+    """The ``Backing Filesystem`` of ``/info``'s ``DriverStatus`` (pairs), or ``""``."""
+    status = info.get("DriverStatus")
+    for pair in status if isinstance(status, list) else ():
+        if isinstance(pair, list) and len(pair) == 2 and pair[0] == "Backing Filesystem":
+            return str(pair[1])[:40]
+    return ""
+
+
+def _storage_of(info: Mapping[str, Any]) -> str:
+    """``overlay2 on extfs``: the storage driver and its backing file system, for messages."""
+    return f"{str(info.get('Driver') or '?')[:40]} on {_backing_filesystem(info) or '?'}"
+
+
+def offers_quota(info: Mapping[str, Any]) -> bool:
+    """Whether the engine's storage may give a container a size quota: an overlay driver
+    (:data:`QUOTA_DRIVERS`) on XFS. Whether XFS is mounted with ``pquota`` is not in
+    ``/info``: an engine without it refuses the first container that asks
+    (:func:`refuses_quota`)."""
+    return info.get("Driver") in QUOTA_DRIVERS and _backing_filesystem(info) == "xfs"
+
+
+def refuses_quota(text: str) -> bool:
+    """Whether an engine's refusal of a container (its error's ``text``) is about the
+    storage quota it was asked for."""
+    lowered = text.lower()
+    return any(word in lowered for word in _QUOTA_REFUSALS)
+
+
+def without_quota(features: Features, engine: str, server_url: str, text: str) -> Features:
+    """``features`` with no storage quota, after the engine refused one (``text``, its
+    answer): logged once per process and engine address; the watch bounds its jobs."""
+    line = (f"engine {engine} ({features.kind.value} {features.version}) refused a storage "
+            f"quota ({text[:200]}): the disk limit is enforced by a watch of each container's "
+            "size")
+    with _logged_lock:
+        first = (server_url, line) not in _logged
+        _logged.add((server_url, line))
+    if first:
+        logger.warning("%s", line)
+    return replace(features, storage_quota=False)
 
 
 #: Exit code of a container whose first process was killed by SIGKILL (128 + 9).

@@ -29,8 +29,13 @@ logger = logging.getLogger("backend")
 #: size checks: a check that took the engine 0.2 s comes again 2 s later at the earliest...
 DISK_COST_RATIO = 10.0
 #: ...and at the latest this many seconds later, however costly (a layer of 50,000 files
-#: takes the engine 0.3 s of CPU a check): see docs/security.rst.
+#: takes the engine 0.3 s of CPU a check): see docs/security.rst. A container growing fast
+#: toward its limit is checked sooner: when, at the rate of its last two checks, it would
+#: reach its limit before its next check, it is checked when it would reach it (between two
+#: polls if need be), but no sooner than :data:`DISK_MIN_PERIOD`: see :func:`disk_delay`.
 DISK_MAX_PERIOD = 5.0
+#: The shortest time between two size checks of a container (one about to cross its limit).
+DISK_MIN_PERIOD = 0.1
 
 
 class PendingEnd(NamedTuple):
@@ -71,6 +76,7 @@ class WatchedContainer:
     disk_due_at: float = 0.0  # time.monotonic() of its next size check (the disk watch)
     disk_seen: int = 0  # the most bytes its writable layer was seen to hold
     disk_cost: Optional[float] = None  # seconds its last size check took
+    disk_last: Optional[Tuple[float, int]] = None  # its last check: (monotonic, bytes)
 
     @classmethod
     def of(cls, message: Watch, follower: OutputFollower,
@@ -137,11 +143,12 @@ class WatchedContainer:
 
     def check_disk(self, engine: docker.Engine, period: float, now: float) -> bool:
         """Measures what the container wrote (its writable layer) if its check is due (at
-        ``now``, monotonic), and schedules the next one ``period`` later, or later still when
-        the last two measures were costly (:data:`DISK_COST_RATIO`, up to
-        :data:`DISK_MAX_PERIOD`; the cheaper of the two counts, so that one slow answer of a
-        loaded engine does not stretch the period alone).
-        Whether it wrote more than its ``disk`` limit.
+        ``now``, monotonic), and schedules the next one (:func:`disk_delay`): ``period``
+        later, or later still when the last two measures were costly
+        (:data:`DISK_COST_RATIO`, up to :data:`DISK_MAX_PERIOD`; the cheaper of the two counts,
+        so that one slow answer of a loaded engine does not stretch the period alone), but
+        sooner when it grows fast toward its limit. Whether it wrote more than its ``disk``
+        limit.
 
         Raises:
             DockerFailure: from the engine.
@@ -150,12 +157,17 @@ class WatchedContainer:
         if limit is None or now < self.disk_due_at:
             return False
         began = time.monotonic()
+        self.disk_due_at = began + period  # if the engine fails it: the next poll's
         used = engine.disk_used(self.container_id)
         cost = time.monotonic() - began
         self.disk_seen = max(self.disk_seen, used)
         last, self.disk_cost = self.disk_cost, cost
-        stretched = min(DISK_COST_RATIO * min(cost, last or cost), DISK_MAX_PERIOD)
-        self.disk_due_at = began + max(period, stretched)
+        rate = None
+        if self.disk_last is not None and began > self.disk_last[0]:
+            rate = (used - self.disk_last[1]) / (began - self.disk_last[0])
+        self.disk_last = (began, used)
+        self.disk_due_at = began + disk_delay(period, min(cost, last or cost), int(limit) - used,
+                                              rate)
         return used > limit
 
     def collect(self, engine: docker.Engine, exit_code: Optional[int]
@@ -176,6 +188,18 @@ class WatchedContainer:
         if self.follower.state is StreamState.COMPLETE:
             return (exit_code, *self.follower.collected())
         return (exit_code, *engine.logs(self.container_id))
+
+
+def disk_delay(period: float, cost: float, room: int, rate: Optional[float]) -> float:
+    """Seconds to the next size check of a container: ``period`` (the poll's), stretched
+    to :data:`DISK_COST_RATIO` times the ``cost`` of a check (up to
+    :data:`DISK_MAX_PERIOD`), but no later than when, growing at ``rate`` (bytes a second,
+    None: not known yet), it would have written the ``room`` left under its limit, and
+    then never sooner than :data:`DISK_MIN_PERIOD`."""
+    delay = max(period, min(DISK_COST_RATIO * cost, DISK_MAX_PERIOD))
+    if rate is not None and rate > 0:
+        delay = min(delay, max(DISK_MIN_PERIOD, room / rate))
+    return delay
 
 
 def add_outputs(result: Dict[str, Any], connected: Callable[[], docker.Engine],

@@ -3,8 +3,9 @@ hierarchy, every controller enabled (``vm_engine`` in conftest, ``VmEngine`` of
 ``scripts/engines.py``), reached over TCP with verified TLS.
 
 Every status and reason (CPU time, wall time, memory with the OOM seen on cgroup v2, output,
-disk, processes, kill, removed from outside), raw jobs with files and outputs, warm starts (off
-over TLS), the engine lost (qemu killed) and back (booted again), and the orphan sweep. Kept
+disk, processes, kill, removed from outside), raw jobs with files and outputs, the ``disk``
+limit under the storage quota the VM's data root offers (XFS with project quota), warm starts
+(off over TLS), the engine lost (qemu killed) and back (booted again), and the orphan sweep. Kept
 short: the VM runs under qemu's emulation (a container takes 1 to 9 s on a loaded machine), and
 the session boots it once. The bounds of time are generous for the same reason."""
 import json
@@ -15,8 +16,11 @@ import sys
 
 import pytest
 
-from backend import JobManager, JobManagerSync, Task
+from backend import JobManager, JobManagerBuffer, JobManagerSync, Task
 from backend.model._job import JobState
+from disk_jobs import (MIB, EngineStorageSampler, at_once, bound, crossing_to_end, has_quota,
+                       lines, quiet_writer, size_check_cost, writer)
+from disk_jobs import raw as disk_job
 from helpers import IMAGE, PREFIX, engine_client, ok_script, shell
 from helpers import wait_for
 
@@ -125,6 +129,62 @@ def test_raw_job_with_files_and_outputs(vm_manager):
     assert result["run"]["stdout"] == "stdin\nfrom main\n42\n", result
     assert (result["run"]["stderr"], result["run"]["exit_code"]) == ("err\n", 3)
     assert result["files"] == {"out.txt": b"made\n", "d/y": b"x\n"}
+
+
+# -- the disk limit under a storage quota (docs/security.rst) ---------------------------------
+#: The bound of these jobs, and each file they write: small, the VM being emulated.
+VM_DISK = 16 * MIB
+VM_CHUNK = 4 * MIB
+
+
+def test_the_disk_limit_is_a_storage_quota_here(vm_engine, vm_manager):
+    """Three times the limit: stopped by the quota (the write fails), named by the watch;
+    the container was given its quota."""
+    assert has_quota(vm_engine)
+    result = run(vm_manager, disk_job(writer(12, size=VM_CHUNK) + "; echo never", VM_DISK),
+                 files={"given.txt": "given\n"})
+    assert (result["result"], result["run"]["reason"]) == ("overflow", "disk"), result
+    assert len(lines(result)) > 1 and "never" not in result["run"]["stdout"], result
+    took = crossing_to_end(result, VM_DISK, VM_CHUNK)
+    print(f"crossing to end {took:.2f} s; files written {lines(result)[-1][0]} of "
+          f"{VM_CHUNK // MIB} MiB; stderr {result['run']['stderr'][-120:]!r}")
+    assert took < 30.0, result["run"]
+
+
+def test_five_at_once_stay_within_their_quotas(vm_engine, vm_manager):
+    """The data root's use (``df`` through the engine) grows by at most their quotas."""
+    most = at_once(vm_manager, EngineStorageSampler(vm_engine),
+                   disk_job(writer(12, size=VM_CHUNK), VM_DISK), disk_job("echo ok", VM_DISK),
+                   counts=(5, 2), timeout=300)
+    limit = 5 * bound(VM_DISK, True)
+    print(f"cgroup2: the data root grew by {most / MIB:.1f} MiB at most (limits "
+          f"{5 * VM_DISK // MIB} MiB, quotas {limit / MIB:.0f} MiB)")
+    # the containers' own files (configuration, log, layer directories) are a few KiB each
+    assert most <= limit + 7 * MIB // 4, f"the data root grew by {most / MIB:.1f} MiB"
+
+
+def test_small_files_given_files_and_a_job_under_its_limit(vm_manager):
+    small = disk_job(quiet_writer(1024, size=8192), 4 * MIB)
+    given = disk_job("echo started; " + writer(1, size=2 * MIB), 4 * MIB)  # 3 MiB given
+    under = disk_job(writer(2, "echo done > out.txt", size=VM_CHUNK), VM_DISK,
+                     outputs=["out.txt"])
+    buffer = JobManagerBuffer(vm_manager)
+    jobs = [buffer.new_job(small, None), buffer.new_job(given, None, files={
+        "a.bin": b"\0" * (3 * MIB // 2), "b.bin": b"\0" * (3 * MIB // 2)}),
+            buffer.new_job(under, None)]
+    assert buffer.wait(jobs, timeout=300)
+    small_result, given_result, under_result = (buffer.get_result(j) for j in jobs)
+    for result in (small_result, given_result):
+        assert (result["result"], result["run"]["reason"]) == ("overflow", "disk"), result
+    assert under_result["result"] == "success", under_result
+    assert under_result["files"] == {"out.txt": b"done\n"}
+
+
+def test_what_a_size_check_costs_here(vm_engine):
+    cost = size_check_cost(vm_engine, writer(4, "true", size=VM_CHUNK))
+    print(f"cgroup2: a size check of 4 files of {VM_CHUNK // MIB} MiB takes "
+          f"{cost * 1000:.0f} ms")
+    assert cost < 10.0
 
 
 def test_warm_containers_are_off_over_tls(vm_engine):

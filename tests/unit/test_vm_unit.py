@@ -69,3 +69,14 @@ def test_modules_come_after_their_dependencies(tmp_path):
     assert order == ["virtio.ko", "virtio-pci.ko", "crc16.ko", "jbd2.ko", "ext4.ko"]
     with pytest.raises(EngineError, match="no module nosuch"):
         _module_order(tmp_path, ("nosuch",))
+
+
+def test_the_data_root_is_xfs_with_project_quota_and_the_cache_names_its_recipe():
+    """The VM's engine offers a storage quota (docs/security.rst): its init mounts the third
+    disk, made by mkfs.xfs on the host, with pquota on dockerd's data root; a cache of
+    another recipe is another folder."""
+    import engines
+    assert f"mount -t xfs -o pquota /dev/vdc {engines.VM_DATA_ROOT}" in engines._VM_INIT
+    assert "modprobe xfs" in engines._VM_INIT and "xfsprogs" in engines.VM_HOST_PACKAGES
+    assert engines.VM_DIR.name.endswith(f"-r{engines.VM_RECIPE}")
+    assert engines._size_bytes("4G") == 4 << 30 and engines._size_bytes("512") == 512

@@ -588,6 +588,51 @@ def test_a_size_check_comes_back_within_the_longest_period(monkeypatch):
     assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_MAX_PERIOD)
 
 
+@pytest.mark.parametrize("period, cost, room, rate, expected", [
+    (0.5, 0.2, 10**9, None, 2.0),  # the cost's stretch
+    (0.5, 0.001, 10**9, None, 0.5),  # the poll's period
+    (0.5, 0.2, 10**9, 0.0, 2.0), (0.5, 0.2, 10**9, -5.0, 2.0),  # not growing
+    (0.5, 0.2, 10**8, 10**8, 1.0),  # growing fast: when it would reach its limit
+    (0.5, 0.2, 10**6, 10**8, _watched.DISK_MIN_PERIOD),  # about to reach it: before the poll
+    (0.5, 0.2, -10, 10**8, _watched.DISK_MIN_PERIOD),  # over it already
+    (0.5, 9.0, 10**9, 10**3, _watched.DISK_MAX_PERIOD),  # slow growth, costly checks
+])
+def test_the_next_size_check_comes_sooner_when_growing_fast(period, cost, room, rate, expected):
+    assert _watched.disk_delay(period, cost, room, rate) == pytest.approx(expected)
+
+
+def test_a_container_growing_fast_is_checked_sooner(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
+    one = _watched.WatchedContainer("j1", "c1", merge_limits({"disk": 1000}), time.time(), None)
+    engine = SlowSizes(clock, cost=0.2, size=100)
+    assert not one.check_disk(engine, 0.1, clock[0])
+    assert one.disk_due_at == pytest.approx(100.0 + _watched.DISK_COST_RATIO * 0.2)
+    clock[0] = now = one.disk_due_at
+    engine.size = 600  # 500 bytes in 2 s: the 400 left take 1.6 s, sooner than 2 s
+    assert not one.check_disk(engine, 0.1, now)
+    assert one.disk_due_at - now == pytest.approx(400 / (500 / 2.0))
+    clock[0] = now = one.disk_due_at
+    engine.size = 1001
+    assert one.check_disk(engine, 0.1, now) and one.disk_seen == 1001
+
+
+class FailingSizes:
+    def disk_used(self, container_id):
+        raise _docker.DockerFailure("engine_unreachable", "no answer", retryable=True)
+
+
+def test_a_failed_size_check_waits_for_the_next_poll(monkeypatch):
+    """No busy loop between polls on an engine that fails the check at once."""
+    clock = [100.0]
+    monkeypatch.setattr(_watched.time, "monotonic", lambda: clock[0])
+    one = _watched.WatchedContainer("j1", "c1", merge_limits({"disk": 10}), time.time(), None)
+    one.disk_last = (99.0, 5)
+    with pytest.raises(_docker.DockerFailure):
+        one.check_disk(FailingSizes(), 0.5, clock[0])
+    assert one.disk_due_at == pytest.approx(100.5)
+
+
 # -- hostile output: one job's bytes end that job alone (docs/failures.rst) ------------------
 
 def test_a_job_whose_result_cannot_be_made_ends_alone(monkeypatch):
