@@ -12,8 +12,9 @@ A raw job or a job with files takes a warm container whose program waits behind 
 (:func:`backend.docker._definition.gated`): a job with files is first given to an idle submitter
 (``Submit`` with ``into``), which writes them into the running container, and the dispatcher
 keeps the attach meanwhile (:meth:`WarmStarts.filled`); then its input goes to the waiter
-after :data:`~backend.docker.GATE_LINE`, which opens the gate. An image without ``/bin/sh`` fails its first
-gated start (``StartFailed.no_shell``): it is logged once, and its gated jobs start cold.
+after :data:`~backend.docker.GATE_LINE`, which opens the gate. An image without ``/bin/sh``
+fails its first gated start (``StartFailed.no_shell``): it is logged once, and its gated jobs
+start cold.
 
 The dispatcher waits on each warm container's attach too: one that becomes readable ended
 (killed, OOM at boot, a crashing image) or wrote before its input came; it is removed, never

@@ -91,7 +91,7 @@ class Submit(NamedTuple):
     spec: JobSpec
     container_name: str
     warm: bool = False  # a warm container (docs/performance.rst, warm starts): started, its input left unwritten
-    gate: bool = False  # with warm or into: its program waits behind the gate (raw jobs, files)
+    gate: bool = False  # with warm or into: its program waits behind the gate (raw, files)
     into: Optional[str] = None  # a warm container taken by the job: write its files there
     # (and over TLS attach its stdin and write the gate's line, if gated, and the input)
 
