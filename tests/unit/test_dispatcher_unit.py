@@ -568,3 +568,18 @@ def test_a_killed_job_whose_warm_container_had_ended_ends_killed():
     assert queued.state is JobState.DONE and queued.result["result"] == "killed"
     assert dispatcher.placement.running["fake"] == 0
     close(dispatcher)
+
+
+def test_a_warm_take_given_up_on_a_silent_engine_leaves_no_warm_entry():
+    """Its job is placed again cold: it must not be handed the warm container's attach."""
+    dispatcher = make_dispatcher(TLS_CONFIG)
+    alive = submitter(True)
+    alive.process = Sleeper()
+    queued, container = _served_warm_over_tls(dispatcher, [alive])
+    assert dispatcher.warm.filling and alive.holding is queued
+    dispatcher.losses.abandon("fake")
+    assert alive.process.reap() == -signal.SIGKILL
+    assert not dispatcher.warm.filling and queued.state is JobState.QUEUED
+    assert container.name in set(dispatcher.removals.pending("fake"))  # by its name
+    dispatcher._end(queued, failure_result("killed", "test"))
+    close(dispatcher)
