@@ -30,8 +30,10 @@ it defers (fairness between managers) wakes the loop at its time. After each tur
 updates the manager's :class:`~backend.dispatch._stats.Stats`.
 
 Warm containers (docs/performance.rst, warm starts) are :class:`~backend.dispatch._warm.WarmStarts`'s: the loop also
-waits on their attaches, a queued job of their shape takes one before placement, and they
-are started once no job has waited for a second.
+waits on their attaches (on plain connections), a queued job of their shape takes one before
+placement, and they are started once no job has waited for a second. A job whose warm
+container over TLS had ended when its submitter came to it goes back to the queue, cold
+(:meth:`Dispatcher._serve_cold`).
 
 A job ends in exactly one place, :meth:`Dispatcher._end`, which frees its slot before the
 result goes to the done queue: a slow callback never holds an engine slot.
