@@ -156,18 +156,22 @@ def test_over_tls_a_warm_jobs_stdin_is_exact(tls_warm, data):
     assert served["run"]["stdout"] == f"{len(data)}\n{hashlib.md5(data).hexdigest()}  -\n"
 
 
-@pytest.mark.parametrize("task, files", [
-    (shell('read line; echo "{\\"result\\": \\"success\\"}"'), None),
-    (raw("cat; cat f"), {"f": "F"})], ids=["json", "raw-with-files"])
+@pytest.mark.parametrize("task, files, how", [
+    (shell('read line; echo "{\\"result\\": \\"success\\"}"'), None, "killed"),
+    (raw("cat; cat f"), {"f": "F"}, "killed"),
+    (raw("cat; cat f"), {"f": "F"}, "removed")], ids=["json", "raw-with-files", "removed"])
 def test_over_tls_a_warm_container_killed_before_use_serves_its_job_cold(tls_warm, task,
-                                                                          files):
+                                                                          files, how):
     engine, manager, sync = tls_warm
     cold = sync.new_job(task, "in\n", timeout=60, files=files)
     warm_ready(manager, "remote", task, files)
     container = manager._dispatcher.warm.pool.ready["remote"][0].container_id
     with api_client(engine.url) as client:
-        client.kill(container)
-        client.wait(container, timeout=30)
+        if how == "removed":
+            client.remove_container(container, force=True)
+        else:
+            client.kill(container)
+            client.wait(container, timeout=30)
     after = sync.new_job(task, "in\n", timeout=60, files=files)
     assert after["run"]["warm"] is False and after["run"]["container_id"] != container
     assert comparable(after) == comparable(cold) and after["result"] == "success", after
