@@ -17,9 +17,14 @@ submitter takes its place. A submitter keeps one connection per engine for its w
     without blocking (:mod:`backend.docker._input`): the waiter writes the rest. Over TLS the whole
     input is written by a thread of the submitter, after the reply, bounded by the job's
     ``hard_time``: a job that does not read its input never holds a submitter. With ``into``
-    (a warm container waiting behind its gate), it only writes the job's files
-    into that running container and replies ``Started`` without an attach: the dispatcher
-    holds the warm container's.
+    (a warm container taken by a job), on a plain connection it only writes the job's files
+    into that running container (behind its gate) and replies ``Started`` without an attach:
+    the dispatcher holds the warm container's. Over TLS no warm container has an attach (it
+    could not be passed on): the submitter attaches to its stdin, checks that it still runs
+    and writes the files (:func:`backend.docker.take_warm`), replies ``Started``, then writes
+    the gate's line (for a gated one) and the job's input from a thread, as for a cold job;
+    one that no longer waits is reported as ``StartFailed`` with ``warm_gone``: the
+    dispatcher serves the job cold.
 ``Remove``, ``Sweep``, ``RemoveLeftovers``
     remove those containers (one that does not exist counts as removed), the containers of
     dead managers, or every container of this manager (at close); the reply is ``Removed``.
@@ -102,10 +107,7 @@ class _Submitter:
             return
         send(self.connection, reply)
         if isinstance(reply, Started) and stream is not None:  # TLS: no attach is passed
-            if request.warm:  # no warm containers over TLS
-                stream.close()
-            else:
-                self.write_input(request, reply.container_id, stream)  # from here
+            self.write_input(request, reply.container_id, stream)  # from here
 
     def on_remove(self, request: Union[Remove, Sweep, RemoveLeftovers]) -> None:
         failed, reachable = self.remove(request)
@@ -119,6 +121,9 @@ class _Submitter:
         job_id = request.spec.job_id
         try:
             engine = self.engine(request.engine)
+            if request.into is not None and not engine.http.plain:  # TLS: written from here
+                taken = docker.take_warm(engine, request.spec, request.into)
+                return Started(job_id, request.into, False, len(request.spec.stdin)), taken
             if request.into is not None:
                 docker.fill(engine, request.spec, request.into)
                 return Started(job_id, request.into, False, 0), None
@@ -133,7 +138,8 @@ class _Submitter:
                 self.forget(request.engine)
             return StartFailed(job_id, failure.reason, failure.text,
                                failure.container_id or request.into, failure.retryable,
-                               failure.maybe_created, failure.no_shell), None
+                               failure.maybe_created, failure.no_shell,
+                               failure.warm_gone), None
         except Exception as error:  # noqa: BLE001 - one request's failure ends that job only
             logger.warning("submitter: starting %s failed: %r", job_id, error, exc_info=True)
             self.forget(request.engine)  # its connection may be left mid-answer
@@ -143,9 +149,12 @@ class _Submitter:
     def write_input(self, request: Submit, container_id: str, stream: _Attach) -> None:
         """Writes a job's whole input over a TLS attach from a thread of its own, within the
         job's ``hard_time``, stopping when the container no longer runs; closing the attach
-        is the job's end of file."""
+        is the job's end of file. A gated warm container's job (``into`` with ``gate``) gets
+        the gate's line first."""
         engine = self.engines.get(request.engine)  # the one that started it (thread-safe)
         data = request.spec.stdin
+        if request.into is not None and request.gate:
+            data = docker.GATE_LINE + data
         deadline = time.monotonic() + float(request.spec.task.limits["hard_time"])
 
         def still_running() -> bool:

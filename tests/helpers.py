@@ -78,6 +78,30 @@ def engine_event(action, container, manager="m1", **attributes):
                                                       **attributes}}}
 
 
+#: Fields of ``run`` that differ between two runs of one job (cold and warm).
+VARYING = ("container_id", "duration", "warm")
+
+
+def comparable(result):
+    """A result without what differs between two runs of one job (:data:`VARYING`)."""
+    run = {k: v for k, v in result["run"].items() if k not in VARYING}
+    return dict(result, run=run)
+
+
+def warm_ready(manager, engine_name, task=None, files=None, timeout=30):
+    """Waits for a warm container on ``engine_name`` (of the shape of ``task`` with
+    ``files``, if given), started and waiting in the dispatcher's pool."""
+    from backend.dispatch._shapes import shape_of
+    from backend.model._files import check_files
+    from backend.model._job import JobSpec
+    from backend.model._task import snapshot_task
+    pool = manager._dispatcher.warm.pool
+    shape = None if task is None else shape_of(
+        JobSpec("j", snapshot_task(task, None), b"", check_files(files)))
+    wait_for(lambda: any(shape in (None, w.shape) for w in pool.ready[engine_name]), timeout,
+             "no warm container came")
+
+
 class SocketServer:
     """A listener whose accept loop runs in a thread of its own: on 127.0.0.1 over TCP, or
     on a unix socket in a folder of its own (``unix=True``); :attr:`url` is its address.

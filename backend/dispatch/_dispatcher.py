@@ -30,8 +30,10 @@ it defers (fairness between managers) wakes the loop at its time. After each tur
 updates the manager's :class:`~backend.dispatch._stats.Stats`.
 
 Warm containers (docs/performance.rst, warm starts) are :class:`~backend.dispatch._warm.WarmStarts`'s: the loop also
-waits on their attaches, a queued job of their shape takes one before placement, and they
-are started once no job has waited for a second.
+waits on their attaches (on plain connections), a queued job of their shape takes one before
+placement, and they are started once no job has waited for a second. A job whose warm
+container over TLS had ended when its submitter came to it goes back to the queue, cold
+(:meth:`Dispatcher._serve_cold`).
 
 A job ends in exactly one place, :meth:`Dispatcher._end`, which frees its slot before the
 result goes to the done queue: a slow callback never holds an engine slot.
@@ -57,7 +59,7 @@ from backend.dispatch._removals import Removals
 from backend.dispatch._stats import Stats
 from backend.dispatch._supervisor import STOP_GRACE, Child, ChildMains, Supervisor
 from backend.dispatch._shapes import WarmPool
-from backend.dispatch._warm import GATE_LINE, WarmStarts
+from backend.dispatch._warm import WarmStarts
 
 logger = logging.getLogger("backend")
 
@@ -245,20 +247,34 @@ class Dispatcher(threading.Thread):
         job.container_id, job.started_at = message.container_id, time.time()
         job.move(JobState.RUNNING)
         self.supervisor.watch(job, stream_fd, message.input_written,
-                              GATE_LINE if warm_fd is not None else b"")
+                              docker.GATE_LINE if warm_fd is not None else b"")
 
     def _on_start_failed(self, submitter: Child, message: StartFailed) -> None:
         submitter.holding = None
-        self.warm.fill_failed(message.job_id)  # a warm container's: removed below
+        # a warm container's: removed below
+        served_warm = self.warm.fill_failed(message.job_id, message.warm_gone)
         job = self.jobs.get(message.job_id)
         if job is None or job.state is JobState.DONE or job.engine is None:
             return
         self.removals.attempt_failed(job.engine, message.container_id, job.container_name,
                                      message.maybe_created, time.monotonic())
+        if served_warm and message.warm_gone:  # it had ended before its job came (TLS)
+            self._serve_cold(job, job.engine)
+            return
         if message.retryable:
             self._mark_reachable(job.engine, False)
         self.losses.start_failed_elsewhere(job, job.engine, message.text, message.retryable,
                                      message.reason, message.container_id)
+
+    def _serve_cold(self, job: Job, engine: str) -> None:
+        """The warm container ``job`` took had ended before it came: the job goes back first
+        in the queue, as if never placed, and starts cold (or ends, if it was killed)."""
+        if job.kill_requested:
+            self._end(job, failure_result("killed", "The job was killed before it started."))
+            return
+        self.placement.unplace(job, engine)
+        job.move(JobState.QUEUED)
+        job.container_id, job.warm = None, False
 
     def _on_removed(self, submitter: Child, message: Removed) -> None:
         request, submitter.holding = submitter.holding, None

@@ -64,6 +64,7 @@ class Losses:
                         engine, submitter.process.pid)
             self.supervisor.abandon(submitter)
             if isinstance(held, Job):
+                self.warm.fill_failed(held.job_id)  # a warm container's attach, if it had one
                 self.removals.attempt_failed(engine, None, held.container_name, True,
                                              time.monotonic())
                 self.start_failed_elsewhere(held, engine, f"host {engine} "

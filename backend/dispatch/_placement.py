@@ -227,6 +227,14 @@ class Placement:
         self.queue.appendleft(job)
         return True
 
+    def unplace(self, job: Job, engine: str) -> None:
+        """``job`` goes back first in the queue, its slot on ``engine`` freed and its
+        placement not counted as an attempt (the warm container it took had ended)."""
+        self.running[engine] -= 1
+        self._held[engine].discard(job)
+        self._attempts[job.job_id] = max(0, self.attempts(job) - 1)
+        self.queue.appendleft(job)
+
     def ended(self, job: Job) -> None:
         """``job`` ends (called before its state becomes DONE): its slot, if it held one, is
         free, and its history goes."""

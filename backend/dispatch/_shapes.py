@@ -6,13 +6,14 @@ one shape would get the same container but for its name and labels. The warm con
 raw job or of a job with files runs a gate (:func:`gated`): its program starts once the job's
 files are written and a line comes, and the job's own input follows that line. Once a job of a shape
 was placed on an engine whose ``warm_containers`` is above 0, the engine keeps up to that
-many containers of the shape created, attached and started, waiting for their input, for as
-long as the shape was used within ``warm_idle`` seconds; each one serves exactly one job.
+many containers of the shape created, attached (on a plain connection: over TLS nobody is
+attached until a job takes one) and started, waiting for their input, for as long as the
+shape was used within ``warm_idle`` seconds; each one serves exactly one job.
 
 Pure bookkeeping (no pipe, no process; the clock is the caller's ``now``, monotonic
 seconds): the dispatcher's :class:`~backend.dispatch._warm.WarmStarts` owns the one instance
 and is its only caller; the unit tests drive it directly. The descriptors it records (each
-warm container's open attach) are the caller's to close.
+warm container's open attach, on a plain connection) are the caller's to close.
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ class WarmContainer:
         spec: what its submitter creates (the job's spec that made the shape wanted, without
             input).
         container_id: set once started.
-        fd: its open attach, once started (stdin, stdout and stderr).
+        fd: its open attach, once started (stdin, stdout and stderr); None over TLS, where
+            the job's submitter attaches when it takes the container.
         since: when it started waiting (monotonic seconds).
         gate: its program waits behind the gate (:func:`gated`).
     """
@@ -95,12 +97,11 @@ class WarmPool:
     """The warm containers of every engine. See the module docstring.
 
     Args:
-        configs: the engines (their ``warm_containers`` and ``warm_idle``); an engine over
-            TLS has none (its attach cannot stay open for output after the input's end).
+        configs: the engines (their ``warm_containers`` and ``warm_idle``).
     """
 
     def __init__(self, configs: Sequence[InstanceConfig]):
-        self.sizes = {c.name: (c.warm_containers if c.tls is None else 0) for c in configs}
+        self.sizes = {c.name: c.warm_containers for c in configs}
         self.idle = {c.name: c.warm_idle for c in configs}
         self.ready: Dict[str, List[WarmContainer]] = {c.name: [] for c in configs}
         self.starting: Dict[str, WarmContainer] = {}  # warm id -> container
@@ -172,9 +173,10 @@ class WarmPool:
         return not known
 
     # -- a container's life --------------------------------------------------------------
-    def started(self, warm_id: str, container_id: str, fd: int, now: float
+    def started(self, warm_id: str, container_id: str, fd: Optional[int], now: float
                 ) -> Optional[WarmContainer]:
-        """A starting container runs and waits; None if it is not known (any more)."""
+        """A starting container runs and waits (``fd``: its attach; None over TLS); None if
+        it is not known (any more)."""
         container = self.starting.pop(warm_id, None)
         if container is None:
             return None
@@ -198,6 +200,11 @@ class WarmPool:
                 self.ready[engine].remove(container)
                 return container
         return None
+
+    def give_back(self, container: WarmContainer) -> None:
+        """Puts a container just taken back first in the pool (its job could not take it
+        now: no submitter is idle to attach to it)."""
+        self.ready[container.engine].insert(0, container)
 
     def discard(self, container: WarmContainer) -> None:
         """Takes a started container out of the pool (it died, or is removed)."""

@@ -12,12 +12,24 @@ A raw job or a job with files takes a warm container whose program waits behind 
 (:func:`backend.docker._definition.gated`): a job with files is first given to an idle submitter
 (``Submit`` with ``into``), which writes them into the running container, and the dispatcher
 keeps the attach meanwhile (:meth:`WarmStarts.filled`); then its input goes to the waiter
-after :data:`GATE_LINE`, which opens the gate. An image without ``/bin/sh`` fails its first
-gated start (``StartFailed.no_shell``): it is logged once, and its gated jobs start cold.
+after :data:`~backend.docker.GATE_LINE`, which opens the gate. An image without ``/bin/sh``
+fails its first gated start (``StartFailed.no_shell``): it is logged once, and its gated jobs
+start cold.
 
 The dispatcher waits on each warm container's attach too: one that becomes readable ended
 (killed, OOM at boot, a crashing image) or wrote before its input came; it is removed, never
 used, and its shape is not kept warm again until a job of it is placed on that engine.
+
+Over TLS an attach cannot be passed between processes (nor half-closed), so a warm container
+there is started with nobody attached (its program, or its gate, blocks reading its stdin)
+and only its id comes back. Every job that takes one goes through an idle submitter (``Submit``
+with ``into``), which attaches to its stdin, checks that it still runs, writes the job's files,
+replies ``Started``, then writes the gate's line (if gated) and the input and closes the attach,
+as for a cold TLS job; the waiter reads the output from the log. A warm container over TLS is
+not watched before its job comes: one found ended then (``StartFailed.warm_gone``) is removed,
+its shape forgotten, and its job goes back first in the queue, served cold
+(:meth:`WarmStarts.fill_failed`); a JSON-protocol program that printed before its input came
+is served warm there (its early output is in its log, as in a cold run).
 
 Warm containers never delay a job: they are started only when the engine has room and no
 job has waited for a slot or a submitter for :data:`BURST_QUIET` seconds (during a burst the
@@ -36,8 +48,9 @@ import logging
 import os
 import select
 import time
-from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Collection, Dict, List, Optional, Sequence, Tuple, Union
 
+from backend.docker import GATE_LINE
 from backend.model import InstanceConfig, Job, JobState
 from backend.ipc import Started, StartFailed, Submit, WarmStarted, WarmStartFailed
 from backend.dispatch._placement import Placement
@@ -52,8 +65,6 @@ logger = logging.getLogger("backend")
 SCANNED = 64
 #: Seconds without a job waiting for a slot or a submitter before warm containers are started.
 BURST_QUIET = 1.0
-#: What opens the gate of a warm container: written before the job's input.
-GATE_LINE = b"\n"
 
 
 class WarmStarts:
@@ -69,8 +80,9 @@ class WarmStarts:
         self.mark_unreachable = mark_unreachable
         self.closing = False
         self.waited_at = -BURST_QUIET  # when a job last waited (time.monotonic())
-        #: job id -> the attach of its warm container, while a submitter writes its files
-        self.filling: Dict[str, int] = {}
+        #: job id -> its warm container and that container's attach (None over TLS), while a
+        #: submitter writes its files (over TLS: attaches and writes its input)
+        self.filling: Dict[str, Tuple[WarmContainer, Optional[int]]] = {}
 
     # -- jobs ----------------------------------------------------------------------------
     def used(self, job: Job, engine: str) -> None:
@@ -81,7 +93,7 @@ class WarmStarts:
         """Gives each queued job of a warm shape (among the first :data:`SCANNED`) a warm
         container of its shape, on the least loaded reachable engine that has one (no
         submitter needed: the slot was held; a job with files takes one from ``idle``, to
-        write them into its warm container)."""
+        write them into its warm container, and so does every job over TLS, to attach)."""
         if not any(self.pool.ready.values()):
             return
         for job in list(itertools.islice(self.placement.queue, SCANNED)):
@@ -95,9 +107,13 @@ class WarmStarts:
                              key=self.placement.load)
             for engine in engines:
                 container = self._take(engine, shape)
-                if container is not None:
-                    self._run(job, container, idle)
-                    break
+                if container is None:
+                    continue
+                if container.fd is None and not idle:  # over TLS: a submitter attaches
+                    self.pool.give_back(container)
+                    continue
+                self._run(job, container, idle)
+                break
 
     def _take(self, engine: str, shape: Any) -> Optional[WarmContainer]:
         while True:
@@ -108,15 +124,17 @@ class WarmStarts:
 
     def _run(self, job: Job, container: WarmContainer, idle: List[Child]) -> None:
         engine, fd = container.engine, container.fd
-        assert container.container_id is not None and fd is not None and job.spec is not None
-        if container.gate and job.spec.files:  # a submitter writes them, then the waiter
-            submitter = idle.pop()             # is given the job (see filled)
-            if not submitter.send(Submit(engine, job.spec, container.name,
+        assert container.container_id is not None and job.spec is not None
+        if fd is None or container.gate and job.spec.files:
+            # a submitter writes the files (over TLS: attaches, and writes the input too),
+            # then the waiter is given the job (see filled)
+            submitter = idle.pop()
+            if not submitter.send(Submit(engine, job.spec, container.name, gate=container.gate,
                                          into=container.container_id)):
                 self._remove(container)
                 return
             submitter.holding = job
-            self.filling[job.job_id] = fd
+            self.filling[job.job_id] = (container, fd)
             job.move(JobState.SUBMITTING)
         else:
             job.move(JobState.RUNNING)
@@ -130,20 +148,33 @@ class WarmStarts:
         logger.debug("job %s: served warm by %s on %s", job.job_id,
                      container.container_id[:12], engine)
         if job.state is JobState.RUNNING:  # the waiter writes its whole input
+            assert fd is not None
             self.supervisor.watch(job, fd, 0, GATE_LINE if container.gate else b"")
 
     def filled(self, job_id: str) -> Optional[int]:
         """The attach of the warm container whose job's files a submitter wrote (None: the
-        job was not served so); the caller hands the job to a waiter with it, its input
-        after :data:`GATE_LINE`."""
-        return self.filling.pop(job_id, None)
+        job was not served so, or over TLS, where the submitter wrote its input); the caller
+        hands the job to a waiter with it, its input after :data:`~backend.docker.GATE_LINE`."""
+        taken = self.filling.pop(job_id, None)
+        return None if taken is None else taken[1]
 
-    def fill_failed(self, job_id: str) -> None:
-        """The files of a job served warm could not be written (or its submitter died): the
-        warm container's attach is closed (the caller removes the container)."""
-        fd = self.filling.pop(job_id, None)
+    def fill_failed(self, job_id: str, gone: bool = False) -> bool:
+        """The submitter of a job served warm failed (or died): the warm container's attach,
+        if any, is closed (the caller removes the container). ``gone``: the container no
+        longer waited (over TLS, found when the job took it): its shape is not kept warm for
+        now, and the caller serves the job cold. Whether the job was served warm."""
+        taken = self.filling.pop(job_id, None)
+        if taken is None:
+            return False
+        container, fd = taken
         if fd is not None:
             os.close(fd)
+        if gone:
+            logger.info("warm container %s on %s ended before its job came; the job is "
+                        "served cold", container.container_id, container.engine)
+            self.pool.forget(container.engine, container.shape)
+            self.pool.hits[container.engine] -= 1  # it served none
+        return True
 
     def make_room(self) -> bool:
         """When jobs wait and an engine is full, removes a warm container there that is not
@@ -207,15 +238,18 @@ class WarmStarts:
 
     def started(self, request: Submit, message: Started, fd: Optional[int]) -> None:
         """A submitter's reply: the warm container waits for its job (or goes, if it is no
-        longer wanted: closing, its engine lost)."""
-        if fd is None or self.closing or not self.placement.is_reachable(request.engine):
+        longer wanted: closing, its engine lost, its attach lost on its way). Over TLS
+        (``message.has_stream`` false) there is no attach: ``fd`` is None."""
+        if fd is None and message.has_stream or self.closing \
+                or not self.placement.is_reachable(request.engine):
             self.pool.starting.pop(request.spec.job_id, None)
             if fd is not None:
                 os.close(fd)
             self.removals.add(request.engine, message.container_id)
         elif self.pool.started(request.spec.job_id, message.container_id, fd,
                                time.monotonic()) is None:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
             self.removals.add(request.engine, message.container_id)
 
     def start_failed(self, request: Submit, message: Optional[StartFailed]) -> None:
@@ -243,7 +277,7 @@ class WarmStarts:
 
     def check(self, ready: Collection[Any], now: float) -> None:
         """Removes the containers whose attach is readable (``ready``) and those idle for
-        ``warm_idle``."""
+        ``warm_idle`` (over TLS, with no attach, only those)."""
         for fd in [fd for fd in self.pool.fds() if fd in ready]:
             container = self.pool.by_fd(fd)
             if container is not None:

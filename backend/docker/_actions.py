@@ -1,8 +1,9 @@
 """What the manager does with containers, through an :class:`~backend.docker._client.Engine`:
 create and start a job's (its files written before the start, its attach made first), fill a
-warm container with a job's files, remove containers and find those of this manager or of
-dead ones (the orphan sweep), and build images from a folder (a context packed by
-:mod:`tarfile`, over the same client). Every failure is a
+warm container with a job's files, take a warm container of a TLS engine for a job (checked
+that it still waits, its files written, its stdin attached), remove containers and find those
+of this manager or of dead ones (the orphan sweep), and build images from a folder (a context
+packed by :mod:`tarfile`, over the same client). Every failure is a
 :class:`~backend.docker._streams.DockerFailure`. Called by the submitters, the command line
 and the JobManager's image builds.
 """
@@ -38,7 +39,8 @@ UPLOAD_RETRY_PAUSES = (0.1, 0.5)
 
 
 def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: str, name: str,
-                     warm: bool = False, gate: bool = False) -> Tuple[str, OutputStream, int]:
+                     warm: bool = False, gate: bool = False
+                     ) -> Tuple[str, Optional[OutputStream], int]:
     """Creates the job's container (named ``name``), attaches, starts it, and writes what
     of its stdin the connection takes without blocking (:func:`backend.docker._input.write_available`);
     when that is all of it, closes stdin.
@@ -53,14 +55,18 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
     Over TLS, a half-close is not possible: the attach is for stdin only, nothing is written
     here, and closing it is the job's end of file.
 
-    ``warm``: a warm container (docs/performance.rst, warm starts), labelled so; nothing is written, its stdin stays
-    open for the job that will take it. ``gate``: its program waits behind the gate
+    ``warm``: a warm container (docs/performance.rst, warm starts), labelled so; nothing is
+    written, its stdin stays open for the job that will take it. Over TLS no attach is made
+    (it could not be passed on): nobody is attached to its stdin, so its program (or its gate)
+    blocks reading it until the job's submitter attaches (:func:`take_warm`); the stream
+    returned is None. ``gate``: its program waits behind the gate
     (:func:`backend.docker._definition.gated`) until a line comes, after the job's files
     (:func:`fill`); an image without ``/bin/sh`` fails with ``no_shell`` set.
 
     Returns:
         ``(container_id, stream, written)``: the open attach (its ``sock`` is the
-        connection; the caller closes it), and the bytes of stdin written.
+        connection; the caller closes it; None for a warm container over TLS), and the bytes
+        of stdin written.
 
     Raises:
         DockerFailure: the container could not be created or started. ``text`` says why;
@@ -85,14 +91,16 @@ def create_and_start(engine: Engine, spec: "JobSpec", manager_id: str, owner: st
         if spec.files:  # before the start: the job finds them there (docs/running-programs.rst)
             _put_files(engine, container_id, *upload(spec.files, options["WorkingDir"],
                                                      spec.task.user, spec.task.read_only))
-        stream = engine.attach(container_id, stdin=True, output=plain)
+        stream = engine.attach(container_id, stdin=True, output=plain) \
+            if plain or not warm else None
         try:
             engine.start(container_id)
         except BaseException:
-            stream.close()
+            if stream is not None:
+                stream.close()
             raise
         written = 0
-        if plain and not warm:
+        if stream is not None and plain and not warm:
             written = _input.write_available(stream.sock, spec.stdin)
             if written == len(spec.stdin):
                 _input.half_close(stream.sock)  # end of file (the container has StdinOnce)
@@ -184,6 +192,61 @@ def _put_files(engine: Engine, container_id: str, path: str, data: bytes) -> Non
             logger.info("the files of %s were refused (%s): sent again", container_id,
                         short_text(failure.text))
             time.sleep(pause)
+
+
+def take_warm(engine: Engine, spec: "JobSpec", container_id: str) -> OutputStream:
+    """Takes a warm container of a TLS engine for a job: attaches to its stdin (nobody was:
+    see :func:`create_and_start`), checks that it still runs, and writes the job's files
+    into it (:func:`fill`). The caller writes the gate's line (if it is gated) and the job's
+    input on the attach, and closes it: the job's end of file.
+
+    A JSON-protocol program that printed before this is taken all the same: its output is in
+    the container's log, which the waiter reads as for any job over TLS, exactly as a cold
+    run's.
+
+    Returns:
+        The attach, for stdin only (the caller closes it).
+
+    Raises:
+        DockerFailure: with ``warm_gone`` set when the container no longer waits (it ended,
+            was removed, or the engine refuses an attach to it): the job is to be served
+            cold; else the engine did not answer or refused the files.
+    """
+    try:
+        stream = engine.attach(container_id, stdin=True, output=False)
+    except DockerFailure as failure:
+        if failure.retryable:
+            raise
+        raise _warm_gone(container_id, failure.text) from failure
+    try:
+        try:
+            state = engine.inspect(container_id)["State"]
+        except DockerFailure as failure:
+            if not failure.not_found:
+                raise
+            raise _warm_gone(container_id, "it was removed") from failure
+        if not state.get("Running") or state.get("Paused") or state.get("Restarting"):
+            raise _warm_gone(container_id, f"it is {short_text(str(state.get('Status')))}")
+        if spec.files:
+            try:
+                fill(engine, spec, container_id)
+            except DockerFailure as failure:
+                if not failure.not_found:
+                    raise
+                raise _warm_gone(container_id, "it was removed") from failure
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
+def _warm_gone(container_id: str, why: str) -> DockerFailure:
+    """The failure of a warm container that no longer waits for the job that took it."""
+    failure = DockerFailure("start_failed", f"warm container {container_id[:12]} no longer "
+                                            f"waits: {why}")
+    failure.container_id = container_id
+    failure.warm_gone = True
+    return failure
 
 
 def remove_containers(engine: Engine, containers: List[str]) -> Tuple[List[str], bool]:

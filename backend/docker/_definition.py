@@ -26,6 +26,9 @@ LABEL_WARM = "backend.warm"
 #: the job's program. ``read`` in sh takes a pipe byte by byte: nothing of the job's own stdin is read.
 GATE_SHELL = "/bin/sh"
 GATE_SCRIPT = 'read -r _ && exec "$@"'
+#: What opens the gate: written before the job's input (by the waiter, or over TLS by the
+#: submitter that takes the warm container).
+GATE_LINE = b"\n"
 #: Fixed hardening ulimits (soft, hard); ``cpu`` comes from the job's limits.
 _FIXED_ULIMITS = {"nofile": (1024, 1024), "core": (0, 0)}
 #: Size of the ``/tmp`` of a read-only task, at most: its ``disk`` limit when that is less.

@@ -42,6 +42,9 @@ class DockerFailure(Exception):
     maybe_created: bool = False
     #: a warm container's image cannot run the gate (no ``/bin/sh``): its jobs start cold
     no_shell: bool = False
+    #: a warm container taken by a job no longer waits for it (it ended, or was removed):
+    #: the job is served cold (:func:`backend.docker._actions.take_warm`)
+    warm_gone: bool = False
 
     def __init__(self, reason: str, text: str, retryable: bool = False,
                  not_found: bool = False):

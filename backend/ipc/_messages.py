@@ -91,8 +91,9 @@ class Submit(NamedTuple):
     spec: JobSpec
     container_name: str
     warm: bool = False  # a warm container (docs/performance.rst, warm starts): started, its input left unwritten
-    gate: bool = False  # with warm: its program waits behind the gate (raw jobs, files)
-    into: Optional[str] = None  # a warm container behind its gate: write the job's files there
+    gate: bool = False  # with warm or into: its program waits behind the gate (raw, files)
+    into: Optional[str] = None  # a warm container taken by the job: write its files there
+    # (and over TLS attach its stdin and write the gate's line, if gated, and the input)
 
 
 class Remove(NamedTuple):
@@ -141,6 +142,7 @@ class StartFailed(NamedTuple):
     retryable: bool              # the engine did not answer: the job may go elsewhere
     maybe_created: bool          # the create was sent and not answered
     no_shell: bool = False       # a gated warm container's image has no /bin/sh
+    warm_gone: bool = False      # the warm container taken (into) no longer waits: serve cold
 
 
 class WarmStartFailed(StartFailed):

@@ -53,7 +53,8 @@ MAX_CHILDREN_LOST = 2
 
 class JobState(enum.Enum):
     """Where a job is; it only ever moves forward (:data:`MOVES`), except SUBMITTING ->
-    QUEUED when an engine that did not answer sends it to another one."""
+    QUEUED when an engine that did not answer sends it to another one (or the warm container
+    it took had ended: it starts cold)."""
 
     QUEUED = "queued"          # waits for a free slot (backend.dispatch._placement)
     SUBMITTING = "submitting"  # a submitter creates and starts its container

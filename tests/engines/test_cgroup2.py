@@ -5,9 +5,10 @@ hierarchy, every controller enabled (``vm_engine`` in conftest, ``VmEngine`` of
 Every status and reason (CPU time, wall time, memory with the OOM seen on cgroup v2, output,
 disk, processes, kill, removed from outside), raw jobs with files and outputs, the ``disk``
 limit under the storage quota the VM's data root offers (XFS with project quota), warm starts
-(off over TLS), the engine lost (qemu killed) and back (booted again), and the orphan sweep. Kept
-short: the VM runs under qemu's emulation (a container takes 1 to 9 s on a loaded machine), and
-the session boots it once. The bounds of time are generous for the same reason."""
+of both protocols (over TLS: the job's submitter attaches to the warm container), the engine
+lost (qemu killed) and back (booted again), and the orphan sweep. Kept short: the VM runs
+under qemu's emulation (a container takes 1 to 9 s on a loaded machine), and the session
+boots it once. The bounds of time are generous for the same reason."""
 import json
 import os
 import signal
@@ -21,8 +22,8 @@ from backend.model._job import JobState
 from disk_jobs import (MIB, EngineStorageSampler, at_once, bound, crossing_to_end, has_quota,
                        lines, quiet_writer, size_check_cost, writer)
 from disk_jobs import raw as disk_job
-from helpers import IMAGE, PREFIX, engine_client, ok_script, shell
-from helpers import wait_for
+from helpers import (IMAGE, PREFIX, comparable, engine_client, ok_script, shell, wait_for,
+                     warm_ready)
 
 #: The first test boots the VM (and builds it, if ``make ensure`` did not): 600 s for each.
 pytestmark = [pytest.mark.cgroup2, pytest.mark.timeout(600)]
@@ -187,17 +188,38 @@ def test_what_a_size_check_costs_here(vm_engine):
     assert cost < 10.0
 
 
-def test_warm_containers_are_off_over_tls(vm_engine):
-    """The VM is reached over TLS, where an attach cannot stay open for the output after the
-    input's end: ``warm_containers`` is ignored, every job gets a fresh container."""
+@pytest.fixture
+def vm_warm(vm_engine):
+    """A manager with one warm container on the VM (over TLS: the job's submitter attaches)."""
+    with JobManager([vm_instance(vm_engine, warm_containers=1)]) as manager:
+        yield manager
+
+
+def cold_then_warm(manager, engine, task, inputdata=None, files=None):
+    """The job run cold, then served warm by the same manager: both results, equal but for
+    what differs between runs."""
+    cold = run(manager, task, inputdata, files)
+    warm_ready(manager, engine.name, task, files, timeout=120)
+    served = run(manager, task, inputdata, files)
+    assert (cold["run"]["warm"], served["run"]["warm"]) == (False, True), (cold, served)
+    assert comparable(served) == comparable(cold)
+    return served
+
+
+def test_a_json_job_served_warm(vm_engine, vm_warm):
     marker = shell('read line; if [ -e /tmp/used ]; then t=used; else t=fresh; fi; '
                    'touch /tmp/used; echo "{\\"result\\": \\"success\\", \\"text\\": \\"$t\\"}"')
-    with JobManager([vm_instance(vm_engine, warm_containers=1)]) as manager:
-        results = [run(manager, marker, i) for i in range(2)]
-        assert not manager._dispatcher.warm.pool.ready[vm_engine.name]
-        assert manager.stats()["engines"][vm_engine.name]["warm_containers"] == 0
-    assert [(r["result"], r["text"], r["run"]["warm"]) for r in results] \
-        == [("success", "fresh", False)] * 2
+    served = cold_then_warm(vm_warm, vm_engine, marker, 1)
+    assert (served["result"], served["text"]) == ("success", "fresh")
+    assert vm_warm.stats()["engines"][vm_engine.name]["warm_hits"] == 1
+
+
+def test_a_raw_job_with_files_served_warm(vm_engine, vm_warm):
+    task = raw("cat; cat a.txt; cat /sys/fs/cgroup/memory.max; echo made > out.txt; exit 3",
+               limits={"memory": 64}, outputs=["out.txt"])
+    served = cold_then_warm(vm_warm, vm_engine, task, "in\n", {"a.txt": "A\n"})
+    assert served["run"]["stdout"] == f"in\nA\n{64 * 2 ** 20}\n", served
+    assert (served["run"]["exit_code"], served["files"]) == (3, {"out.txt": b"made\n"})
 
 
 SWEEP_SCRIPT = """

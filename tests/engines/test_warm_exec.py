@@ -16,16 +16,10 @@ import tarfile
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from backend.model._files import check_files
-from backend.model._job import JobSpec
-from backend.model._task import snapshot_task
-from backend.dispatch._shapes import shape_of
-from helpers import IMAGE, PREFIX, api_client, shell
+from helpers import IMAGE, PREFIX, api_client, comparable, shell, warm_ready
 from engines import BUSYBOX_BINARY
 from helpers import wait_for
 
-#: Fields of ``run`` that differ between two runs of one job.
-VARYING = ("container_id", "duration", "warm")
 
 
 def warm_instance(engine, **options):
@@ -35,16 +29,7 @@ def warm_instance(engine, **options):
 
 def ready(manager, engine, task=None, files=None):
     """Waits for a warm container on ``engine`` (of the shape of ``task`` with ``files``)."""
-    pool = manager._dispatcher.warm.pool
-    shape = None if task is None else shape_of(
-        JobSpec("j", snapshot_task(task, None), b"", check_files(files)))
-    wait_for(lambda: any(shape in (None, w.shape) for w in pool.ready[engine.name]), 30,
-             "no warm container came")
-
-
-def comparable(result):
-    run = {k: v for k, v in result["run"].items() if k not in VARYING}
-    return dict(result, run=run)
+    warm_ready(manager, engine.name, task, files)
 
 
 @pytest.fixture

@@ -510,3 +510,77 @@ def test_a_submitter_dying_while_writing_a_warm_jobs_files_closes_its_attach():
     assert queued.state is JobState.DONE and queued.result["run"]["reason"] == "start_failed"
     engine_side.close()
     close(dispatcher)
+
+
+TLS_CONFIG = parse_instances([{"server_url": "tcp://fake:2376", "name": "fake",
+                               "warm_containers": 1}])[0]
+
+
+def _served_warm_over_tls(dispatcher, submitters):
+    """A JSON job, queued, and a warm container of its shape waiting with no attach (as over
+    TLS): a submitter of ``submitters``, if one is idle, is sent the job to attach to it."""
+    queued = enqueue(dispatcher)
+    pool = dispatcher.warm.pool
+    pool.used("fake", queued.spec, time.monotonic())
+    container = pool.wanted("fake", time.monotonic(), "m1")
+    pool.started(container.warm_id, "warm-id", None, time.monotonic())
+    dispatcher.supervisor.submitters = submitters
+    dispatcher._schedule()
+    return queued, container
+
+
+def test_over_tls_a_warm_served_job_waits_for_a_submitter_to_attach():
+    dispatcher = make_dispatcher(TLS_CONFIG)
+    queued, container = _served_warm_over_tls(dispatcher, [])
+    assert queued.state is JobState.QUEUED and dispatcher.warm.pool.ready["fake"] == [container]
+    alive = submitter(True)
+    dispatcher.supervisor.submitters = [alive]
+    dispatcher._schedule()
+    request = alive.peer.recv()
+    assert isinstance(request, Submit) and (request.into, request.gate) == ("warm-id", False)
+    assert queued.state is JobState.SUBMITTING and queued.warm and not dispatcher.placement.queue
+    close(dispatcher)
+
+
+def test_over_tls_a_warm_container_found_ended_serves_its_job_cold():
+    dispatcher = make_dispatcher(TLS_CONFIG)
+    alive = submitter(True)
+    queued, container = _served_warm_over_tls(dispatcher, [alive])
+    assert isinstance(alive.peer.recv(), Submit) and queued.state is JobState.SUBMITTING
+    dispatcher.supervisor.submitters = []  # the cold start is not sent in this test
+    dispatcher._read_message(alive, StartFailed("j1", "start_failed", "it is exited",
+                                                "warm-id", False, False, warm_gone=True))
+    assert queued.state is JobState.QUEUED and not queued.warm
+    assert list(dispatcher.placement.queue) == [queued]
+    assert dispatcher.placement.attempts(queued) == 0 and dispatcher.placement.running["fake"] == 0
+    assert "warm-id" in str(dispatcher.removals.request("fake"))  # the dead one goes
+    assert dispatcher.warm.pool.wanted("fake", time.monotonic(), "m1") is None  # forgotten
+    assert dispatcher.warm.pool.hits["fake"] == 0  # it served none
+    close(dispatcher)
+
+
+def test_a_killed_job_whose_warm_container_had_ended_ends_killed():
+    dispatcher = make_dispatcher(TLS_CONFIG)
+    alive = submitter(True)
+    queued, container = _served_warm_over_tls(dispatcher, [alive])
+    dispatcher._kill(queued)  # while submitting: the kill would go with the Watch
+    dispatcher._read_message(alive, StartFailed("j1", "start_failed", "it is exited",
+                                                "warm-id", False, False, warm_gone=True))
+    assert queued.state is JobState.DONE and queued.result["result"] == "killed"
+    assert dispatcher.placement.running["fake"] == 0
+    close(dispatcher)
+
+
+def test_a_warm_take_given_up_on_a_silent_engine_leaves_no_warm_entry():
+    """Its job is placed again cold: it must not be handed the warm container's attach."""
+    dispatcher = make_dispatcher(TLS_CONFIG)
+    alive = submitter(True)
+    alive.process = Sleeper()
+    queued, container = _served_warm_over_tls(dispatcher, [alive])
+    assert dispatcher.warm.filling and alive.holding is queued
+    dispatcher.losses.abandon("fake")
+    assert alive.process.reap() == -signal.SIGKILL
+    assert not dispatcher.warm.filling and queued.state is JobState.QUEUED
+    assert container.name in set(dispatcher.removals.pending("fake"))  # by its name
+    dispatcher._end(queued, failure_result("killed", "test"))
+    close(dispatcher)

@@ -72,8 +72,7 @@ def test_a_shape_is_wanted_once_used_up_to_warm_containers():
     assert pool.wanted("a", 0.0) is None  # nothing ran yet
     pool.used("a", spec(), 0.0)
     pool.used("b", spec(), 0.0)   # warm starts off there
-    pool.used("c", spec(), 0.0)   # over TLS: none
-    assert pool.wanted("b", 0.0) is None and pool.wanted("c", 0.0) is None
+    assert pool.wanted("b", 0.0) is None
     first, second = pool.wanted("a", 1.0, "m"), pool.wanted("a", 1.0, "m")
     assert first and second and first.warm_id != second.warm_id
     assert first.spec.stdin == b"" and first.spec.job_id == first.warm_id
@@ -156,3 +155,14 @@ def test_config_keys_are_validated():
     with pytest.raises(ValueError, match="warm_containers"):
         parse_instances([{"server_url": "unix:///a", "warm_containers": 1.5}])
     assert (B.warm_containers, B.warm_idle) == (0, 60.0)
+
+
+def test_over_tls_a_warm_container_has_no_attach_and_may_be_given_back():
+    pool = WarmPool([A, B, TLS])
+    pool.used("c", spec(), 0.0)   # over TLS too (the job's submitter attaches)
+    first, second = start(pool, "c", fd=None), start(pool, "c", fd=None)
+    assert pool.fds() == [] and pool.count("c") == 2
+    taken = pool.take("c", shape_of(spec()))
+    assert taken is first
+    pool.give_back(taken)  # no submitter was idle: first in line again
+    assert pool.take("c", shape_of(spec())) is first and pool.ready["c"] == [second]
