@@ -278,3 +278,21 @@ def test_engine_lost_and_back(vm_engine):
         with engine_client(vm_engine) as client:
             wait_for(lambda: not client.containers(all=True, filters={"label": label}), 60,
                      "the lost job's container was never removed")
+
+
+def test_a_warm_served_job_is_bounded_by_its_quota(vm_engine, vm_warm):
+    """A warm container is given its quota as a cold one is: a job with files served warm
+    that writes three times its limit ends ``overflow``/``disk``, as its cold run does."""
+    task = disk_job(writer(12, size=VM_CHUNK) + "; echo never", VM_DISK)
+    files = {"given.txt": "given\n"}
+    cold = run(vm_warm, task, files=files)
+    warm_ready(vm_warm, vm_engine.name, task, files, timeout=120)
+    [waiting] = [w for w in vm_warm._dispatcher.warm.pool.ready[vm_engine.name]]
+    with engine_client(vm_engine) as client:
+        quota = client.inspect_container(waiting.container_id)["HostConfig"].get("StorageOpt")
+    served = run(vm_warm, task, files=files)
+    assert quota == {"size": str(bound(VM_DISK, True))}, quota
+    for result in (cold, served):
+        assert (result["result"], result["run"]["reason"]) == ("overflow", "disk"), result
+        assert "never" not in result["run"]["stdout"], result
+    assert (cold["run"]["warm"], served["run"]["warm"]) == (False, True)
