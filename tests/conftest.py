@@ -28,8 +28,8 @@ from engines import (KIND_PREFIXES, KINDS, VM_KIND, EngineError, PrivateEngine, 
 
 from backend import JobManager
 from backend.ipc._child import is_running
-from helpers import (IMAGE, PREFIX, ROOT, api_client, engine_client, our_containers,  # noqa: E402
-                     shell)
+from helpers import (IMAGE, PREFIX, ROOT, api_client, descendants,  # noqa: E402
+                     engine_client, our_containers, shell)
 
 
 def pytest_collection_modifyitems(items):
@@ -164,23 +164,7 @@ def manager(instances):
 # -- leak check --------------------------------------------------------------------------
 
 def _descendants(pid: int):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stream:
-                fields = stream.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
+    return descendants(pid, zombies=False)
 
 
 def _interpreter_wide():

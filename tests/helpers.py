@@ -20,7 +20,7 @@ import docker
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from engines import docker_client  # noqa: E402
 
-from backend import Task  # noqa: E402
+from backend import JobManagerSync, Task  # noqa: E402
 
 ROOT = Path(os.environ.get("BACKEND_TEST_ENGINES_ROOT", "/tmp/djm-test"))
 PREFIX = "backend-test-"
@@ -210,3 +210,75 @@ class Proxy(SocketServer):
                 target.sendall(data)
             except OSError:
                 return
+
+
+#: A manager with two jobs running (``sleep``), which prints its id once they run.
+_DYING_MANAGER = """
+import json, sys, time
+from backend import JobManager, Task
+manager = JobManager(json.loads(sys.argv[1]))
+for i in range(2):
+    manager.new_job(Task("busybox", command=["sh", "-c", "sleep %d"]), i, print)
+while len(manager._dispatcher.jobs) < 2 or any(
+        j.state.value != "running" for j in manager._dispatcher.jobs.values()):
+    time.sleep(0.05)
+print(json.dumps({"manager": manager.manager_id}), flush=True)
+time.sleep(%d)
+"""
+
+
+def dead_manager(instances: list, job_seconds: int = 60) -> str:
+    """Runs a manager on ``instances`` in a process of its own until its two jobs run, then
+    SIGKILLs it with its children at once: its containers are left on the engines, for the
+    orphan sweep. Returns its ``manager_id``."""
+    import json
+    import signal
+    import subprocess
+    script = _DYING_MANAGER % (job_seconds, 2 * job_seconds)
+    process = subprocess.Popen([sys.executable, "-c", script, json.dumps(instances)],
+                               stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        return json.loads(process.stdout.readline())["manager"]
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the manager and its children at once
+        process.wait()
+        process.stdout.close()
+
+
+def killed_while_served_warm(manager, engine_name: str, files=None, hard_time: int = 5) -> dict:
+    """A raw job that would run 30 s, run cold once (a timeout after ``hard_time``), then
+    served warm on ``engine_name`` and killed once it runs: the killed job's result."""
+    import queue
+    task = Task(IMAGE, command=["sh", "-c", "echo started; sleep 30"], protocol="raw",
+                limits={"hard_time": hard_time})
+    JobManagerSync(manager).new_job(task, None, timeout=60, files=files)
+    warm_ready(manager, engine_name, task, files)
+    ended: "queue.Queue[dict]" = queue.Queue()
+    job_id = manager.new_job(task, None, lambda *args: ended.put(args[2]), files=files)
+    jobs = manager._dispatcher.jobs
+    wait_for(lambda: job_id in jobs and jobs[job_id].state.value == "running", 30,
+             "not running")
+    manager.kill_job(job_id)
+    return ended.get(timeout=30)
+
+
+def descendants(pid: int, zombies: bool = True) -> set:
+    """Pids of every descendant of ``pid`` (from ``/proc``), zombies included unless not
+    ``zombies``."""
+    children: dict = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if zombies or fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found

@@ -9,11 +9,6 @@ of both protocols (over TLS: the job's submitter attaches to the warm container)
 lost (qemu killed) and back (booted again), and the orphan sweep. Kept short: the VM runs
 under qemu's emulation (a container takes 1 to 9 s on a loaded machine), and the session
 boots it once. The bounds of time are generous for the same reason."""
-import json
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 
@@ -22,8 +17,8 @@ from backend.model._job import JobState
 from disk_jobs import (MIB, EngineStorageSampler, at_once, bound, crossing_to_end, has_quota,
                        lines, quiet_writer, size_check_cost, writer)
 from disk_jobs import raw as disk_job
-from helpers import (IMAGE, PREFIX, comparable, engine_client, ok_script, shell, wait_for,
-                     warm_ready)
+from helpers import (IMAGE, PREFIX, comparable, dead_manager, engine_client, ok_script, shell,
+                     wait_for, warm_ready)
 
 #: The first test boots the VM (and builds it, if ``make ensure`` did not): 600 s for each.
 pytestmark = [pytest.mark.cgroup2, pytest.mark.timeout(600)]
@@ -222,35 +217,14 @@ def test_a_raw_job_with_files_served_warm(vm_engine, vm_warm):
     assert (served["run"]["exit_code"], served["files"]) == (3, {"out.txt": b"made\n"})
 
 
-SWEEP_SCRIPT = """
-import json, sys, time
-from backend import JobManager, Task
-manager = JobManager(json.loads(sys.argv[1]))
-for i in range(2):
-    manager.new_job(Task("busybox", command=["sh", "-c", "sleep 120"]), i, print)
-while len(manager._dispatcher.jobs) < 2 or any(
-        j.state.value != "running" for j in manager._dispatcher.jobs.values()):
-    time.sleep(0.05)
-print(json.dumps({"manager": manager.manager_id}), flush=True)
-time.sleep(300)
-"""
-
-
 def test_orphans_are_swept(vm_engine):
     instances = [vm_instance(vm_engine)]
-    process = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, json.dumps(instances)],
-                               stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        info = json.loads(process.stdout.readline())
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the manager and its children at once
-        process.wait()
-        process.stdout.close()
+    manager_id = dead_manager(instances, 120)
 
     def left():
         with engine_client(vm_engine) as client:
             return client.containers(all=True,
-                                     filters={"label": f"backend.manager={info['manager']}"})
+                                     filters={"label": f"backend.manager={manager_id}"})
     assert len(left()) == 2
     with JobManager(instances):  # its start sweeps the dead manager's containers
         wait_for(lambda: not left(), 60, "the dead manager's containers were not swept")

@@ -4,12 +4,8 @@
 Success, every limit and its reason, kill, output capture, labels, a job the engine refuses
 (it stays reachable), the orphan sweep, and the engine's death and return. Each test gets two
 engines of one kind; the leak check (conftest) sees that no container is left on them."""
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,8 +15,7 @@ from backend import docker as _docker
 from backend.docker import _features
 from backend.model._config import InstanceConfig
 from backend.model._job import JobState
-from helpers import PREFIX, api_client, ok_script, our_containers, shell
-from helpers import wait_for
+from helpers import PREFIX, api_client, dead_manager, ok_script, our_containers, shell, wait_for
 
 
 def _instances(engines, **extra):
@@ -138,35 +133,14 @@ def test_a_refused_job_leaves_the_engine_up(engine_kind):
     assert sorted(hosts.count(e.name) for e in engines) == [4, 4], hosts
 
 
-SWEEP_SCRIPT = """
-import json, sys, time
-from backend import JobManager, Task
-manager = JobManager(json.loads(sys.argv[1]))
-for i in range(2):
-    manager.new_job(Task("busybox", command=["sh", "-c", "sleep 60"]), i, print)
-while len(manager._dispatcher.jobs) < 2 or any(
-        j.state.value != "running" for j in manager._dispatcher.jobs.values()):
-    time.sleep(0.05)
-print(json.dumps({"manager": manager.manager_id}), flush=True)
-time.sleep(120)
-"""
-
-
 def test_orphan_sweep(engine_kind):
     kind, engines = engine_kind
     instances = _instances(engines)
-    process = subprocess.Popen([sys.executable, "-c", SWEEP_SCRIPT, json.dumps(instances)],
-                               stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        info = json.loads(process.stdout.readline())
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the manager and its children at once
-        process.wait()
-        process.stdout.close()
+    manager_id = dead_manager(instances)
 
     def left():
         return [c for c in our_containers(engines)
-                if c["Labels"]["backend.manager"] == info["manager"]]
+                if c["Labels"]["backend.manager"] == manager_id]
     assert len(left()) == 2
     with JobManager(instances):  # its start sweeps the dead manager's containers
         wait_for(lambda: not left(), 30, "the dead manager's containers were not swept")

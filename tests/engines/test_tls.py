@@ -7,15 +7,14 @@ compared with the same job run cold by the same manager (the first job of a shap
 the next one is served warm)."""
 import hashlib
 import os
-import queue
 import socket
 import time
 
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from helpers import (PREFIX, ROOT, IMAGE, api_client, comparable, ok_script, our_containers,
-                     shell, wait_for, warm_ready)
+from helpers import (PREFIX, ROOT, IMAGE, api_client, comparable, killed_while_served_warm,
+                     ok_script, our_containers, shell, wait_for, warm_ready)
 from engines import PrivateEngine, build_busybox_image, make_certificates
 
 
@@ -183,16 +182,7 @@ def test_over_tls_a_warm_container_killed_before_use_serves_its_job_cold(tls_war
 
 @pytest.mark.parametrize("files", [None, {"a": "a"}], ids=["raw", "files"])
 def test_kill_of_a_warm_served_job_over_tls(tls_warm, files):
-    _, manager, sync = tls_warm
-    task = raw("echo started; sleep 30", limits={"hard_time": 2})
-    sync.new_job(task, None, timeout=60, files=files)  # cold: a timeout after 2 s
-    warm_ready(manager, "remote", task, files)
-    ended = queue.Queue()
-    job_id = manager.new_job(task, None, lambda *args: ended.put(args[2]), files=files)
-    jobs = manager._dispatcher.jobs
-    wait_for(lambda: job_id in jobs and jobs[job_id].state.value == "running", 30,
-             "not running")
-    manager.kill_job(job_id)
-    result = ended.get(timeout=30)
+    _, manager, _ = tls_warm
+    result = killed_while_served_warm(manager, "remote", files, hard_time=2)
     assert (result["result"], result["run"]["reason"], result["run"]["warm"]) == (
         "killed", "killed", True)

@@ -10,13 +10,13 @@ import hashlib
 import io
 import logging
 import os
-import queue
 import tarfile
 
 import pytest
 
 from backend import JobManager, JobManagerSync, Task
-from helpers import IMAGE, PREFIX, api_client, comparable, shell, warm_ready
+from helpers import (IMAGE, PREFIX, api_client, comparable, killed_while_served_warm, shell,
+                     warm_ready)
 from engines import BUSYBOX_BINARY
 from helpers import wait_for
 
@@ -164,20 +164,10 @@ def test_json_protocol_with_files_served_warm(warm):
 
 @pytest.mark.parametrize("files", [None, {"a": "a"}], ids=["raw", "files"])
 def test_kill_of_a_warm_served_job(warm, files):
-    engine, manager, sync = warm
-    if True:
-        task = raw("echo started; sleep 30", limits={"hard_time": 5})
-        sync.new_job(task, None, timeout=60, files=files)  # cold: a timeout after 5 s
-        ready(manager, engine)
-        ended = queue.Queue()
-        job_id = manager.new_job(task, None, lambda *args: ended.put(args[2]), files=files)
-        jobs = manager._dispatcher.jobs
-        wait_for(lambda: job_id in jobs and jobs[job_id].state.value == "running", 30,
-                 "not running")
-        manager.kill_job(job_id)
-        result = ended.get(timeout=30)
-        assert (result["result"], result["run"]["reason"], result["run"]["warm"]) == (
-            "killed", "killed", True)
+    engine, manager, _ = warm
+    result = killed_while_served_warm(manager, engine.name, files)
+    assert (result["result"], result["run"]["reason"], result["run"]["warm"]) == (
+        "killed", "killed", True)
 
 
 def test_a_warm_container_killed_before_use(warm):
