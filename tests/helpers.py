@@ -282,3 +282,58 @@ def descendants(pid: int, zombies: bool = True) -> set:
             found.add(child)
             todo.append(child)
     return found
+
+
+class Occupancy:
+    """The most containers of every manager that held a slot of an engine at once, over the
+    span of a ``with`` block, from the engine's own record.
+
+    A container holds a slot from its ``create`` to its ``die`` (or its ``destroy``, Podman's
+    ``remove``, when it had none), as the managers count it (docs/engines.rst): those events,
+    replayed from the engine with their times, over its listing at the start for the
+    containers created before. The engine's listing is no measure of it: Docker 20.10 still
+    lists a container as running for tens of milliseconds after its ``die`` (while it
+    unmounts it), when a manager may already have started the next job in its slot.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.peak = 0
+        self.at_peak: list = []  # (manager label, container id) at the peak
+
+    def __enter__(self) -> "Occupancy":
+        self.start = time.time()
+        with engine_client(self.engine) as client:
+            self.initial = {c["Id"]: c["Labels"].get("backend.manager")
+                            for c in client.containers(all=True, filters={
+                                "label": "backend.manager"})
+                            if c["State"] in ("created", "running", "restarting", "paused")}
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.measure()
+
+    def measure(self) -> int:
+        """The peak from the start of the block until now (also kept in :attr:`peak`)."""
+        # Podman stops a replay at ``until`` even before it has read its events file: leave
+        # it a second (the engine answers at ``until``)
+        until = time.time() + 1
+        holding = dict(self.initial)
+        self.peak, self.at_peak = len(holding), sorted(holding.items())
+        with engine_client(self.engine) as client:
+            # a second early: the ``die`` of a container listed at the start while the engine
+            # still listed it as running comes after it
+            events = client.events(since=self.start - 1, until=until, decode=True,
+                                   filters={"type": "container"})
+            for event in events:
+                attributes = event.get("Actor", {}).get("Attributes", {})
+                if "backend.manager" not in attributes:
+                    continue
+                container, action = event["Actor"]["ID"], event.get("Action")
+                if action == "create":
+                    holding[container] = attributes["backend.manager"]
+                elif action in ("die", "destroy", "remove"):
+                    holding.pop(container, None)
+                if event["timeNano"] / 1e9 >= self.start and len(holding) > self.peak:
+                    self.peak, self.at_peak = len(holding), sorted(holding.items())
+        return self.peak

@@ -8,7 +8,7 @@ import docker
 import pytest
 
 from backend import JobManager, JobManagerSync, LocalCheck, Task
-from helpers import IMAGE, ok_script, shell
+from helpers import IMAGE, Occupancy, ok_script, shell
 
 RESULT_KEYS = {"result", "text", "problems", "run"}
 RUN_KEYS = {"warm", "host", "container_id", "exit_code", "duration", "stderr", "reason"}
@@ -167,37 +167,18 @@ def test_equal_jobs_spread_evenly(manager):
     assert hosts.count("e1") == 4 and hosts.count("e2") == 4
 
 
-def _max_running(engines, stop, label):
-    peak = 0
-    clients = [docker.APIClient(base_url=e.url, version="1.41") for e in engines]
-    while not stop.is_set():
-        count = sum(len(c.containers(filters={"label": label, "status": "running"}))
-                    for c in clients)
-        peak = max(peak, count)
-        time.sleep(0.02)
-    for client in clients:
-        client.close()
-    return peak
-
-
 def test_max_concurrent_jobs_and_fifo(engines, instances):
     for instance in instances:
         instance["max_concurrent_jobs"] = 1
     order = []
-    with JobManager(instances) as manager:
-        stop = threading.Event()
-        peak = []
-        watcher = threading.Thread(target=lambda: peak.append(
-            _max_running(engines, stop, f"backend.manager={manager.manager_id}")))
-        watcher.start()
+    with JobManager(instances) as manager, Occupancy(engines[0]) as first, \
+            Occupancy(engines[1]) as second:
         ids = [manager.new_job(shell(ok_script("sleep 0.3; ")), i,
                                lambda job_id, task, result: order.append(job_id))
                for i in range(6)]
         assert manager.get_waiting_jobs_count() == 6
         manager.close()
-        stop.set()
-        watcher.join()
-    assert peak[0] <= 2
+    assert (first.peak, second.peak) == (1, 1), (first.at_peak, second.at_peak)
     assert len(order) == 6
     # two slots: the jobs start pairwise in submission order
     assert set(order[:2]) == set(ids[:2]) and set(order[2:4]) == set(ids[2:4])

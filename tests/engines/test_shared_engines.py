@@ -3,10 +3,10 @@ engine's ``max_concurrent_jobs`` bounds the containers of all of them, counted f
 every manager makes progress; a manager killed with jobs running frees its share once its
 containers are gone.
 
-The number of our containers on the engine is sampled from the engine itself (docker-py, in
-a thread of the test) every few milliseconds, beside the managers. The bound is the one
-docs/choices.rst gives: the limit, plus at most one job per manager while managers place at the
-same instant.
+How many containers held a slot at once is read from the engine's own record (its events,
+replayed with docker-py after the run; :class:`Occupancy`). The bound is the one
+docs/engines.rst gives: the limit, plus at most one job per other manager, while managers place
+at the same instant.
 """
 import json
 import os
@@ -17,12 +17,10 @@ import textwrap
 import threading
 import time
 
-import docker
 import pytest
-import requests
 
 from backend import JobManager, JobManagerBuffer
-from helpers import PREFIX, api_client, ok_script, shell
+from helpers import PREFIX, Occupancy, api_client, ok_script, shell
 from helpers import wait_for
 
 SLOTS = 2
@@ -33,39 +31,6 @@ SLEEPER = shell(ok_script("sleep 0.6; "), limits={"time": 5})
 def one_engine(engine, slots=SLOTS):
     return [{"server_url": engine.url, "name": engine.name, "container_prefix": PREFIX,
              "max_concurrent_jobs": slots, "time_between_polls": 0.2}]
-
-
-class Sampler:
-    """Samples the running containers of every manager on an engine, from the engine, in a
-    thread; :attr:`peak` is the most seen at once, :attr:`samples` how many listings."""
-
-    def __init__(self, url: str, interval: float = 0.01):
-        self.url, self.interval = url, interval
-        self.peak = self.samples = self.failed = 0
-        self.by_manager_peak: dict = {}
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="test-sampler", daemon=True)
-
-    def _run(self) -> None:
-        with api_client(self.url) as client:
-            while not self._stopped.is_set():
-                try:
-                    running = client.containers(filters={"label": "backend.manager",
-                                                         "status": "running"})
-                except (requests.exceptions.RequestException, docker.errors.APIError):
-                    self.failed += 1  # a slow answer on a loaded machine: sample again
-                    continue
-                self.samples += 1
-                self.peak = max(self.peak, len(running))
-                self._stopped.wait(self.interval)
-
-    def __enter__(self) -> "Sampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stopped.set()
-        self._thread.join()
 
 
 def run_all(managers, jobs_each, task=SLEEPER, timeout=90):
@@ -92,17 +57,15 @@ def test_managers_in_one_process_share_the_engine_limit(engines, count):
     engine = engines[0]
     managers = [JobManager(one_engine(engine)) for _ in range(count)]
     try:
-        with Sampler(engine.url) as sampler:
+        with Occupancy(engine) as occupancy:
             ended = run_all(managers, 12 // count * 2)
     finally:
         for manager in managers:
             manager.close()
     for results in ended:
         assert [r["result"] for _, r in results] == ["success"] * len(results), results
-    print(f"{count} managers: peak {sampler.peak} running on {SLOTS} slots "
-          f"({sampler.samples} samples)")
-    assert sampler.samples > 50
-    assert SLOTS <= sampler.peak <= SLOTS + count - 1, sampler.peak
+    print(f"{count} managers: peak {occupancy.peak} containers on {SLOTS} slots")
+    assert SLOTS <= occupancy.peak <= SLOTS + count - 1, (occupancy.peak, occupancy.at_peak)
 
 
 PROCESS_SCRIPT = textwrap.dedent("""
@@ -137,7 +100,7 @@ def test_managers_in_separate_processes_share_the_engine_limit(engines, count):
     processes = [start_manager_process(engine, 12 // count * 2, script)
                  for _ in range(count)]
     try:
-        with Sampler(engine.url) as sampler:
+        with Occupancy(engine) as occupancy:
             for process in processes:
                 process.stdin.write("go\n")
                 process.stdin.flush()
@@ -151,9 +114,8 @@ def test_managers_in_separate_processes_share_the_engine_limit(engines, count):
         assert process.returncode == 0
         statuses = json.loads(output.splitlines()[-1])
         assert statuses == ["success"] * (12 // count * 2), statuses
-    print(f"{count} processes: peak {sampler.peak} running on {SLOTS} slots "
-          f"({sampler.samples} samples)")
-    assert SLOTS <= sampler.peak <= SLOTS + count - 1, sampler.peak
+    print(f"{count} processes: peak {occupancy.peak} containers on {SLOTS} slots")
+    assert SLOTS <= occupancy.peak <= SLOTS + count - 1, (occupancy.peak, occupancy.at_peak)
 
 
 def test_managers_sharing_a_full_engine_all_make_progress(engines):
@@ -186,11 +148,16 @@ def test_managers_sharing_a_full_engine_all_make_progress(engines):
         first.close()
         second.close()
     assert len(order) == 20
-    # by the time the first manager ended all its jobs, the second ended a fair part of its
-    done_by_second = order[:max(i for i, who in enumerate(order) if who == 0) + 1].count(1)
-    print(f"ended, in order: {''.join(map(str, order))}; the second ended {done_by_second} "
-          f"of 10 before the first's last")
-    assert done_by_second >= 4, order
+    # the second got in while the first still had work, and from its first job on it took
+    # a fair part of the freed slots. (Which manager wins the first freed slot is a race:
+    # the first does not know yet that another waits, see docs/engines.rst, fairness.)
+    first_of_second = order.index(1)
+    last_of_first = max(i for i, who in enumerate(order) if who == 0)
+    shared = order[first_of_second:last_of_first + 1]
+    print(f"ended, in order: {''.join(map(str, order))}; once in, the second ended "
+          f"{shared.count(1)} of {len(shared)}")
+    assert first_of_second < last_of_first, order
+    assert shared.count(1) >= len(shared) // 3, order
 
 
 def running_on(engine, manager=None):
@@ -246,17 +213,17 @@ def test_a_killed_manager_frees_its_share_once_its_containers_are_gone(engines):
         futures = [manager.submit(SLEEPER, {"n": i}) for i in range(4)]
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
-        with Sampler(engine.url) as sampler:
+        with Occupancy(engine) as occupancy:
             # the killed manager's containers run on: they hold the slots, ours wait
             time.sleep(1.5)  # what is checked is that nothing happens for a while
             assert manager.stats()["jobs"]["queued"] == 4
-            assert sampler.peak == SLOTS
+            assert occupancy.measure() == SLOTS
             with api_client(engine.url) as client:  # its containers end (as on a timeout)
                 for container in held:
                     client.kill(container["Id"])
             results = [future.result(timeout=60) for future in futures]
         assert [r["result"] for r in results] == ["success"] * 4, results
-        assert sampler.peak <= SLOTS + 1, sampler.peak
+        assert occupancy.measure() <= SLOTS + 1, (occupancy.peak, occupancy.at_peak)
     finally:
         manager.close()
         if holder.poll() is None:
@@ -275,7 +242,7 @@ def test_every_engine_kind_counts_the_other_managers_containers(engine_kind):
     managers = [JobManager(one_engine(engine)) for _ in range(2)]
     task = shell(ok_script("sleep 0.5; "), limits={"time": 5})
     try:
-        with Sampler(engine.url) as sampler:
+        with Occupancy(engine) as occupancy:
             ended = run_all(managers, 4, task)
         for results in ended:
             assert [r["result"] for _, r in results] == ["success"] * 4, (kind, results)
@@ -286,5 +253,5 @@ def test_every_engine_kind_counts_the_other_managers_containers(engine_kind):
     finally:
         for manager in managers:
             manager.close()
-    print(f"{kind}: peak {sampler.peak} running on {SLOTS} slots")
-    assert SLOTS <= sampler.peak <= SLOTS + 1, (kind, sampler.peak)
+    print(f"{kind}: peak {occupancy.peak} containers on {SLOTS} slots")
+    assert SLOTS <= occupancy.peak <= SLOTS + 1, (kind, occupancy.peak, occupancy.at_peak)
