@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from engines import docker_client  # noqa: E402
 
 from backend import JobManagerSync, Task  # noqa: E402
+from backend.watch._load import ACTIVE_STATES  # noqa: E402
 
 ROOT = Path(os.environ.get("BACKEND_TEST_ENGINES_ROOT", "/tmp/djm-test"))
 PREFIX = "backend-test-"
@@ -299,7 +300,7 @@ class Occupancy:
     def __init__(self, engine):
         self.engine = engine
         self.peak = 0
-        self.at_peak: list = []  # (manager label, container id) at the peak
+        self.at_peak: list = []  # (container id, manager label) at the peak
 
     def __enter__(self) -> "Occupancy":
         self.start = time.time()
@@ -307,7 +308,7 @@ class Occupancy:
             self.initial = {c["Id"]: c["Labels"].get("backend.manager")
                             for c in client.containers(all=True, filters={
                                 "label": "backend.manager"})
-                            if c["State"] in ("created", "running", "restarting", "paused")}
+                            if c["State"] in ACTIVE_STATES}
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -319,13 +320,16 @@ class Occupancy:
         # it a second (the engine answers at ``until``)
         until = time.time() + 1
         holding = dict(self.initial)
-        self.peak, self.at_peak = len(holding), sorted(holding.items())
+        self.peak, self.at_peak = 0, []
         with engine_client(self.engine) as client:
             # a second early: the ``die`` of a container listed at the start while the engine
-            # still listed it as running comes after it
+            # still listed it as running comes before the start; the count at the start is
+            # the listing with those replayed, and the peak is taken from there on
             events = client.events(since=self.start - 1, until=until, decode=True,
                                    filters={"type": "container"})
             for event in events:
+                if event["timeNano"] / 1e9 >= self.start:
+                    self._count(holding)
                 attributes = event.get("Actor", {}).get("Attributes", {})
                 if "backend.manager" not in attributes:
                     continue
@@ -334,6 +338,9 @@ class Occupancy:
                     holding[container] = attributes["backend.manager"]
                 elif action in ("die", "destroy", "remove"):
                     holding.pop(container, None)
-                if event["timeNano"] / 1e9 >= self.start and len(holding) > self.peak:
-                    self.peak, self.at_peak = len(holding), sorted(holding.items())
+        self._count(holding)
         return self.peak
+
+    def _count(self, holding: dict) -> None:
+        if len(holding) > self.peak:
+            self.peak, self.at_peak = len(holding), sorted(holding.items())
